@@ -1,0 +1,121 @@
+"""Tables: a label column plus numeric columns, drawn in one of several rule styles:
+
+* ``grid``: every row and column ruled, with an outer border;
+* ``booktabs``: only horizontal rules (thick top/bottom, thin under the header);
+* ``unruled``: aligned columns only (sometimes one rule under the header);
+* ``shaded``: a filled header band, optionally zebra-striped rows (report style).
+
+Sizes are pixels. The TABLE region is the tight ink extent of the whole grid.
+"""
+from typing import List, Optional
+
+import numpy as np
+
+from . import text
+from .block import Block, Region, Role, make_block, new_tile
+from .fonts import Face, draw_text, font_for, text_length
+from .typeset import INK
+
+TABLE_STYLES = ("grid", "booktabs", "booktabs", "unruled", "shaded")
+_HEADER_FILLS = ((31, 56, 100), (0, 82, 147), (210, 215, 222), (225, 225, 225), (120, 20, 40))
+
+
+def _fits(font, label: str, width: float) -> str:
+    """``label`` cut word by word until it fits ``width`` px (at least one word is kept)."""
+    words = label.split()
+    while len(words) > 1 and text_length(font, " ".join(words)) > width:
+        words.pop()
+    return " ".join(words)
+
+
+def table_block(rng: np.random.Generator, face: Face, width: float, max_height: float, style: str) -> Optional[Block]:
+    """A table no wider than ``width`` and no taller than ``max_height`` (px) in ``face``;
+    None when fewer than two body rows fit."""
+    font, bold = face.font(), face.font("bold")
+    pad = face.size * float(rng.uniform(0.4, 0.9))
+    row_h = face.size * float(rng.uniform(1.35, 1.9))
+    label_width = width * float(rng.uniform(0.25, 0.45))
+    kinds = [int(rng.integers(text.NUMBER_KINDS))] * int(rng.integers(1, 4))
+    n_rows = int(min(30, 3 + rng.gamma(2.0, 4.0)))
+    header_h = row_h * (2 if rng.random() < 0.2 else 1)
+    n_rows = min(n_rows, int((max_height - header_h) / row_h) - 1)
+    if n_rows < 2:
+        return None
+
+    labels = [_fits(font, text.heading(rng, 1, 5), label_width - 2 * pad) for _ in range(n_rows)]
+    indents = [face.size if (k and rng.random() < 0.25) else 0 for k in range(n_rows)]
+    columns: List[List[str]] = []
+    widths = [max(text_length(font, s) + i for s, i in zip(labels, indents)) + 2 * pad]
+    while True:
+        kind = kinds[len(columns) % len(kinds)] if rng.random() < 0.8 else int(rng.integers(text.NUMBER_KINDS))
+        cells = [text.table_number(rng, kind) for _ in range(n_rows)]
+        header = " ".join(text.content_words(rng, int(rng.integers(1, 3)))).capitalize() if rng.random() < 0.7 else str(int(rng.integers(1995, 2024)))
+        col_w = max(max(text_length(font, c) for c in cells), text_length(bold, header)) + 2 * pad
+        if sum(widths) + col_w > width or len(columns) >= 9:
+            break
+        columns.append([header] + cells)
+        widths.append(col_w)
+    if not columns:
+        return None
+    if rng.random() < 0.5:  # stretch to the full width
+        widths = [w + (width - sum(widths)) / len(widths) for w in widths]
+
+    total_w = sum(widths)
+    height = header_h + n_rows * row_h + 4
+    image, draw = new_tile(total_w + 2, height)
+    xs = np.concatenate([[1], 1 + np.cumsum(widths)])
+    shaded = style == "shaded"
+    header_fill = _HEADER_FILLS[int(rng.integers(len(_HEADER_FILLS)))] if shaded else None
+    header_ink = (255, 255, 255) if header_fill is not None and sum(header_fill) < 400 else INK
+    top = 2
+    if shaded:
+        draw.rectangle([xs[0], top, xs[-1], top + header_h], fill=header_fill)
+        if rng.random() < 0.6:
+            stripe = tuple(int(v) for v in rng.integers(228, 246, size=3))
+            for k in range(1, n_rows, 2):
+                y = top + header_h + k * row_h
+                draw.rectangle([xs[0], y, xs[-1], y + row_h], fill=stripe)
+
+    def baseline(y_top: float, h: float) -> float:
+        return y_top + h / 2 + 0.35 * face.size
+
+    header_weight = "bold" if rng.random() < 0.7 else "regular"
+    right_align = rng.random() < 0.7
+    for c, column in enumerate(columns, start=1):
+        cells_top = top + header_h
+        header_font = font_for(face, header_weight, column[0])
+        header_w = text_length(header_font, column[0])
+        hx = xs[c + 1] - pad - header_w if right_align else (xs[c] + xs[c + 1] - header_w) / 2
+        draw_text(image, (hx, baseline(top, header_h) + (row_h / 2 if header_h > row_h else 0)), column[0], header_font, header_ink)
+        for r, cell in enumerate(column[1:]):
+            cell_font = font_for(face, "regular", cell)
+            cell_w = text_length(cell_font, cell)
+            cx = xs[c + 1] - pad - cell_w if right_align else (xs[c] + xs[c + 1] - cell_w) / 2
+            draw_text(image, (cx, baseline(cells_top + r * row_h, row_h)), cell, cell_font, INK)
+    if header_h > row_h:  # a spanning group header over the numeric columns
+        group = text.heading(rng, 1, 3)
+        gfont = font_for(face, header_weight, group)
+        draw_text(image, ((xs[1] + xs[-1] - text_length(gfont, group)) / 2, baseline(top, row_h)), group, gfont, header_ink)
+        if not shaded:
+            draw.line([(xs[1] + pad, top + row_h), (xs[-1] - pad, top + row_h)], fill=INK, width=1)
+    for r, (label, indent) in enumerate(zip(labels, indents)):
+        weight = "bold" if (indents[r] == 0 and rng.random() < 0.1) else "regular"
+        draw_text(image, (xs[0] + pad + indent, baseline(top + header_h + r * row_h, row_h)), label, font_for(face, weight, label), INK)
+
+    bottom = top + header_h + n_rows * row_h
+    rule = (60, 60, 60) if rng.random() < 0.3 else INK
+    if style == "grid":
+        for k in range(n_rows + 1):
+            y = top + header_h + k * row_h
+            draw.line([(xs[0], y), (xs[-1], y)], fill=rule, width=1)
+        draw.line([(xs[0], top), (xs[-1], top)], fill=rule, width=1)
+        for x in xs:
+            draw.line([(x, top), (x, bottom)], fill=rule, width=1)
+    elif style == "booktabs":
+        thick = max(1, round(face.size / 8))
+        draw.line([(xs[0], top), (xs[-1], top)], fill=INK, width=thick)
+        draw.line([(xs[0], top + header_h), (xs[-1], top + header_h)], fill=INK, width=1)
+        draw.line([(xs[0], bottom), (xs[-1], bottom)], fill=INK, width=thick)
+    elif style == "unruled" and rng.random() < 0.5:
+        draw.line([(xs[0], top + header_h), (xs[-1], top + header_h)], fill=rule, width=1)
+    return make_block(image, [Region(Role.TABLE, rect=(0, 0, image.width, image.height))])

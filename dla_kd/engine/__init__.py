@@ -1,0 +1,5 @@
+"""Training and evaluation entry points."""
+from .setup import load_config
+from .trainer import Trainer
+
+__all__ = ["Trainer", "load_config"]

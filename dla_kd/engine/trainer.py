@@ -1,0 +1,97 @@
+"""The trainer behind ``tools/train_net.py``: Detectron2's ``DefaultTrainer`` with COCO
+evaluation of layout datasets, results written as JSON, and dla-kd's checkpointer."""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import COCOEvaluator
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import DLACheckpointer
+from ..evaluation import format_results_table, save_eval_results
+from ..utils.events import current_iter
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` for layout detection and distillation.
+
+    * evaluation: ``COCOEvaluator`` (bbox + segm AP, AP50, AP75, APs/m/l, per-category AP) on
+      every dataset of ``DATASETS.TEST``; results go to ``<OUTPUT_DIR>/eval_<dataset>.json`` and
+      (during training) to Detectron2's ``metrics.json``;
+    * checkpoints: :class:`DLACheckpointer` (plain weights into a distillation student, format
+      converters); ``--resume`` restores model, optimizer, scheduler and iteration.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, except that DDP gets device_ids=None for CPU models (gloo) and
+        # the checkpointer is DLACheckpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=_ddp_device_ids(model))
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DLACheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if not (resume and self.checkpointer.has_checkpoint()) and not self.cfg.MODEL.WEIGHTS:
+            check_trainable_from_scratch(self._trainer.model)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(
+            dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+        )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None, **info):
+        """Evaluate on ``cfg.DATASETS.TEST``; write one JSON per dataset and log a table."""
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process():
+            # Index of the last completed iteration, as in the checkpoint (the storage says
+            # MAX_ITER after training); None outside training (--eval-only).
+            storage_iter = current_iter(default=None)
+            if storage_iter is not None:
+                storage_iter = min(storage_iter, cfg.SOLVER.MAX_ITER - 1)
+            # DefaultTrainer.test unwraps the dict when there is a single dataset.
+            per_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
+            for dataset_name, res in per_dataset.items():
+                path = save_eval_results(
+                    res, cfg.OUTPUT_DIR, dataset_name, weights=cfg.MODEL.WEIGHTS, iteration=storage_iter, **info
+                )
+                logger.info(f"Evaluation of {dataset_name} written to {path}\n{format_results_table(res)}")
+        return results
+
+
+def check_trainable_from_scratch(model) -> None:
+    """Refuse to train a randomly initialised model that contains FrozenBN: its statistics would
+    stay at their init values (mean 0, var 1) for the whole run."""
+    frozen = [name for name, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)]
+    if frozen:
+        raise ValueError(
+            f"The model has {len(frozen)} FrozenBN layers (e.g. {frozen[0]}) but MODEL.WEIGHTS is empty: "
+            "FrozenBN needs pretrained weights. Point MODEL.WEIGHTS at a checkpoint, or train from "
+            "scratch with MODEL.RESNETS.NORM GN/BN/SyncBN (and MODEL.BACKBONE.FREEZE_AT 0)."
+        )
+
+
+def _ddp_device_ids(model):
+    """``[local_rank]`` for a CUDA model, ``None`` for a CPU model (DDP refuses ids on CPU)."""
+    device = next(model.parameters()).device
+    return [comm.get_local_rank()] if device.type == "cuda" else None

@@ -1,0 +1,60 @@
+"""The deployable model of a config: the config itself for a plain detector, the student alone
+(student backbone [+ SimKD projector and reused teacher heads]) for a distillation config."""
+import logging
+import os
+from typing import Tuple
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import build_backbone, build_model
+
+from ..checkpoint import load_weights_strict
+from ..modeling.meta_arch.student import build_student_cfg, teacher_feature_width, uses_simkd
+from ..modeling.meta_arch.teacher import load_teacher_cfg
+
+logger = logging.getLogger(__name__)
+
+STUDENT_CONFIG_FILE = "student_config.yaml"
+STUDENT_WEIGHTS_FILE = "model_student.pth"
+
+
+def is_distill_config(cfg: CfgNode) -> bool:
+    return cfg.MODEL.META_ARCHITECTURE == "DistillGeneralizedRCNN"
+
+
+def deployable_cfg(cfg: CfgNode) -> CfgNode:
+    """Plain ``GeneralizedRCNN`` config of what gets deployed. For a distillation config the
+    teacher's config is read (SimKD students take its heads) but no teacher weights are needed."""
+    if not is_distill_config(cfg):
+        return cfg
+    tcfg = load_teacher_cfg(cfg)
+    width = teacher_feature_width(build_backbone(tcfg)) if uses_simkd(cfg) else 0
+    return build_student_cfg(cfg, tcfg, width)
+
+
+def build_deployable_model(cfg: CfgNode, weights: str):
+    """(plain config, plain model in eval mode with ``weights`` fully loaded). ``weights`` may be
+    a plain checkpoint or a distillation checkpoint (its student is taken)."""
+    scfg = deployable_cfg(cfg)
+    model = build_model(scfg)
+    load_weights_strict(model, weights, "Weights (MODEL.WEIGHTS)")
+    return scfg, model.eval()
+
+
+def extract_student(cfg: CfgNode, weights: str, output_dir: str) -> Tuple[str, str]:
+    """Write the student alone: ``<output_dir>/model_student.pth`` (student tensors only: no
+    teacher, no distillation adapters) and ``student_config.yaml`` (a plain config whose
+    ``MODEL.WEIGHTS`` points at that file). Returns (config path, weights path)."""
+    scfg, model = build_deployable_model(cfg, weights)
+    os.makedirs(output_dir, exist_ok=True)
+    weights_path = os.path.abspath(os.path.join(output_dir, STUDENT_WEIGHTS_FILE))
+    torch.save({"model": model.state_dict(), "source": os.path.abspath(weights)}, weights_path)
+    scfg = scfg.clone()
+    scfg.defrost()
+    scfg.MODEL.WEIGHTS = weights_path
+    config_path = os.path.join(output_dir, STUDENT_CONFIG_FILE)
+    with open(config_path, "w") as f:
+        f.write(scfg.dump())
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(f"Student ({n_params / 1e6:.2f} M parameters) written to {weights_path}, config {config_path}")
+    return config_path, weights_path

@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny synthetic datasets root."""
+import os
+
+import pytest
+
+from dla_kd.data.synthetic import generate_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A datasets root holding small synthetic DocLayNet-style splits (6 train, 2 val pages of
+    384x384) where the builtin ``synthetic_doclaynet_{train,val}`` names find them (with
+    ``DETECTRON2_DATASETS`` pointing here, they are not regenerated)."""
+    root = tmp_path_factory.mktemp("datasets")
+    out = os.path.join(str(root), "synthetic", "doclaynet")
+    generate_dataset("doclaynet", 6, out, seed=0, split="train", page_size=(384, 384), show_progress=False)
+    generate_dataset("doclaynet", 2, out, seed=1, split="val", page_size=(384, 384), show_progress=False)
+    return str(root)
+
+
+@pytest.fixture
+def use_synthetic_root(synthetic_root, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
+    return synthetic_root

@@ -1,0 +1,192 @@
+"""Tests of the synthetic page generator (dla_kd.data.synthetic) and its CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from dla_kd.data.categories import get_categories
+from dla_kd.data.coco_layout import load_layout_coco_json
+from dla_kd.data.synthetic import STYLES, generate_dataset, generator, render_page
+from dla_kd.data.synthetic.coco import clip_polygon, polygon_area
+from dla_kd.data.synthetic.degrade import Degradation, skew_matrix, transform_points
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_PAGES = {"doclaynet": 8, "publaynet": 4}
+
+
+@pytest.fixture(scope="module", params=sorted(STYLES))
+def dataset(request, tmp_path_factory):
+    """(style, out_dir, json path, parsed json) of a small generated split, seed 0."""
+    style = request.param
+    out_dir = str(tmp_path_factory.mktemp(style))
+    json_path = generate_dataset(style, NUM_PAGES[style], out_dir, seed=0, show_progress=False)
+    with open(json_path) as f:
+        return style, out_dir, json_path, json.load(f)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_layout_on_disk_and_pycocotools(dataset):
+    style, out_dir, json_path, data = dataset
+    assert json_path == os.path.join(out_dir, "train.json")
+    coco = COCO(json_path)
+    assert len(coco.getImgIds()) == NUM_PAGES[style]
+    assert len(coco.getAnnIds()) == len(data["annotations"]) > 0
+    assert not [f for f in os.listdir(out_dir) if ".tmp" in f]
+
+
+def test_categories_are_the_table(dataset):
+    style, _, _, data = dataset
+    assert [(c["id"], c["name"]) for c in data["categories"]] == [(c["id"], c["name"]) for c in get_categories(style)]
+
+
+def test_images_exist_with_recorded_size(dataset):
+    style, out_dir, _, data = dataset
+    for img in data["images"]:
+        assert (img["width"], img["height"]) == STYLES[style].page_size
+        with Image.open(os.path.join(out_dir, "train", img["file_name"])) as im:
+            assert im.size == (img["width"], img["height"]) and im.mode == "RGB"
+
+
+def test_boxes_in_page_polygons_in_boxes(dataset):
+    _, _, _, data = dataset
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+    ids = [a["id"] for a in data["annotations"]]
+    assert len(set(ids)) == len(ids)
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        width, height = sizes[ann["image_id"]]
+        assert w > 0 and h > 0 and ann["area"] > 0 and ann["iscrowd"] == 0
+        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
+        for poly in ann["segmentation"]:
+            assert len(poly) >= 6 and len(poly) % 2 == 0
+            xy = np.array(poly).reshape(-1, 2)
+            assert (xy[:, 0] >= x - 1).all() and (xy[:, 0] <= x + w + 1).all()
+            assert (xy[:, 1] >= y - 1).all() and (xy[:, 1] <= y + h + 1).all()
+            assert ann["area"] == pytest.approx(polygon_area(xy), abs=0.05)
+        assert ann["area"] <= w * h + 1
+
+
+def test_loads_with_project_loader(dataset):
+    style, out_dir, json_path, data = dataset
+    records = load_layout_coco_json(json_path, os.path.join(out_dir, "train"), get_categories(style))
+    assert sum(len(r["annotations"]) for r in records) == len(data["annotations"])
+
+
+def test_class_mix(dataset):
+    style, _, _, data = dataset
+    used = {a["category_id"] for a in data["annotations"]}
+    if style == "publaynet":
+        assert used <= {1, 2, 3, 4, 5}
+        assert {1, 2} <= used  # text and title on every few pages
+    else:
+        assert len(used) >= 8, f"only classes {sorted(used)} in {NUM_PAGES[style]} pages"
+        assert len(data["annotations"]) / len(data["images"]) > 10
+
+
+def test_same_seed_is_byte_identical_and_pages_independent_of_count(dataset, tmp_path):
+    style, out_dir, json_path, data = dataset
+    again = generate_dataset(style, 3, str(tmp_path), seed=0, show_progress=False)
+    with open(again) as f:
+        fewer = json.load(f)
+    # the first 3 pages of the longer run are the 3 pages of the shorter one
+    assert fewer["images"] == data["images"][:3]
+    assert fewer["annotations"] == [a for a in data["annotations"] if a["image_id"] <= 3]
+    for img in fewer["images"]:
+        name = img["file_name"]
+        assert _read(os.path.join(tmp_path, "train", name)) == _read(os.path.join(out_dir, "train", name))
+    # same arguments -> same bytes
+    repeat_dir = tmp_path / "repeat"
+    repeat = generate_dataset(style, 3, str(repeat_dir), seed=0, show_progress=False)
+    assert _read(repeat) == _read(again)
+
+
+def test_different_seed_or_split_differs(tmp_path):
+    base = _read(generate_dataset("publaynet", 2, str(tmp_path / "a"), seed=0, show_progress=False))
+    other_seed = _read(generate_dataset("publaynet", 2, str(tmp_path / "b"), seed=1, show_progress=False))
+    other_split = generate_dataset("publaynet", 2, str(tmp_path / "c"), seed=0, split="val", show_progress=False)
+    assert base != other_seed
+    assert os.path.basename(other_split) == "val.json" and os.path.isdir(tmp_path / "c" / "val")
+    assert json.loads(_read(other_split))["annotations"] != json.loads(base)["annotations"]
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_clean_page_boxes_hug_ink_and_do_not_overlap(style, monkeypatch):
+    """Without degradation, every box is the tight extent of the ink inside it (so annotations
+    and pixels agree, including the page's offset in the image) and distinct objects' boxes do
+    not overlap (pictures excepted: their box is their polygon's extent)."""
+    monkeypatch.setattr(generator, "sample_degradation", lambda rng: Degradation())
+    picture_ids = {c["id"] for c in get_categories(style) if c["name"] in ("Picture", "figure")}
+    for index in range(3):
+        page = render_page(style, STYLES[style].page_size, 5, "train", index)
+        ink = page.image.min(axis=2) < 235
+        boxes = []
+        for category_id, polygon in page.objects:
+            x0, y0 = np.floor(polygon.min(axis=0)).astype(int)
+            x1, y1 = np.ceil(polygon.max(axis=0)).astype(int)
+            boxes.append((x0, y0, x1, y1))
+            if category_id in picture_ids:
+                continue
+            rows, cols = np.nonzero(ink[y0:y1, x0:x1])
+            assert len(rows), (style, index, category_id)
+            assert cols.min() <= 1 and cols.max() >= x1 - x0 - 2 and rows.min() <= 1 and rows.max() >= y1 - y0 - 2
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert min(a[2], b[2]) - max(a[0], b[0]) <= 1 or min(a[3], b[3]) - max(a[1], b[1]) <= 1, (a, b)
+
+
+def test_skew_transform_matches_warp():
+    """Polygons are moved with the same matrix that rotates the pixels."""
+    image = np.zeros((300, 200), np.uint8)
+    image[50:53, 150:153] = 255
+    matrix = skew_matrix(1.5, 200, 300)
+    warped = cv2.warpAffine(image, matrix, (200, 300), flags=cv2.INTER_LINEAR)
+    rows, cols = np.nonzero(warped)
+    weights = warped[rows, cols].astype(float)
+    centroid = np.array([np.average(cols, weights=weights), np.average(rows, weights=weights)])
+    assert np.allclose(transform_points(matrix, np.array([[151.0, 51.0]]))[0], centroid, atol=0.3)
+
+
+def test_clip_polygon():
+    square = np.array([[-10.0, -10], [10, -10], [10, 10], [-10, 10]])
+    assert polygon_area(clip_polygon(square, (0, 0, 100, 100))) == pytest.approx(100)
+    assert len(clip_polygon(square, (20, 20, 30, 30))) == 0
+
+
+def test_shaped_picture_polygon_is_not_a_rectangle():
+    from dla_kd.data.synthetic.fonts import Face
+    from dla_kd.data.synthetic.pictures import picture_block
+
+    block = picture_block(np.random.default_rng(0), "cutout", 120, 90, Face("dejavu-sans", 8))
+    (region,) = block.regions
+    polygon = region.polygon
+    assert len(polygon) > 4
+    assert (polygon >= 0).all() and (polygon[:, 0] <= block.width).all() and (polygon[:, 1] <= block.height).all()
+    x0, y0 = polygon.min(axis=0)
+    x1, y1 = polygon.max(axis=0)
+    assert polygon_area(polygon) < 0.95 * (x1 - x0) * (y1 - y0)
+    assert np.asarray(block.image)[0, 0].tolist() == [255, 255, 255]  # corner outside the outline
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "tools/make_synthetic_dataset.py", "--style", "doclaynet", "--num-images", "2",
+         "--out", str(out), "--seed", "0", "--width", "500", "--height", "600"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    json_path = str(out / "train.json")
+    assert result.stdout.splitlines()[0] == json_path
+    assert "Text" in result.stdout
+    data = json.loads(_read(json_path))
+    assert [(i["width"], i["height"]) for i in data["images"]] == [(500, 600)] * 2
