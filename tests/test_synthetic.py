@@ -95,19 +95,19 @@ def test_class_mix(dataset):
 
 def test_same_seed_is_byte_identical_and_pages_independent_of_count(dataset, tmp_path):
     style, out_dir, json_path, data = dataset
-    again = generate_dataset(style, 3, str(tmp_path), seed=0, show_progress=False)
-    with open(again) as f:
-        fewer = json.load(f)
-    # the first 3 pages of the longer run are the 3 pages of the shorter one
-    assert fewer["images"] == data["images"][:3]
-    assert fewer["annotations"] == [a for a in data["annotations"] if a["image_id"] <= 3]
+    fewer_dir, repeat_dir = tmp_path / "fewer", tmp_path / "repeat"
+    fewer_json = generate_dataset(style, 2, str(fewer_dir), seed=0, show_progress=False)
+    fewer = json.loads(_read(fewer_json))
+    # the first pages of the longer run are the pages of the shorter one
+    assert fewer["images"] == data["images"][:2]
+    assert fewer["annotations"] == [a for a in data["annotations"] if a["image_id"] <= 2]
     for img in fewer["images"]:
-        name = img["file_name"]
-        assert _read(os.path.join(tmp_path, "train", name)) == _read(os.path.join(out_dir, "train", name))
-    # same arguments -> same bytes
-    repeat_dir = tmp_path / "repeat"
-    repeat = generate_dataset(style, 3, str(repeat_dir), seed=0, show_progress=False)
-    assert _read(repeat) == _read(again)
+        assert _read(fewer_dir / "train" / img["file_name"]) == _read(os.path.join(out_dir, "train", img["file_name"]))
+    # same arguments -> same bytes, also when rendered by worker processes
+    repeat_json = generate_dataset(style, 2, str(repeat_dir), seed=0, show_progress=False, num_workers=2)
+    assert _read(repeat_json) == _read(fewer_json)
+    for img in fewer["images"]:
+        assert _read(repeat_dir / "train" / img["file_name"]) == _read(fewer_dir / "train" / img["file_name"])
 
 
 def test_different_seed_or_split_differs(tmp_path):

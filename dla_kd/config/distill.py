@@ -43,6 +43,11 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.TEACHER.OPTS = []  # extra "KEY", "VALUE" overrides applied to the teacher config
     # Teacher compute dtype on GPU: "float32", "bfloat16" or "float16" (autocast). CPU always fp32.
     _C.DISTILL.TEACHER.DTYPE = "float32"
+    # On-disk cache of the teacher's features (multi-epoch runs with deterministic inputs only):
+    # DIR empty = off. DTYPE of the stored tensors: "float16" (half the disk), "float32" (exact).
+    _C.DISTILL.TEACHER.FEATURE_CACHE = CN()
+    _C.DISTILL.TEACHER.FEATURE_CACHE.DIR = ""
+    _C.DISTILL.TEACHER.FEATURE_CACHE.DTYPE = "float16"
     # Build the teacher with random weights (unit tests, benchmarks). Never for real runs.
     _C.DISTILL.TEACHER.ALLOW_RANDOM_INIT = False
     # Before training, evaluate the teacher on a few validation images and stop if it is at chance.

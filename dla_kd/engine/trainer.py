@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import DLACheckpointer
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
+from .teacher_check import TeacherSanityCheck
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        model = self._trainer.model
+        model = model.module if hasattr(model, "module") else model
+        if self.cfg.DISTILL.TEACHER.SANITY_CHECK.ENABLED and hasattr(model, "teacher"):
+            hooks.insert(0, TeacherSanityCheck(self.cfg, model))
+        return hooks
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)

@@ -15,10 +15,11 @@ from PIL import Image, ImageDraw
 
 from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 
-Rect = Tuple[int, int, int, int]
+Rect = Tuple[float, float, float, float]
 PAPER = (255, 255, 255)
-# Pixels darker than this (0..255 grey) count as ink when tightening regions.
+# Grey levels (0..255) darker than this count as ink when tightening regions.
 _INK_THRESHOLD = 235
+_INK_LUT = [255 if v < _INK_THRESHOLD else 0 for v in range(256)]
 
 
 class Role(str, Enum):
@@ -92,15 +93,14 @@ def new_tile(width: float, height: float) -> Tuple[Image.Image, ImageDraw.ImageD
     return image, ImageDraw.Draw(image)
 
 
-def ink_extent(image: Image.Image, rect: Optional[Rect] = None) -> Optional[Rect]:
-    """Tight box of the ink (pixels darker than the threshold) inside ``rect`` of ``image``
-    (whole image when None), in image coordinates; None when there is no ink."""
-    x0, y0 = (0, 0) if rect is None else (max(0, int(rect[0])), max(0, int(rect[1])))
-    x1, y1 = image.size if rect is None else (min(image.width, int(np.ceil(rect[2]))), min(image.height, int(np.ceil(rect[3]))))
+def ink_extent(image: Image.Image, rect: Rect) -> Optional[Rect]:
+    """Tight box (integer pixel edges) of the ink, pixels darker than the threshold, inside
+    ``rect`` of ``image``; None when there is no ink."""
+    x0, y0 = max(0, int(rect[0])), max(0, int(rect[1]))
+    x1, y1 = min(image.width, int(np.ceil(rect[2]))), min(image.height, int(np.ceil(rect[3])))
     if x1 <= x0 or y1 <= y0:
         return None
-    grey = image.crop((x0, y0, x1, y1)).convert("L")
-    box = grey.point(lambda v: 255 if v < _INK_THRESHOLD else 0).getbbox()
+    box = image.crop((x0, y0, x1, y1)).convert("L").point(_INK_LUT).getbbox()
     if box is None:
         return None
     return (x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3])

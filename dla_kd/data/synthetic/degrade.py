@@ -42,11 +42,11 @@ def sample_degradation(rng: np.random.Generator) -> Degradation:
         paper=tuple(float(v) for v in tint),
         shading=float(rng.uniform(0.05, 0.25)) if on[2] else 0.0,
         contrast=(float(rng.uniform(20, 90)), float(rng.uniform(200, 250))) if on[3] else (0.0, 255.0),
-        blur_sigma=float(rng.uniform(0.4, 1.1)) if on[4] else 0.0,
+        blur_sigma=float(rng.uniform(0.4, 0.9)) if on[4] else 0.0,
         noise_sigma=float(rng.uniform(2, 10)) if on[5] else 0.0,
         speckle=float(rng.uniform(1e-4, 1e-3)) if on[6] else 0.0,
         salt_pepper=float(rng.uniform(1e-4, 2e-3)) if on[7] else 0.0,
-        grey=bool(on[1] and rng.random() < 0.3) or rng.random() < 0.15,
+        grey=bool(rng.random() < 0.2),
         jpeg_quality=int(rng.integers(25, 80)) if on[8] else None,
         noise_seed=int(rng.integers(2**31)),
     )
@@ -93,6 +93,6 @@ def degrade(image: np.ndarray, d: Degradation) -> np.ndarray:
         out[:] = out.mean(axis=2, keepdims=True)
     out = np.clip(out, 0, 255).astype(np.uint8)
     if d.jpeg_quality is not None:
-        ok, encoded = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality])
+        _, encoded = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality])
         out = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]
     return np.ascontiguousarray(out)

@@ -22,12 +22,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 FONT_DIR = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
-WEIGHTS = ("regular", "bold", "italic", "bold_italic")
-
-
 @dataclass(frozen=True)
 class Family:
-    """Font files (names inside :data:`FONT_DIR`) of one typeface, one per weight in :data:`WEIGHTS`."""
+    """Font files (names inside :data:`FONT_DIR`) of one typeface, one per weight ("regular",
+    "bold", "italic", "bold_italic")."""
 
     regular: str
     bold: str
@@ -82,6 +80,11 @@ class Face:
 
     def font(self, weight: str = "regular") -> ImageFont.FreeTypeFont:
         return load_font(FAMILIES[self.family].file(weight), self.size)
+
+    @property
+    def space_width(self) -> float:
+        """Width of an inter-word space (px)."""
+        return text_length(self.font(), " ")
 
 
 def font_for(face: Face, weight: str, text: str) -> ImageFont.FreeTypeFont:

@@ -12,6 +12,7 @@ and identical pixels.
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -147,8 +148,9 @@ def generate_dataset(
         os.remove(json_path)
     jobs = [(style, image_size, seed, split, index, image_dir) for index in range(num_images)]
     images, annotations = [], []
-    with ProcessPoolExecutor(num_workers) if num_workers > 1 else _InProcess() as executor:
-        results = executor.map(_write_page, jobs, chunksize=4)
+    executor = ProcessPoolExecutor(num_workers) if num_workers > 1 else None
+    with executor or nullcontext():
+        results = executor.map(_write_page, jobs, chunksize=4) if executor else map(_write_page, jobs)
         for record, objects in tqdm(results, total=num_images, desc=f"{style}/{split}", disable=not show_progress):
             images.append(record)
             for category_id, polygon in objects:
@@ -162,15 +164,3 @@ def generate_dataset(
     write_json_atomic(data, json_path)
     return json_path
 
-
-class _InProcess:
-    """Executor stand-in that maps in the calling process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, iterable, chunksize=1):
-        return map(fn, iterable)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import text
 from .block import Block, Role, new_tile, stack_blocks
-from .fonts import FAMILIES, SANS_FAMILIES, SERIF_FAMILIES, Face
+from .fonts import SANS_FAMILIES, SERIF_FAMILIES, Face
 from .formula import formula_block
 from .pictures import picture_block
 from .styles import Genre
@@ -147,7 +147,7 @@ class PageComposer:
                 [(text.heading(rng, 1, 3), weight, "left"), (running, weight, "center"), (number, "regular", "right")],
             )
             items = layouts[int(rng.integers(len(layouts)))]
-            block = margin_block(items, face, width, Role.PAGE_HEADER, "below" if rng.random() < 0.35 else None, INK)
+            block = margin_block(items, face, width, Role.PAGE_HEADER, "below" if rng.random() < 0.35 else None)
             y = body_top * float(rng.uniform(0.3, 0.55)) - block.height / 2
             self._place(block, left, min(y, body_top - block.height - 2))
         if rng.random() < 0.7:
@@ -159,7 +159,7 @@ class PageComposer:
                 [(number, "bold", "right")],
             )
             items = layouts[int(rng.integers(len(layouts)))]
-            block = margin_block(items, face, width, Role.PAGE_FOOTER, "above" if rng.random() < 0.25 else None, INK)
+            block = margin_block(items, face, width, Role.PAGE_FOOTER, "above" if rng.random() < 0.25 else None)
             y = self.height - (self.height - body_bottom) * float(rng.uniform(0.35, 0.6)) - block.height / 2
             self._place(block, left, max(y, body_bottom + 2))
 
@@ -167,7 +167,7 @@ class PageComposer:
         """Title, then authors/affiliations/abstract (articles) or a subtitle; return the new top."""
         rng, typo = self.rng, self.typo
         align = "center" if rng.random() < 0.6 else "left"
-        family = typo.body.family if rng.random() < 0.6 else str(rng.choice(list(FAMILIES)[:5]))
+        family = typo.body.family if rng.random() < 0.6 else str(rng.choice(SERIF_FAMILIES + SANS_FAMILIES))
         title_face = Face(family, round(typo.body.size * rng.uniform(1.5, 2.6)))
         blocks = [title_block(rng, title_face, "bold" if rng.random() < 0.7 else "regular", width, align)]
         if self.genre.abstract:
@@ -360,6 +360,7 @@ class PageComposer:
         narrow = kind in ("photo", "cutout", "pie")
         fig_w = width * float(rng.uniform(0.4, 0.9) if narrow else rng.uniform(0.6, 1.0))
         fig_h = fig_w * float(rng.uniform(0.6, 1.0) if kind == "cutout" else rng.uniform(0.45, 0.8))
+        fig_h = min(fig_h, self.height * float(rng.uniform(0.2, 0.45)))
         self.counters["figure"] += 1
         caption = None
         if rng.random() < 0.85:
@@ -414,7 +415,7 @@ class PageComposer:
         rest = [run for line in side_lines[n_side:] for run in line.runs]
         side = lines_block(side_lines[:n_side], typo.body, typo.pitch, width - pic_w - gap, Role.TEXT)
         if rest:
-            self.pending = (set_lines(rest, width, typo.space(typo.body), typo.align), width)
+            self.pending = (set_lines(rest, width, typo.body, typo.align), width)
         on_left = rng.random() < 0.5
         pic_x, text_x = (0, pic_w + gap) if on_left else (width - pic_w, 0)
         return [(picture, pic_x, 0), (side, text_x, 0)], float(max(picture.height, side.height))

@@ -289,13 +289,23 @@ _PANEL_DRAWERS: Dict[str, Callable] = {
     "photo": _photo_into,
 }
 PICTURE_KINDS = tuple(_PANEL_DRAWERS) + ("panels", "cutout")
+MIN_CHART_SIZE = (80, 60)  # (width, height) px
 
 
 def picture_block(rng: np.random.Generator, kind: str, width: float, height: float, face: Face) -> Block:
     """A ``width`` x ``height`` picture of ``kind`` (see :data:`PICTURE_KINDS`): one drawer of
     :data:`_PANEL_DRAWERS`, a grid of "(a)"-labelled panels, or a photo "cutout" with a
-    non-rectangular outline."""
+    non-rectangular outline. Charts, diagrams and panels need about :data:`MIN_CHART_SIZE` px
+    per chart; smaller pictures are drawn as photos."""
     image, draw = new_tile(width, height)
+    rows, cols = (1, 2) if rng.random() < 0.6 else (2, 2)
+    min_w, min_h = MIN_CHART_SIZE
+    if kind == "panels":
+        rows = rows if height / rows >= min_h else 1
+        if width / cols < min_w or height / rows < min_h:
+            kind = "photo"
+    elif kind not in ("cutout", "photo") and (width < min_w or height < min_h):
+        kind = "photo"
     if kind == "cutout":
         polygon = outline_polygon(rng, image.width, image.height)
         mask = Image.new("L", image.size, 0)
@@ -303,7 +313,6 @@ def picture_block(rng: np.random.Generator, kind: str, width: float, height: flo
         image.paste(Image.fromarray(photo(rng, image.width, image.height)), (0, 0), mask)
         return Block(image, [Region(Role.PICTURE, polygon=polygon)])
     if kind == "panels":
-        rows, cols = (1, 2) if rng.random() < 0.6 else (2, 2)
         panel_kind = str(rng.choice(["line", "scatter", "bar", "photo"]))
         label_h = face.size * 1.4
         font = face.font()

@@ -21,6 +21,8 @@ from dla_kd.data.categories import get_categories
 
 from .block import Role
 from .fonts import MONO_FAMILIES, SANS_FAMILIES, SERIF_FAMILIES
+from .pictures import PICTURE_KINDS
+from .table import TABLE_STYLES
 
 # Relative weights of the body elements the page composer draws from.
 ELEMENTS = ("paragraph", "heading", "list", "figure", "table", "formula", "wrapped_cutout")
@@ -33,8 +35,8 @@ class Genre:
     body_pt: Tuple[float, float]  # body font size range in points
     columns: Dict[int, float]  # number of columns -> probability
     elements: Dict[str, float]  # ELEMENTS -> weight
-    picture_kinds: Tuple[str, ...]  # kinds of pictures.PICTURE_KINDS (repeat for weight)
-    table_styles: Tuple[str, ...]  # kinds of table.TABLE_STYLES
+    picture_kinds: Tuple[str, ...]  # of pictures.PICTURE_KINDS (repeat for weight)
+    table_styles: Tuple[str, ...]  # of table.TABLE_STYLES (repeat for weight)
     heading_numbering: Tuple[str, ...]  # "decimal", "roman", "section", "article", "none"
     lead_in: str = "runin"  # paragraph openers: "runin" (bold phrase), "patent" ([0012]), "none"
     first_page_prob: float = 0.2  # pages with the document title (and front matter)
@@ -47,11 +49,13 @@ class Genre:
 
     def __post_init__(self):
         assert set(self.elements) <= set(ELEMENTS), self.elements
+        assert set(self.picture_kinds) <= set(PICTURE_KINDS), self.picture_kinds
+        assert set(self.table_styles) <= set(TABLE_STYLES), self.table_styles
 
 
 SCIENTIFIC = Genre(
     "scientific", SERIF_FAMILIES + ("dejavu-sans",), (8.5, 10.5), {1: 0.25, 2: 0.75},
-    {"paragraph": 6, "heading": 1.6, "list": 0.6, "figure": 1.0, "table": 0.7, "formula": 1.3, "wrapped_cutout": 0.05},
+    {"paragraph": 6, "heading": 1.6, "list": 0.6, "figure": 1.0, "table": 0.7, "formula": 2.0, "wrapped_cutout": 0.05},
     ("line", "line", "scatter", "bar", "panels", "diagram", "photo"), ("booktabs", "booktabs", "grid", "unruled"),
     ("decimal", "decimal", "roman", "none"), first_page_prob=0.2, abstract=True, footnote_prob=0.3,
     paragraph_sentences=(1, 5),

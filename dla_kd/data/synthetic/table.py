@@ -16,7 +16,7 @@ from .block import Block, Region, Role, make_block, new_tile
 from .fonts import Face, draw_text, font_for, text_length
 from .typeset import INK
 
-TABLE_STYLES = ("grid", "booktabs", "booktabs", "unruled", "shaded")
+TABLE_STYLES = ("grid", "booktabs", "unruled", "shaded")
 _HEADER_FILLS = ((31, 56, 100), (0, 82, 147), (210, 215, 222), (225, 225, 225), (120, 20, 40))
 
 
@@ -35,7 +35,7 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
     pad = face.size * float(rng.uniform(0.4, 0.9))
     row_h = face.size * float(rng.uniform(1.35, 1.9))
     label_width = width * float(rng.uniform(0.25, 0.45))
-    kinds = [int(rng.integers(text.NUMBER_KINDS))] * int(rng.integers(1, 4))
+    kinds = [int(k) for k in rng.integers(text.NUMBER_KINDS, size=int(rng.integers(1, 4)))]  # cycled over columns
     n_rows = int(min(30, 3 + rng.gamma(2.0, 4.0)))
     header_h = row_h * (2 if rng.random() < 0.2 else 1)
     n_rows = min(n_rows, int((max_height - header_h) / row_h) - 1)
@@ -46,19 +46,20 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
     indents = [face.size if (k and rng.random() < 0.25) else 0 for k in range(n_rows)]
     columns: List[List[str]] = []
     widths = [max(text_length(font, s) + i for s, i in zip(labels, indents)) + 2 * pad]
+    room = width - 2  # the tile has a 1 px border for the outer rules
     while True:
         kind = kinds[len(columns) % len(kinds)] if rng.random() < 0.8 else int(rng.integers(text.NUMBER_KINDS))
         cells = [text.table_number(rng, kind) for _ in range(n_rows)]
         header = " ".join(text.content_words(rng, int(rng.integers(1, 3)))).capitalize() if rng.random() < 0.7 else str(int(rng.integers(1995, 2024)))
         col_w = max(max(text_length(font, c) for c in cells), text_length(bold, header)) + 2 * pad
-        if sum(widths) + col_w > width or len(columns) >= 9:
+        if sum(widths) + col_w > room or len(columns) >= 9:
             break
         columns.append([header] + cells)
         widths.append(col_w)
     if not columns:
         return None
     if rng.random() < 0.5:  # stretch to the full width
-        widths = [w + (width - sum(widths)) / len(widths) for w in widths]
+        widths = [w + (room - sum(widths)) / len(widths) for w in widths]
 
     total_w = sum(widths)
     height = header_h + n_rows * row_h + 4

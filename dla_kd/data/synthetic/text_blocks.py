@@ -44,9 +44,6 @@ class Typography:
     def pitch(self) -> float:
         return self.body.size * self.leading
 
-    def space(self, face: Face) -> float:
-        return text_length(face.font(), " ")
-
 
 def first_baseline(face: Face, pitch: float) -> float:
     """Distance from the top of a text block to its first baseline (px)."""
@@ -67,19 +64,21 @@ def _superscript(face: Face, marker: str) -> Run:
 
 
 def paragraph_runs(rng: np.random.Generator, typo: Typography, n_sentences: Tuple[int, int], lead_in: str = "") -> List[Run]:
-    """Runs of a pseudo-text paragraph; ``lead_in`` is set bold in front (run-in heading), and a
-    footnote marker is sometimes attached to a word."""
-    runs = runs_from_text(lead_in, typo.body, "bold") + runs_from_text(text.paragraph(rng, *n_sentences), typo.body)
+    """Runs of a pseudo-text paragraph of ``n_sentences`` (min, max) sentences: ``lead_in`` set bold
+    in front (run-in heading), about 1% of the words in italics and sometimes a footnote marker."""
+    words = text.paragraph(rng, *n_sentences).split()
+    italic = rng.random(len(words)) < 0.01
+    runs = runs_from_text(lead_in, typo.body, "bold") + [
+        Run(word, font_for(typo.body, "italic" if slanted else "regular", word)) for word, slanted in zip(words, italic)
+    ]
     if rng.random() < 0.1 and len(runs) > 4:
         runs.insert(int(rng.integers(2, len(runs))), _superscript(typo.body, str(int(rng.integers(1, 9)))))
-    for k in np.flatnonzero(rng.random(len(runs)) < 0.01):
-        runs[k] = Run(runs[k].text, font_for(typo.body, "italic", runs[k].text))
     return runs
 
 
 def paragraph_lines(runs: Sequence[Run], typo: Typography, width: float, indent: Optional[float] = None) -> List[Line]:
     """Set paragraph ``runs`` at ``width`` with the document's alignment and first-line indent."""
-    return set_lines(runs, width, typo.space(typo.body), typo.align, typo.indent if indent is None else indent)
+    return set_lines(runs, width, typo.body, typo.align, typo.indent if indent is None else indent)
 
 
 def heading_block(rng: np.random.Generator, typo: Typography, width: float, number: str) -> Block:
@@ -90,14 +89,14 @@ def heading_block(rng: np.random.Generator, typo: Typography, width: float, numb
     label = f"{number} {words}" if (typo.heading_numbered and number) else words
     runs = runs_from_text(label, typo.heading, typo.heading_weight, typo.heading_color)
     pitch = typo.heading.size * 1.2
-    lines = set_lines(runs, width, typo.space(typo.heading), "left")
+    lines = set_lines(runs, width, typo.heading, "left")
     return lines_block(lines, typo.heading, pitch, width, Role.SECTION_HEADER)
 
 
 def title_block(rng: np.random.Generator, face: Face, weight: str, width: float, align: str) -> Block:
     """A document title (large face, 1-3 lines)."""
     runs = runs_from_text(text.title(rng), face, weight)
-    lines = set_lines(runs, width * float(rng.uniform(0.75, 1.0)), text_length(face.font(), " "), align)
+    lines = set_lines(runs, width * float(rng.uniform(0.75, 1.0)), face, align)
     if align == "center":
         shift = (width - max(line.right for line in lines)) / 2
         lines = [Line(line.runs, [x + shift for x in line.xs]) for line in lines]
@@ -107,7 +106,7 @@ def title_block(rng: np.random.Generator, face: Face, weight: str, width: float,
 def plain_text_block(content: str, face: Face, weight: str, width: float, align: str, role: Role = Role.TEXT) -> Block:
     """``content`` set at ``width`` in one face (author lists, affiliations, notes)."""
     runs = runs_from_text(content, face, weight)
-    return lines_block(set_lines(runs, width, text_length(face.font(), " "), align), face, face.size * 1.25, width, role)
+    return lines_block(set_lines(runs, width, face, align), face, face.size * 1.25, width, role)
 
 
 def list_marker(kind: str, k: int) -> str:
@@ -142,7 +141,7 @@ def list_block(
     height = 0.0
     for marker in markers:
         runs = runs_from_text(text.paragraph(rng, 1, max_sentences), typo.body)
-        lines = set_lines(runs, width - left, typo.space(typo.body), typo.align, hang, hang)
+        lines = set_lines(runs, width - left, typo.body, typo.align, hang, hang)
         needed = len(lines) * typo.pitch + (gap if items else 0.0)
         if height + needed > max_height:
             break
@@ -150,7 +149,7 @@ def list_block(
         height += needed
     if not items:
         return None
-    image, draw = new_tile(width, height)
+    image, _ = new_tile(width, height)
     regions, top = [], 0.0
     baseline = first_baseline(typo.body, typo.pitch)
     for marker, lines in items:
@@ -171,9 +170,9 @@ def caption_block(rng: np.random.Generator, typo: Typography, width: float, is_t
     runs = runs_from_text(label, typo.caption, typo.caption_label_weight) + runs_from_text(
         text.paragraph(rng, 1, int(rng.choice([1, 1, 2, 4]))), typo.caption, typo.caption_weight
     )
-    lines = set_lines(runs, width, typo.space(typo.caption), typo.align)
+    lines = set_lines(runs, width, typo.caption, typo.align)
     if len(lines) == 1 and rng.random() < 0.6:
-        lines = set_lines(runs, width, typo.space(typo.caption), "center")
+        lines = set_lines(runs, width, typo.caption, "center")
     return lines_block(lines, typo.caption, typo.caption.size * typo.leading, width, Role.CAPTION)
 
 
@@ -182,12 +181,12 @@ def footnote_block(rng: np.random.Generator, typo: Typography, width: float, mar
     face = typo.small
     runs = [_superscript(face, marker)] + runs_from_text(text.paragraph(rng, 1, 2), face)
     runs[1].space_before = False
-    lines = set_lines(runs, width, typo.space(face), typo.align, face.size * 0.8 if rng.random() < 0.5 else 0)
+    lines = set_lines(runs, width, face, typo.align, face.size * 0.8 if rng.random() < 0.5 else 0)
     return lines_block(lines, face, face.size * 1.2, width, Role.FOOTNOTE)
 
 
 def margin_block(
-    items: Sequence[Tuple[str, str, str]], face: Face, width: float, role: Role, rule: Optional[str], rule_color: Color
+    items: Sequence[Tuple[str, str, str]], face: Face, width: float, role: Role, rule: Optional[str]
 ) -> Block:
     """One line of page-header/footer ``items`` ``(text, weight, position)`` with position
     "left", "center" or "right", each its own region; ``rule`` draws a line "above" or "below"
@@ -200,10 +199,10 @@ def margin_block(
     regions = []
     for content, weight, position in items:
         runs = runs_from_text(content, face, weight)
-        line = set_lines(runs, width, text_length(face.font(), " "), position)[0]
+        line = set_lines(runs, width, face, position)[0]
         draw_lines(image, [line], 0, baseline, pitch)
         regions.append(Region(role, rect=(int(line.xs[0]) - 1, int(text_top), int(np.ceil(line.right)) + 1, int(text_top + pitch))))
     if rule:
         y = 1 if rule == "above" else int(height) - 2
-        draw.line([(0, y), (width, y)], fill=rule_color, width=1)
+        draw.line([(0, y), (width, y)], fill=INK, width=1)
     return make_block(image, regions)

@@ -70,14 +70,15 @@ def _break(runs: Sequence[Run], widths: Sequence[float], space: float) -> List[L
 def set_lines(
     runs: Sequence[Run],
     width: float,
-    space: float,
+    face: Face,
     align: str = "justify",
     first_indent: float = 0.0,
     rest_indent: float = 0.0,
 ) -> List[Line]:
-    """Break ``runs`` into lines of ``width`` px (minus indents) with inter-word ``space`` px.
-    Justified paragraphs keep their last line ragged."""
+    """Break ``runs`` into lines of ``width`` px (minus indents) with the inter-word space of
+    ``face``. Justified paragraphs keep their last line ragged."""
     assert align in ALIGNMENTS, align
+    space = face.space_width
     indents = (first_indent, rest_indent)
     groups = _break(runs, [width - first_indent, width - rest_indent], space)
     lines = []

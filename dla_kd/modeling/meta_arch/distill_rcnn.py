@@ -1,7 +1,7 @@
 """``DistillGeneralizedRCNN``: a student ``GeneralizedRCNN`` trained with KD from a frozen teacher."""
 import logging
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -10,6 +10,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ...distill.base import DistillContext, build_distillers
+from ...distill.feature_cache import TeacherFeatureCache, cache_signature, check_deterministic_inputs
 from ...distill.schedule import LossWeightSchedule
 from ...utils.events import current_iter, current_storage
 from .roi_outputs import (
@@ -65,6 +66,8 @@ class DistillGeneralizedRCNN(nn.Module):
         cascade_teacher_stage: str = "last",
         teacher_dtype: str = "float32",
         student_cfg=None,
+        teacher_cfg=None,
+        feature_cache: Optional[TeacherFeatureCache] = None,
     ):
         super().__init__()
         self.student = student
@@ -76,6 +79,8 @@ class DistillGeneralizedRCNN(nn.Module):
         self.flip_teacher_channels = flip_teacher_channels
         self.teacher_dtype = teacher_dtype
         self.student_cfg = student_cfg
+        self.teacher_cfg = teacher_cfg
+        self.feature_cache = feature_cache
         check_supported_roi_heads(student.roi_heads)
         check_supported_roi_heads(teacher.roi_heads)
         self.stage_plan = teacher_stage_plan(
@@ -83,6 +88,7 @@ class DistillGeneralizedRCNN(nn.Module):
         )
         self.needs_teacher_rois = any(d.needs_teacher_rois for d in distillers.values())
         self.needs_masks = any(d.needs_masks for d in distillers.values())
+        self.padding = _common_padding(student.backbone, teacher.backbone)
 
     @classmethod
     def from_config(cls, cfg):
@@ -98,6 +104,14 @@ class DistillGeneralizedRCNN(nn.Module):
             init_from_teacher(student, teacher, list(cfg.DISTILL.INIT_FROM_TEACHER.PREFIXES))
         distillers = build_distillers(cfg, student, teacher)
         nodes = {name: cfg.DISTILL[name.upper()] for name in distillers}
+        cache = None
+        if cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR:
+            check_deterministic_inputs(cfg)
+            levels = _teacher_levels_needed(cfg, teacher, distillers)
+            cache = TeacherFeatureCache(
+                cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR, levels, cache_signature(cfg, tcfg, levels),
+                cfg.DISTILL.TEACHER.FEATURE_CACHE.DTYPE,
+            )
         return {
             "student": student,
             "teacher": teacher,
@@ -111,6 +125,8 @@ class DistillGeneralizedRCNN(nn.Module):
             "cascade_teacher_stage": cfg.DISTILL.ROI.CASCADE_TEACHER_STAGE,
             "teacher_dtype": cfg.DISTILL.TEACHER.DTYPE,
             "student_cfg": scfg,
+            "teacher_cfg": tcfg,
+            "feature_cache": cache,
         }
 
     @property
@@ -129,16 +145,23 @@ class DistillGeneralizedRCNN(nn.Module):
         return self
 
     def _preprocess(self, batched_inputs: List[Dict]):
-        """Student and teacher ImageLists: own normalisation and channel order, same padding."""
+        """Student ImageList and the teacher's normalised images (own mean/std and channel
+        order); ``self.padding`` pads both to the same size so feature levels align."""
         images = [self.student._move_to_current_device(x["image"]) for x in batched_inputs]
         s_images = [(x - self.student.pixel_mean) / self.student.pixel_std for x in images]
         t_images = [x.flip(0) if self.flip_teacher_channels else x for x in images]
         t_images = [(x - self.teacher.pixel_mean) / self.teacher.pixel_std for x in t_images]
-        constraints = _common_padding(self.student.backbone, self.teacher.backbone)
-        return (
-            ImageList.from_tensors(s_images, padding_constraints=constraints),
-            ImageList.from_tensors(t_images, padding_constraints=constraints),
-        )
+        return ImageList.from_tensors(s_images, padding_constraints=self.padding), t_images
+
+    def _teacher_features(self, batched_inputs, t_images, s_features) -> Dict[str, torch.Tensor]:
+        """Teacher backbone features, name -> (N, C, H, W) float32, live or from the cache."""
+        with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
+            if self.feature_cache is None:
+                batch = ImageList.from_tensors(t_images, padding_constraints=self.padding)
+                return {k: v.float() for k, v in self.teacher.backbone(batch.tensor).items()}
+            singles = [ImageList.from_tensors([x], padding_constraints=self.padding).tensor[0] for x in t_images]
+            shapes = {k: tuple(s_features[k].shape[-2:]) for k in self.feature_cache.levels}
+            return self.feature_cache.features(batched_inputs, singles, shapes, self.teacher.backbone)
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses (detection losses + weighted KD losses).
@@ -150,10 +173,8 @@ class DistillGeneralizedRCNN(nn.Module):
         s_images, t_images = self._preprocess(batched_inputs)
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         precision = teacher_precision(self.device, self.teacher_dtype)
-
-        with torch.no_grad(), precision:
-            t_features = {k: v.float() for k, v in self.teacher.backbone(t_images.tensor).items()}
         s_features = self.student.backbone(s_images.tensor)
+        t_features = self._teacher_features(batched_inputs, t_images, s_features)
         proposals, proposal_losses = self.student.proposal_generator(s_images, s_features, gt_instances)
         detector_losses, stages, mask_out = student_roi_forward(
             self.student.roi_heads, s_features, proposals, gt_instances
@@ -190,6 +211,17 @@ class DistillGeneralizedRCNN(nn.Module):
                     raise KeyError(f"Distiller {name!r} returned loss name {loss_name!r} twice")
                 losses[loss_name] = value * weight
         return losses
+
+
+def _teacher_levels_needed(cfg, teacher, distillers) -> List[str]:
+    """Teacher feature levels read in a step: the distilled levels, plus the teacher heads'
+    inputs when they answer on the student's RoIs."""
+    levels = set(cfg.DISTILL.FEATURE.IN_FEATURES)
+    if any(d.needs_teacher_rois for d in distillers.values()):
+        levels |= set(teacher.roi_heads.box_in_features)
+    if any(d.needs_masks for d in distillers.values()):
+        levels |= set(teacher.roi_heads.mask_in_features)
+    return sorted(levels)
 
 
 def _to_float(stage):

@@ -1,0 +1,130 @@
+"""On-disk cache of the teacher's FPN features for multi-epoch runs with deterministic inputs.
+
+With the cache on, the teacher runs on each image alone (padded only to the common size
+divisibility), so a cached feature is exactly what a live forward would give; a batch is then
+assembled by pasting each image's features top-left into zero maps of the batch's size.
+Only the levels the distillers need are stored (``levels``), one file per (image, size).
+
+The cache directory holds ``cache_meta.json``, a signature of everything that determines the
+features (teacher config and weights, levels, input pipeline, storage dtype); a run whose
+signature differs stops with :class:`FeatureCacheMismatchError` instead of reading stale
+features. Random augmentation would make cached features wrong, so it is refused at build.
+"""
+import hashlib
+import json
+import os
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+META_FILE = "cache_meta.json"
+_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class FeatureCacheMismatchError(RuntimeError):
+    """The feature cache on disk was written for another teacher/config."""
+
+
+def check_deterministic_inputs(cfg) -> None:
+    """Refuse configs whose training inputs change from epoch to epoch."""
+    problems = []
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        problems.append(f"INPUT.RANDOM_FLIP is {cfg.INPUT.RANDOM_FLIP!r} (needs 'none')")
+    if len(cfg.INPUT.MIN_SIZE_TRAIN) != 1 and not (
+        cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and cfg.INPUT.MIN_SIZE_TRAIN[0] == cfg.INPUT.MIN_SIZE_TRAIN[-1]
+    ):
+        problems.append(f"INPUT.MIN_SIZE_TRAIN {tuple(cfg.INPUT.MIN_SIZE_TRAIN)} picks a random size")
+    if cfg.INPUT.CROP.ENABLED:
+        problems.append("INPUT.CROP.ENABLED crops at random")
+    if problems:
+        raise ValueError(
+            "DISTILL.TEACHER.FEATURE_CACHE needs deterministic training inputs: " + "; ".join(problems)
+        )
+
+
+def _file_fingerprint(path: str) -> Dict:
+    if not path:
+        return {"path": "", "note": "random init"}
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_signature(cfg, tcfg, levels: Sequence[str]) -> Dict:
+    """Everything the cached features depend on."""
+    return {
+        "teacher_config_sha1": hashlib.sha1(tcfg.dump().encode()).hexdigest(),
+        "teacher_weights": _file_fingerprint(cfg.DISTILL.TEACHER.WEIGHTS),
+        "levels": sorted(levels),
+        "input_format": cfg.INPUT.FORMAT,
+        "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
+        "max_size_train": cfg.INPUT.MAX_SIZE_TRAIN,
+        "dtype": cfg.DISTILL.TEACHER.FEATURE_CACHE.DTYPE,
+    }
+
+
+class TeacherFeatureCache:
+    """Per-image teacher features on disk. ``directory`` is created; its signature checked."""
+
+    def __init__(self, directory: str, levels: Sequence[str], signature: Dict, dtype: str = "float16"):
+        if dtype not in _DTYPES:
+            raise ValueError(f"DISTILL.TEACHER.FEATURE_CACHE.DTYPE must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.directory = directory
+        self.levels = list(levels)
+        self.dtype = _DTYPES[dtype]
+        os.makedirs(directory, exist_ok=True)
+        meta_path = os.path.join(directory, META_FILE)
+        if os.path.isfile(meta_path):
+            with open(meta_path) as f:
+                on_disk = json.load(f)
+            if on_disk != signature:
+                diff = sorted(k for k in set(on_disk) | set(signature) if on_disk.get(k) != signature.get(k))
+                raise FeatureCacheMismatchError(
+                    f"The teacher feature cache {directory} was written for another setting (differs in {diff}). "
+                    "Delete it or set DISTILL.TEACHER.FEATURE_CACHE.DIR to a new folder."
+                )
+        else:
+            tmp = f"{meta_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(signature, f, indent=2)
+            os.replace(tmp, meta_path)
+
+    def _path(self, item: Dict, image_hw) -> str:
+        if "file_name" not in item:
+            raise KeyError("The teacher feature cache keys images by 'file_name', which this input lacks")
+        key = hashlib.sha1(f"{item['file_name']}|{image_hw[0]}x{image_hw[1]}".encode()).hexdigest()
+        return os.path.join(self.directory, key[:2], f"{key}.pt")
+
+    def features(
+        self,
+        batched_inputs: List[Dict],
+        images: List[torch.Tensor],
+        shapes: Dict[str, Sequence[int]],
+        compute: Callable[[torch.Tensor], Dict[str, torch.Tensor]],
+    ) -> Dict[str, torch.Tensor]:
+        """Teacher features of the batch, name -> (N, C, H_l, W_l) float32 on the images' device.
+
+        images: per-image normalised, individually padded (3, h, w) tensors; shapes: (H_l, W_l)
+        of each level for the padded batch; compute: the teacher backbone on a (1, 3, h, w) tensor.
+        """
+        per_image = []
+        for item, image in zip(batched_inputs, images):
+            path = self._path(item, tuple(image.shape[-2:]))
+            if os.path.isfile(path):
+                feats = torch.load(path, map_location=image.device)
+            else:
+                feats = {k: v[0].to(self.dtype) for k, v in compute(image[None]).items() if k in self.levels}
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.{os.getpid()}.tmp"
+                torch.save({k: v.cpu() for k, v in feats.items()}, tmp)
+                os.replace(tmp, path)
+            per_image.append(feats)
+        out = {}
+        for level in self.levels:
+            c = per_image[0][level].shape[0]
+            h, w = shapes[level]
+            batch = images[0].new_zeros((len(images), c, h, w))
+            for i, feats in enumerate(per_image):
+                f = feats[level]
+                batch[i, :, : f.shape[1], : f.shape[2]] = f.float()
+            out[level] = batch
+        return out
