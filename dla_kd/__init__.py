@@ -9,6 +9,7 @@ require_detectron2()
 
 from . import data, modeling  # noqa: E402,F401  (registration side effects)
 from .config import add_dla_kd_config, get_dla_kd_cfg  # noqa: E402
+from .predict import Predictor  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["add_dla_kd_config", "get_dla_kd_cfg", "__version__"]
+__all__ = ["add_dla_kd_config", "get_dla_kd_cfg", "Predictor", "__version__"]

@@ -1,4 +1,5 @@
 """Tests of the synthetic page generator (dla_kd.data.synthetic) and its CLI."""
+
 import json
 import os
 import subprocess
@@ -180,9 +181,26 @@ def test_shaped_picture_polygon_is_not_a_rectangle():
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "tools/make_synthetic_dataset.py", "--style", "doclaynet", "--num-images", "2",
-         "--out", str(out), "--seed", "0", "--width", "500", "--height", "600"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "tools/make_synthetic_dataset.py",
+            "--style",
+            "doclaynet",
+            "--num-images",
+            "2",
+            "--out",
+            str(out),
+            "--seed",
+            "0",
+            "--width",
+            "500",
+            "--height",
+            "600",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     json_path = str(out / "train.json")

@@ -99,6 +99,7 @@ def benchmark_config(config_file: str, short_side: int, warmup: int, iters: int,
         "backbone_gflops": backbone_gflops,
         "model_gflops": model_gflops,
         "detections": detections,
+        "load_average_1min": os.getloadavg()[0],
         "backbone_images_per_s": 1.0 / backbone_seconds,
         "seconds_per_image": seconds,
         "images_per_s": 1.0 / seconds,
@@ -139,10 +140,12 @@ def main(argv=None) -> int:
         rows.append(row)
     os.makedirs(args.output, exist_ok=True)
     meta = {"short_side": args.short_side, "threads": args.threads, "warmup": args.warmup, "iters": args.iters,
-            "detections": args.detections, "torch": torch.__version__}
+            "detections": args.detections, "torch": torch.__version__,
+            "load_average_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count()}
     with open(os.path.join(args.output, "benchmark.json"), "w") as f:
         json.dump({"settings": meta, "results": rows}, f, indent=2)
     table = to_markdown(rows, args.threads, args.detections)
+    table += f"Load average at the end: {meta['load_average_1min_at_end']:.1f} on {meta['cpu_count']} cores (timings scale with it).\n"
     with open(os.path.join(args.output, "benchmark.md"), "w") as f:
         f.write(table)
     print(table)

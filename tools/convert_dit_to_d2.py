@@ -2,7 +2,7 @@
 """Published DiT/BEiT checkpoint -> Detectron2-format ``.pth`` for dla-kd's ViT backbone.
 
     python tools/convert_dit_to_d2.py dit-base-224-p16-500k-62d53a.pth dit-base-d2.pth \
-        [--config-file configs/publaynet/mask_rcnn_DiT_B_FPN.yaml [KEY VALUE ...]]
+        [--config-file configs/publaynet/mask_rcnn_DiT_B_FPN.yaml [--opts KEY VALUE ...]]
 
 Takes pre-training files (unilm ``dit-{base,large}-224-p16-500k-*.pth``, BEiT) and unilm's DiT
 layout-detection checkpoints. Name mapping: ``dla_kd/checkpoint/converters.py`` (the same code
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     parser.add_argument("input", help="DiT/BEiT checkpoint (.pth)")
     parser.add_argument("output", help="Detectron2-format checkpoint to write (.pth)")
     parser.add_argument("--config-file", default="", help="build this model to adapt shapes and check keys")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument("--opts", nargs="*", default=[], help="config overrides KEY VALUE ... (with --config-file)")
     return parser.parse_args(argv)
 
 

@@ -6,6 +6,7 @@
 writes ``<out>/<split>/*.png`` and ``<out>/<split>.json``, then prints the json path and the number
 of instances per category.
 """
+
 import argparse
 
 from dla_kd.data.synthetic import STYLES, category_counts, generate_dataset
@@ -31,7 +32,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     page_size = (args.width, args.height) if args.width is not None else None
     json_path = generate_dataset(
-        args.style, args.num_images, args.out, args.seed, split=args.split, page_size=page_size, num_workers=args.workers
+        args.style,
+        args.num_images,
+        args.out,
+        args.seed,
+        split=args.split,
+        page_size=page_size,
+        num_workers=args.workers,
     )
     print(json_path)
     for name, count in category_counts(json_path).items():

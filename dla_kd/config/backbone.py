@@ -21,7 +21,7 @@ def add_backbone_config(cfg) -> None:
     # Architecture size: "tiny" (192 dim, 12 blocks, 3 heads), "small" (384/12/6),
     # "base" (768/12/12) or "large" (1024/24/16). See VIT_SIZES in dla_kd/modeling/backbone/beit.py.
     _C.MODEL.VIT.SIZE = "base"
-    # Patch size in pixels (the adapter needs 16: its four outputs are strides 4, 8, 16, 32).
+    # Patch size in pixels, a power of two (16 as DiT; the adapter's outputs are strides 4, 8, 16, 32).
     _C.MODEL.VIT.PATCH_SIZE = 16
     # Pre-training input size (H, W). Sets the size of the stored absolute position embedding
     # and relative-position tables; both are interpolated (bicubic) to the actual input at run time.

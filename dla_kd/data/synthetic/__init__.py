@@ -13,6 +13,7 @@ Modules, one job each: ``fonts`` (bundled fonts, supersampled text drawing), ``t
 styles, document genres), ``layout`` (page composition), ``degrade`` (scan effects), ``coco``
 (records and json), ``generator`` (driver).
 """
+
 from .coco import category_counts
 from .generator import generate_dataset, render_page
 from .styles import STYLES, StyleSpec, get_style

@@ -6,6 +6,7 @@ blocks end up as the union of their line boxes, tables as their rules and cells)
 *polygon* (shaped pictures). Regions whose rectangle holds no ink are dropped. Coordinates are
 pixels relative to the tile's top-left corner; rectangles are ``(x0, y0, x1, y1)`` pixel edges.
 """
+
 from dataclasses import dataclass
 from enum import Enum
 from typing import List, Optional, Sequence, Tuple
@@ -151,5 +152,9 @@ def merge_grouped_regions(regions: Sequence[Region]) -> List[Region]:
             merged.append(Region(region.role, rect=box, group=region.group))
         else:
             x0, y0, x1, y1 = merged[k].rect
-            merged[k] = Region(region.role, rect=(min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3])), group=region.group)
+            merged[k] = Region(
+                region.role,
+                rect=(min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3])),
+                group=region.group,
+            )
     return merged

@@ -1,6 +1,7 @@
 """COCO records: polygon clipping and measurement, annotation/image/category records and the
 atomic json write. Polygons are (N, 2) float arrays of pixel coordinates (x right, y down).
 """
+
 import json
 import os
 from typing import Dict, List, Optional, Tuple

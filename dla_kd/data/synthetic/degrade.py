@@ -5,6 +5,7 @@ blur, noise/speckle, salt-and-pepper, grey-scale and JPEG artefacts.
 annotations can be transformed with :func:`skew_matrix` consistently with the pixels.
 Images are (H, W, 3) uint8 RGB arrays.
 """
+
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -68,7 +69,13 @@ def degrade(image: np.ndarray, d: Degradation) -> np.ndarray:
     rng = np.random.default_rng(d.noise_seed)
     out = image
     if d.angle:
-        out = cv2.warpAffine(out, skew_matrix(d.angle, width, height), (width, height), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+        out = cv2.warpAffine(
+            out,
+            skew_matrix(d.angle, width, height),
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderValue=(255, 255, 255),
+        )
     out = out.astype(np.float32)
     light = np.array(d.paper, np.float32)[None, None, :]
     if d.shading:

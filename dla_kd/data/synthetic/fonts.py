@@ -10,6 +10,7 @@ which work on the font at :data:`SUPERSAMPLING` times its size: at body sizes of
 hinting snaps glyph advances to whole pixels and makes letter spacing ragged; drawing 3x larger and
 box-filtering down gives the even spacing and grey anti-aliasing of a PDF rendering.
 """
+
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 FONT_DIR = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -37,8 +39,12 @@ class Family:
 
 
 FAMILIES = {
-    "dejavu-serif": Family("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
-    "dejavu-sans": Family("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
+    "dejavu-serif": Family(
+        "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"
+    ),
+    "dejavu-sans": Family(
+        "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"
+    ),
     "dejavu-mono": Family(
         "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf"
     ),
@@ -116,7 +122,9 @@ def text_bbox(font: ImageFont.FreeTypeFont, text: str, anchor: str = "ls") -> Tu
 
 
 @lru_cache(maxsize=50000)
-def _text_mask(file_name: str, size_px: int, text: str, anchor: str, phase_x: int, phase_y: int) -> Tuple[int, int, Image.Image]:
+def _text_mask(
+    file_name: str, size_px: int, text: str, anchor: str, phase_x: int, phase_y: int
+) -> Tuple[int, int, Image.Image]:
     """Coverage mask of ``text`` whose anchor point lies ``phase_*`` (0..SUPERSAMPLING-1) hi-res
     pixels right of/below a pixel corner: (left, top, mask), the mask's top-left pixel relative to
     that corner. The mask is sized from the advance width plus one em on each side (no layout
@@ -133,7 +141,12 @@ def _text_mask(file_name: str, size_px: int, text: str, anchor: str, phase_x: in
 
 
 def draw_text(
-    image: Image.Image, xy: Tuple[float, float], text: str, font: ImageFont.FreeTypeFont, fill: Union[int, Tuple[int, ...]], anchor: str = "ls"
+    image: Image.Image,
+    xy: Tuple[float, float],
+    text: str,
+    font: ImageFont.FreeTypeFont,
+    fill: Union[int, Tuple[int, ...]],
+    anchor: str = "ls",
 ) -> None:
     """Draw ``text`` on ``image`` with its ``anchor`` point (PIL anchor codes) at ``xy`` (to
     1/SUPERSAMPLING px), rasterised supersampled and box-filtered (masks are cached)."""

@@ -4,6 +4,7 @@ big operators, delimiters) fed by a random expression generator, drawn with STIX
 A :class:`MathBox` has a width, an ascent (above the baseline) and a descent (below), all in px,
 and draws itself given the x of its left edge and the y of its baseline.
 """
+
 from dataclasses import dataclass
 from typing import Callable, List, Sequence
 
@@ -31,12 +32,17 @@ class MathBox:
 
 
 def glyphs(s: str, file_name: str, size: float) -> MathBox:
+    """The string ``s`` in the bundled font ``file_name`` at ``size`` px."""
     font = load_font(file_name, round(size))
     left, top, right, bottom = text_bbox(font, s)
-    return MathBox(max(text_length(font, s), right), -top, max(0, bottom), lambda im, x, y: draw_text(im, (x, y), s, font, INK))
+    return MathBox(
+        max(text_length(font, s), right), -top, max(0, bottom), lambda im, x, y: draw_text(im, (x, y), s, font, INK)
+    )
 
 
 def row(boxes: Sequence[MathBox], gap: float) -> MathBox:
+    """``boxes`` side by side on a common baseline, ``gap`` px apart."""
+
     def draw(im, x, y):
         for b in boxes:
             b.draw(im, x, y)
@@ -47,6 +53,7 @@ def row(boxes: Sequence[MathBox], gap: float) -> MathBox:
 
 
 def fraction(num: MathBox, den: MathBox, size: float) -> MathBox:
+    """``num`` over ``den`` with a bar on the math axis of a ``size`` px font."""
     axis, gap, thickness = 0.28 * size, 0.18 * size, max(1.0, size / 14)
     width = max(num.width, den.width) + 0.3 * size
 
@@ -78,13 +85,20 @@ def scripts(base: MathBox, sup: MathBox, sub: MathBox, size: float) -> MathBox:
 
 
 def radical(inner: MathBox, size: float) -> MathBox:
+    """``inner`` under a square-root sign with an overbar."""
     hook, pad = 0.55 * size, 0.12 * size
     top = inner.ascent + pad
     width = hook + inner.width + pad
 
     def draw(im, x, y):
         lw = max(1, round(size / 14))
-        points = [(x, y - 0.35 * size), (x + 0.18 * size, y - 0.45 * size), (x + 0.3 * size, y + inner.descent), (x + hook, y - top), (x + width, y - top)]
+        points = [
+            (x, y - 0.35 * size),
+            (x + 0.18 * size, y - 0.45 * size),
+            (x + 0.3 * size, y + inner.descent),
+            (x + hook, y - top),
+            (x + width, y - top),
+        ]
         ImageDraw.Draw(im).line(points, fill=INK, width=lw)
         inner.draw(im, x + hook + pad / 2, y)
 
@@ -104,7 +118,9 @@ def delimited(inner: MathBox, size: float, pair: str) -> MathBox:
         right.draw(im, x + left.width + inner.width + 0.16 * size, y - centre_shift)
 
     width = left.width + inner.width + right.width + 0.16 * size
-    return MathBox(width, max(inner.ascent, left.ascent + centre_shift), max(inner.descent, left.descent - centre_shift), draw)
+    return MathBox(
+        width, max(inner.ascent, left.ascent + centre_shift), max(inner.descent, left.descent - centre_shift), draw
+    )
 
 
 def big_operator(symbol: str, lower: MathBox, upper: MathBox, size: float) -> MathBox:
@@ -156,10 +172,19 @@ class _ExpressionMaker:
         if r < 0.3:
             return radical(self.expression(size, depth - 1, 2), size)
         if r < 0.4:
-            return delimited(self.expression(size, depth - 1, 3), size, str(self.rng.choice(["()", "()", "[]", "{}", "||"])))
+            return delimited(
+                self.expression(size, depth - 1, 3), size, str(self.rng.choice(["()", "()", "[]", "{}", "||"]))
+            )
         if r < 0.48:
             symbol = str(self.rng.choice(["∑", "∑", "∏", "∫"]))
-            lower = row([self.symbol(size * 0.65), glyphs("=", _UPRIGHT, size * 0.65), glyphs(str(self.rng.integers(0, 2)), _UPRIGHT, size * 0.65)], 0)
+            lower = row(
+                [
+                    self.symbol(size * 0.65),
+                    glyphs("=", _UPRIGHT, size * 0.65),
+                    glyphs(str(self.rng.integers(0, 2)), _UPRIGHT, size * 0.65),
+                ],
+                0,
+            )
             upper = self.symbol(size * 0.65)
             return row([big_operator(symbol, lower, upper, size), self.term(size, depth - 1)], 0.15 * size)
         return row([self.atom(size) for _ in range(int(self.rng.integers(1, 3)))], 0.05 * size)

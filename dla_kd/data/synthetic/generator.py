@@ -9,6 +9,7 @@ Page ``i`` of a split is drawn with its own RNG seeded from ``(seed, crc32(split
 does not depend on how many pages are generated, and the same arguments give byte-identical json
 and identical pixels.
 """
+
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -163,4 +164,3 @@ def generate_dataset(
     }
     write_json_atomic(data, json_path)
     return json_path
-

@@ -6,6 +6,7 @@ Coordinates are pixels relative to the document page's top-left corner. Paragrap
 fit a column continue at the top of the next one; figures/tables that do not fit are deferred to
 the next column and the rest of the column is filled with text.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -102,7 +103,9 @@ class PageComposer:
         self.space_after_heading = pitch * float(rng.uniform(0.2, 0.7))
         self.numbering = str(rng.choice(genre.heading_numbering))
         self.section = [int(rng.integers(1, 8)), 0]
-        self.counters = {name: int(rng.integers(1, 12)) for name in ("figure", "table", "equation", "footnote", "paragraph")}
+        self.counters = {
+            name: int(rng.integers(1, 12)) for name in ("figure", "table", "equation", "footnote", "paragraph")
+        }
         self.page_number = int(rng.integers(1, 400))
         self.placements: List[Placement] = []
         self.list_groups = 0
@@ -182,7 +185,15 @@ class PageComposer:
             else:
                 lead_in = str(rng.choice(["Abstract", "Abstract.", "ABSTRACT", "Summary:"]))
             runs = paragraph_runs(rng, typo, (4, 9), lead_in)
-            blocks.append(lines_block(paragraph_lines(runs, typo, width - 2 * inset, 0.0), typo.body, typo.pitch, width - 2 * inset, Role.TEXT))
+            blocks.append(
+                lines_block(
+                    paragraph_lines(runs, typo, width - 2 * inset, 0.0),
+                    typo.body,
+                    typo.pitch,
+                    width - 2 * inset,
+                    Role.TEXT,
+                )
+            )
             if rng.random() < 0.5:
                 keywords = "Keywords: " + ", ".join(text.content_words(rng, int(rng.integers(3, 7))))
                 blocks.append(plain_text_block(keywords, typo.body, "regular", width - 2 * inset, "left"))
@@ -234,12 +245,13 @@ class PageComposer:
         if rng.random() < 0.6:
             blocks.insert(0, rule_block(width * float(rng.uniform(0.2, 0.4))))
         stacked = stack_blocks(blocks, self.typo.small.size * 0.3, align="left")
-        if stacked.height > (bottom - self.height * 0.3):
+        if bottom - stacked.height < self.height * 0.3:  # would take most of the column
             return bottom
         self._place(stacked, x, bottom - stacked.height)
         return bottom - stacked.height - self.typo.pitch
 
     def _fill_column(self, x: float, top: float, width: float, bottom: float) -> None:
+        """Flow body elements into the column of ``width`` px at ``x`` from ``top`` to ``bottom``."""
         y = top
         while bottom - y >= self.typo.pitch:
             kind = self._choose_element(width, at_top=y == top)

@@ -3,6 +3,7 @@ box-and-arrow diagrams, photos (smooth random colour fields with blobs), multi-p
 photo cut-outs with a circular, elliptic or irregular outline whose PICTURE region is that
 polygon. Sizes are pixels; photos are built as (H, W, 3) uint8 arrays.
 """
+
 from typing import Callable, Dict, Tuple
 
 import cv2
@@ -53,7 +54,13 @@ def _dashed_line(draw: ImageDraw.ImageDraw, p: Tuple[float, float], q: Tuple[flo
     length = np.hypot(q[0] - p[0], q[1] - p[1])
     for s in np.arange(0, length, 2 * dash):
         a, b = s / length, min(1.0, (s + dash) / length)
-        draw.line([(p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a), (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b)], fill=fill)
+        draw.line(
+            [
+                (p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a),
+                (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b),
+            ],
+            fill=fill,
+        )
 
 
 def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, shape: int, color) -> None:
@@ -119,14 +126,20 @@ def draw_chart(rng: np.random.Generator, image: Image.Image, box: Box, face: Fac
             for s in range(n_series):
                 h = span_y * float(rng.uniform(0.1, 0.95))
                 bx = left + span_x * k / n_x + span_x / n_x * 0.1 + s * bar_w
-                draw.rectangle([bx, bottom - h, bx + bar_w - 1, bottom], fill=palette[s], outline=INK if rng.random() < 0.3 else None)
+                draw.rectangle(
+                    [bx, bottom - h, bx + bar_w - 1, bottom],
+                    fill=palette[s],
+                    outline=INK if rng.random() < 0.3 else None,
+                )
     else:
         for s in range(n_series):
             color = palette[s % len(palette)]
             if kind == "line":
                 n = int(rng.integers(8, 60))
                 ys = _smooth_series(rng, n)
-                ys = (ys - ys.min()) / (np.ptp(ys) + 1e-9) * float(rng.uniform(0.4, 0.9)) + float(rng.uniform(0.02, 0.1))
+                ys = (ys - ys.min()) / (np.ptp(ys) + 1e-9) * float(rng.uniform(0.4, 0.9)) + float(
+                    rng.uniform(0.02, 0.1)
+                )
                 points = [(left + span_x * i / (n - 1), bottom - span_y * v) for i, v in enumerate(ys)]
                 draw.line(points, fill=color, width=int(rng.choice([1, 1, 2])))
                 if n < 25 and rng.random() < 0.6:
@@ -161,14 +174,29 @@ def draw_pie(rng: np.random.Generator, image: Image.Image, box: Box, face: Face)
     palette, font = _palette(rng), face.scaled(0.8).font()
     start = 0.0
     for k, f in enumerate(fractions):
-        draw.pieslice([cx - d / 2, cy - d / 2, cx + d / 2, cy + d / 2], start, start + 360 * f, fill=palette[k % len(palette)], outline=(255, 255, 255))
+        draw.pieslice(
+            [cx - d / 2, cy - d / 2, cx + d / 2, cy + d / 2],
+            start,
+            start + 360 * f,
+            fill=palette[k % len(palette)],
+            outline=(255, 255, 255),
+        )
         start += 360 * f
     for k, f in enumerate(fractions):
         ly = y0 + 6 + k * face.size * 1.3
         if ly > y1 - face.size or cx + d / 2 + 40 > x1:
             break
-        draw.rectangle([cx + d / 2 + 8, ly, cx + d / 2 + 8 + face.size * 0.7, ly + face.size * 0.7], fill=palette[k % len(palette)])
-        draw_text(image, (cx + d / 2 + 12 + face.size, ly), f"{text.content_words(rng, 1)[0][:10]} {100 * f:.0f}%", font, INK, "lt")
+        draw.rectangle(
+            [cx + d / 2 + 8, ly, cx + d / 2 + 8 + face.size * 0.7, ly + face.size * 0.7], fill=palette[k % len(palette)]
+        )
+        draw_text(
+            image,
+            (cx + d / 2 + 12 + face.size, ly),
+            f"{text.content_words(rng, 1)[0][:10]} {100 * f:.0f}%",
+            font,
+            INK,
+            "lt",
+        )
 
 
 def draw_diagram(rng: np.random.Generator, image: Image.Image, box: Box, face: Face) -> None:
@@ -205,7 +233,11 @@ def draw_diagram(rng: np.random.Generator, image: Image.Image, box: Box, face: F
                 end = (nx - node_w / 2, ny) if horizontal else (nx, ny - node_h / 2)
                 draw.line([start, end], fill=INK, width=1)
                 a = face.size * 0.4
-                head = [(end[0] - a, end[1] - a / 2), (end[0] - a, end[1] + a / 2)] if horizontal else [(end[0] - a / 2, end[1] - a), (end[0] + a / 2, end[1] - a)]
+                head = (
+                    [(end[0] - a, end[1] - a / 2), (end[0] - a, end[1] + a / 2)]
+                    if horizontal
+                    else [(end[0] - a / 2, end[1] - a), (end[0] + a / 2, end[1] - a)]
+                )
                 draw.polygon([end] + head, fill=INK)
 
 
@@ -318,7 +350,12 @@ def picture_block(rng: np.random.Generator, kind: str, width: float, height: flo
         font = face.font()
         for r in range(rows):
             for c in range(cols):
-                box = (width * c / cols + 2, height * r / rows + 2, width * (c + 1) / cols - 2, height * (r + 1) / rows - label_h)
+                box = (
+                    width * c / cols + 2,
+                    height * r / rows + 2,
+                    width * (c + 1) / cols - 2,
+                    height * (r + 1) / rows - label_h,
+                )
                 _PANEL_DRAWERS[panel_kind](rng, image, box, face)
                 draw_text(image, ((box[0] + box[2]) / 2, box[3] + 2), f"({'abcd'[r * cols + c]})", font, INK, "mt")
     else:

@@ -12,6 +12,7 @@ image size, how the document page sits in the image, and how roles map to its ca
   with a letter-proportioned portrait page (sometimes landscape) centred on a white canvas; all
   11 classes, one List-item per item.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -54,49 +55,106 @@ class Genre:
 
 
 SCIENTIFIC = Genre(
-    "scientific", SERIF_FAMILIES + ("dejavu-sans",), (8.5, 10.5), {1: 0.25, 2: 0.75},
+    "scientific",
+    SERIF_FAMILIES + ("dejavu-sans",),
+    (8.5, 10.5),
+    {1: 0.25, 2: 0.75},
     {"paragraph": 6, "heading": 1.6, "list": 0.6, "figure": 1.0, "table": 0.7, "formula": 2.0, "wrapped_cutout": 0.05},
-    ("line", "line", "scatter", "bar", "panels", "diagram", "photo"), ("booktabs", "booktabs", "grid", "unruled"),
-    ("decimal", "decimal", "roman", "none"), first_page_prob=0.2, abstract=True, footnote_prob=0.3,
+    ("line", "line", "scatter", "bar", "panels", "diagram", "photo"),
+    ("booktabs", "booktabs", "grid", "unruled"),
+    ("decimal", "decimal", "roman", "none"),
+    first_page_prob=0.2,
+    abstract=True,
+    footnote_prob=0.3,
     paragraph_sentences=(1, 5),
 )
 FINANCIAL = Genre(
-    "financial", SANS_FAMILIES + ("stix",), (8.0, 11.0), {1: 0.5, 2: 0.35, 3: 0.15},
+    "financial",
+    SANS_FAMILIES + ("stix",),
+    (8.0, 11.0),
+    {1: 0.5, 2: 0.35, 3: 0.15},
     {"paragraph": 3, "heading": 3.0, "list": 1.2, "figure": 0.6, "table": 2.0, "wrapped_cutout": 0.1},
-    ("bar", "bar", "pie", "line", "photo", "cutout"), ("shaded", "unruled", "unruled", "booktabs", "grid"),
-    ("none", "none", "decimal"), first_page_prob=0.1, colored_headings=0.5, justify_prob=0.4, footnote_prob=0.35,
+    ("bar", "bar", "pie", "line", "photo", "cutout"),
+    ("shaded", "unruled", "unruled", "booktabs", "grid"),
+    ("none", "none", "decimal"),
+    first_page_prob=0.1,
+    colored_headings=0.5,
+    justify_prob=0.4,
+    footnote_prob=0.35,
     paragraph_sentences=(1, 3),
 )
 MANUAL = Genre(
-    "manual", SANS_FAMILIES + ("dejavu-serif", "dejavu-mono"), (8.5, 12.0), {1: 0.6, 2: 0.3, 3: 0.1},
+    "manual",
+    SANS_FAMILIES + ("dejavu-serif", "dejavu-mono"),
+    (8.5, 12.0),
+    {1: 0.6, 2: 0.3, 3: 0.1},
     {"paragraph": 3, "heading": 2.5, "list": 2.5, "figure": 1.2, "table": 0.5, "wrapped_cutout": 0.6},
-    ("photo", "photo", "diagram", "diagram", "cutout", "panels"), ("grid", "shaded", "unruled"),
-    ("decimal", "decimal", "none"), first_page_prob=0.1, colored_headings=0.5, justify_prob=0.3,
-    footnote_prob=0.1, list_items=(2, 9), paragraph_sentences=(1, 4),
+    ("photo", "photo", "diagram", "diagram", "cutout", "panels"),
+    ("grid", "shaded", "unruled"),
+    ("decimal", "decimal", "none"),
+    first_page_prob=0.1,
+    colored_headings=0.5,
+    justify_prob=0.3,
+    footnote_prob=0.1,
+    list_items=(2, 9),
+    paragraph_sentences=(1, 4),
 )
 PATENT = Genre(
-    "patent", SERIF_FAMILIES, (9.0, 11.0), {2: 1.0},
+    "patent",
+    SERIF_FAMILIES,
+    (9.0, 11.0),
+    {2: 1.0},
     {"paragraph": 7, "heading": 0.5, "list": 0.3, "figure": 0.3, "table": 0.3, "formula": 0.3},
-    ("diagram", "line"), ("grid", "unruled"), ("none",), lead_in="patent", first_page_prob=0.1, justify_prob=0.9,
+    ("diagram", "line"),
+    ("grid", "unruled"),
+    ("none",),
+    lead_in="patent",
+    first_page_prob=0.1,
+    justify_prob=0.9,
     footnote_prob=0.0,
 )
 LAW = Genre(
-    "law", SERIF_FAMILIES + SANS_FAMILIES, (9.0, 12.0), {1: 0.8, 2: 0.2},
+    "law",
+    SERIF_FAMILIES + SANS_FAMILIES,
+    (9.0, 12.0),
+    {1: 0.8, 2: 0.2},
     {"paragraph": 4, "heading": 2.2, "list": 3.0, "table": 0.3},
-    ("diagram",), ("grid", "unruled"), ("section", "article", "decimal"), first_page_prob=0.1,
-    footnote_prob=0.45, list_items=(2, 8), paragraph_sentences=(1, 4),
+    ("diagram",),
+    ("grid", "unruled"),
+    ("section", "article", "decimal"),
+    first_page_prob=0.1,
+    footnote_prob=0.45,
+    list_items=(2, 8),
+    paragraph_sentences=(1, 4),
 )
 TENDER = Genre(
-    "tender", SANS_FAMILIES + MONO_FAMILIES[:1] + ("dejavu-serif",), (9.0, 11.0), {1: 0.85, 2: 0.15},
+    "tender",
+    SANS_FAMILIES + MONO_FAMILIES[:1] + ("dejavu-serif",),
+    (9.0, 11.0),
+    {1: 0.85, 2: 0.15},
     {"paragraph": 4, "heading": 2.5, "list": 2.0, "figure": 0.3, "table": 1.5},
-    ("photo", "diagram", "bar"), ("grid", "grid", "shaded"), ("decimal", "decimal", "roman"),
-    first_page_prob=0.15, colored_headings=0.3, justify_prob=0.5, list_items=(2, 8), paragraph_sentences=(1, 4),
+    ("photo", "diagram", "bar"),
+    ("grid", "grid", "shaded"),
+    ("decimal", "decimal", "roman"),
+    first_page_prob=0.15,
+    colored_headings=0.3,
+    justify_prob=0.5,
+    list_items=(2, 8),
+    paragraph_sentences=(1, 4),
 )
 MEDICAL = Genre(
-    "medical", SERIF_FAMILIES + ("dejavu-sans",), (8.0, 10.0), {1: 0.15, 2: 0.85},
+    "medical",
+    SERIF_FAMILIES + ("dejavu-sans",),
+    (8.0, 10.0),
+    {1: 0.15, 2: 0.85},
     {"paragraph": 7, "heading": 1.0, "list": 0.35, "figure": 1.0, "table": 0.8},
-    ("line", "bar", "scatter", "photo", "photo", "panels", "diagram"), ("booktabs", "booktabs", "grid", "unruled"),
-    ("none", "none", "decimal"), first_page_prob=0.25, abstract=True, justify_prob=0.9, footnote_prob=0.2,
+    ("line", "bar", "scatter", "photo", "photo", "panels", "diagram"),
+    ("booktabs", "booktabs", "grid", "unruled"),
+    ("none", "none", "decimal"),
+    first_page_prob=0.25,
+    abstract=True,
+    justify_prob=0.9,
+    footnote_prob=0.2,
 )
 
 
@@ -122,18 +180,34 @@ class StyleSpec:
 
 
 _PUBLAYNET_NAMES = {
-    Role.TEXT: "text", Role.CAPTION: "text", Role.FOOTNOTE: "text", Role.FORMULA: "text",
-    Role.TITLE: "title", Role.SECTION_HEADER: "title", Role.LIST_ITEM: "list",
-    Role.TABLE: "table", Role.PICTURE: "figure", Role.PAGE_HEADER: None, Role.PAGE_FOOTER: None,
+    Role.TEXT: "text",
+    Role.CAPTION: "text",
+    Role.FOOTNOTE: "text",
+    Role.FORMULA: "text",
+    Role.TITLE: "title",
+    Role.SECTION_HEADER: "title",
+    Role.LIST_ITEM: "list",
+    Role.TABLE: "table",
+    Role.PICTURE: "figure",
+    Role.PAGE_HEADER: None,
+    Role.PAGE_FOOTER: None,
 }
 
 STYLES: Dict[str, StyleSpec] = {
     "publaynet": StyleSpec(
-        "publaynet", (612, 792), letter_page=False, landscape_prob=0.0, genres={MEDICAL: 1.0},
-        category_names=_PUBLAYNET_NAMES, merge_list_items=True,
+        "publaynet",
+        (612, 792),
+        letter_page=False,
+        landscape_prob=0.0,
+        genres={MEDICAL: 1.0},
+        category_names=_PUBLAYNET_NAMES,
+        merge_list_items=True,
     ),
     "doclaynet": StyleSpec(
-        "doclaynet", (768, 768), letter_page=True, landscape_prob=0.1,
+        "doclaynet",
+        (768, 768),
+        letter_page=True,
+        landscape_prob=0.1,
         genres={FINANCIAL: 0.32, MANUAL: 0.21, SCIENTIFIC: 0.17, LAW: 0.16, PATENT: 0.08, TENDER: 0.06},
         category_names={Role.of_category_name(c["name"]): c["name"] for c in get_categories("doclaynet")},
         merge_list_items=False,

@@ -7,6 +7,7 @@
 
 Sizes are pixels. The TABLE region is the tight ink extent of the whole grid.
 """
+
 from typing import List, Optional
 
 import numpy as np
@@ -50,7 +51,11 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
     while True:
         kind = kinds[len(columns) % len(kinds)] if rng.random() < 0.8 else int(rng.integers(text.NUMBER_KINDS))
         cells = [text.table_number(rng, kind) for _ in range(n_rows)]
-        header = " ".join(text.content_words(rng, int(rng.integers(1, 3)))).capitalize() if rng.random() < 0.7 else str(int(rng.integers(1995, 2024)))
+        header = (
+            " ".join(text.content_words(rng, int(rng.integers(1, 3)))).capitalize()
+            if rng.random() < 0.7
+            else str(int(rng.integers(1995, 2024)))
+        )
         col_w = max(max(text_length(font, c) for c in cells), text_length(bold, header)) + 2 * pad
         if sum(widths) + col_w > room or len(columns) >= 9:
             break
@@ -87,7 +92,13 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
         header_font = font_for(face, header_weight, column[0])
         header_w = text_length(header_font, column[0])
         hx = xs[c + 1] - pad - header_w if right_align else (xs[c] + xs[c + 1] - header_w) / 2
-        draw_text(image, (hx, baseline(top, header_h) + (row_h / 2 if header_h > row_h else 0)), column[0], header_font, header_ink)
+        draw_text(
+            image,
+            (hx, baseline(top, header_h) + (row_h / 2 if header_h > row_h else 0)),
+            column[0],
+            header_font,
+            header_ink,
+        )
         for r, cell in enumerate(column[1:]):
             cell_font = font_for(face, "regular", cell)
             cell_w = text_length(cell_font, cell)
@@ -96,12 +107,20 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
     if header_h > row_h:  # a spanning group header over the numeric columns
         group = text.heading(rng, 1, 3)
         gfont = font_for(face, header_weight, group)
-        draw_text(image, ((xs[1] + xs[-1] - text_length(gfont, group)) / 2, baseline(top, row_h)), group, gfont, header_ink)
+        draw_text(
+            image, ((xs[1] + xs[-1] - text_length(gfont, group)) / 2, baseline(top, row_h)), group, gfont, header_ink
+        )
         if not shaded:
             draw.line([(xs[1] + pad, top + row_h), (xs[-1] - pad, top + row_h)], fill=INK, width=1)
     for r, (label, indent) in enumerate(zip(labels, indents)):
         weight = "bold" if (indents[r] == 0 and rng.random() < 0.1) else "regular"
-        draw_text(image, (xs[0] + pad + indent, baseline(top + header_h + r * row_h, row_h)), label, font_for(face, weight, label), INK)
+        draw_text(
+            image,
+            (xs[0] + pad + indent, baseline(top + header_h + r * row_h, row_h)),
+            label,
+            font_for(face, weight, label),
+            INK,
+        )
 
     bottom = top + header_h + n_rows * row_h
     rule = (60, 60, 60) if rng.random() < 0.3 else INK

@@ -5,6 +5,7 @@ with Zipf-like frequencies, mixed with real English function words, so lines hav
 real prose (many short words, some long ones) without being readable. Every function takes the
 page's ``numpy.random.Generator``.
 """
+
 from functools import lru_cache
 from typing import List, Tuple
 

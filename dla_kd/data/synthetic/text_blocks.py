@@ -5,6 +5,7 @@ page headers/footers. Sizes are pixels; every builder takes the page RNG and the
 Paragraphs are set in two steps (:func:`paragraph_lines` then :func:`lines_block`) so the page
 composer can split them across columns.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -18,6 +19,8 @@ from .typeset import INK, Color, Line, Run, draw_lines, runs_from_text, set_line
 REAL_HEADINGS = ("Introduction", "Methods", "Results", "Discussion", "Conclusions", "Background", "Abstract", "Summary")
 _CAPTION_LABELS = ("Figure {n}:", "Figure {n}.", "Fig. {n}.", "FIGURE {n}", "Fig. {n}", "Exhibit {n}:")
 _TABLE_LABELS = ("Table {n}:", "Table {n}.", "TABLE {n}", "Table {n}")
+# list_marker kinds, repeated for weight
+_LIST_KINDS = ("•", "•", "–", "number", "number", "paren-number", "letter", "roman", "none") + text.BULLETS
 
 
 @dataclass
@@ -63,7 +66,9 @@ def _superscript(face: Face, marker: str) -> Run:
     return Run(marker, font_for(small, "regular", marker), rise=round(face.size * 0.38), space_before=False)
 
 
-def paragraph_runs(rng: np.random.Generator, typo: Typography, n_sentences: Tuple[int, int], lead_in: str = "") -> List[Run]:
+def paragraph_runs(
+    rng: np.random.Generator, typo: Typography, n_sentences: Tuple[int, int], lead_in: str = ""
+) -> List[Run]:
     """Runs of a pseudo-text paragraph of ``n_sentences`` (min, max) sentences: ``lead_in`` set bold
     in front (run-in heading), about 1% of the words in italics and sometimes a footnote marker."""
     words = text.paragraph(rng, *n_sentences).split()
@@ -130,7 +135,7 @@ def list_block(
 ) -> Optional[Block]:
     """Up to ``n_items`` list items (as many as fit in ``max_height``) with a hanging indent; each
     item is a LIST_ITEM region of ``group``. None when not even one item fits."""
-    kind = str(rng.choice(["•", "•", "–", "number", "number", "paren-number", "letter", "roman", "none"] + list(text.BULLETS)))
+    kind = str(rng.choice(_LIST_KINDS))
     left = float(rng.uniform(0, 2.5)) * typo.body.size
     markers = [list_marker(kind, k) for k in range(n_items)]
     marker_font = font_for(typo.body, "regular", "".join(markers))
@@ -201,7 +206,9 @@ def margin_block(
         runs = runs_from_text(content, face, weight)
         line = set_lines(runs, width, face, position)[0]
         draw_lines(image, [line], 0, baseline, pitch)
-        regions.append(Region(role, rect=(int(line.xs[0]) - 1, int(text_top), int(np.ceil(line.right)) + 1, int(text_top + pitch))))
+        regions.append(
+            Region(role, rect=(int(line.xs[0]) - 1, int(text_top), int(np.ceil(line.right)) + 1, int(text_top + pitch)))
+        )
     if rule:
         y = 1 if rule == "above" else int(height) - 2
         draw.line([(0, y), (width, y)], fill=INK, width=1)

@@ -4,6 +4,7 @@ Units are pixels with y pointing down. A :class:`Run` is one unbreakable piece o
 bold lead-in word, a superscript marker); :func:`set_lines` breaks runs into :class:`Line` objects
 for a given width and alignment, :func:`draw_lines` draws them at a line pitch.
 """
+
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 

@@ -20,6 +20,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import Backbone
 
+from .beit import BeitEncoder
+
 # Output strides of the adapter, shallowest tap first; features are named "stride<s>".
 ADAPTER_STRIDES = (4, 8, 16, 32)
 SIZE_DIVISIBILITY = ADAPTER_STRIDES[-1]
@@ -113,8 +115,7 @@ class ViTAdapterBackbone(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
-        from .beit import BeitEncoder  # the MODEL.VIT encoder; timm ViTs pass their own encoder
-
+        # From a config: the MODEL.VIT (BEiT/DiT) encoder; timm ViTs are built with their own encoder.
         return {
             "encoder": BeitEncoder(cfg, input_shape),
             "out_features": cfg.MODEL.VIT.OUT_FEATURES,

@@ -1,0 +1,8 @@
+"""Layout prediction on images, folders and PDF pages, from a checkpoint or an exported model:
+``Predictor`` (one page), ``predict_files`` (many files -> JSON + PNG per page)."""
+from .batch import RunSummary, predict_files
+from .inputs import Failure, InputError
+from .predictor import Predictor
+from .records import MASK_FORMATS, page_record
+
+__all__ = ["Predictor", "predict_files", "RunSummary", "Failure", "InputError", "MASK_FORMATS", "page_record"]

@@ -1,0 +1,129 @@
+"""Pages to predict on: image files, folders of images/PDFs, PDF pages rendered with pypdfium2.
+
+:func:`collect_sources` turns the paths given into sources (opening every PDF once, so that a
+corrupt or empty one is reported before any prediction and the page total is known) and failures;
+:func:`iter_pages` yields each page of a source with a loader that decodes or renders it, so that
+one bad page does not stop the others.
+"""
+import functools
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..export.samples import read_image_rgb
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+PDF_EXTENSION = ".pdf"
+POINTS_PER_INCH = 72.0
+
+
+class InputError(ValueError):
+    """An input that cannot be read as pages: ``path``, ``page`` (or None), ``reason``; the
+    message names the file."""
+
+    def __init__(self, path: str, reason: str, page: Optional[int] = None):
+        super().__init__(f"{path}{f' (page {page})' if page else ''}: {reason}")
+        self.path, self.page, self.reason = path, page, reason
+
+
+@dataclass
+class Failure:
+    path: str
+    page: Optional[int]  # 1-based PDF page, None for the whole file
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.path}{f' (page {self.page})' if self.page else ''}: {self.error}"
+
+
+@dataclass
+class Source:
+    path: str
+    kind: str  # "image" or "pdf"
+    num_pages: int
+
+
+def _looks_pageless(path: str, max_bytes: int = 1 << 24) -> bool:
+    """A PDF header, an empty page tree (``/Count 0``) and no ``/Type /Page`` object: a document
+    without pages. PDFium refuses to load such a file without setting an error (its last-error
+    code is then stale: "Success", or the error of a previous file), so the reason is told from
+    the bytes."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes)
+    return (data.startswith(b"%PDF-") and re.search(rb"/Count\s*0(?![0-9])", data) is not None
+            and re.search(rb"/Type\s*/Page(?![A-Za-z])", data) is None)
+
+
+def _open_pdf(path: str):
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as e:
+        if _looks_pageless(path):
+            raise InputError(path, "PDF has no pages") from e
+        raise InputError(path, f"corrupt or unreadable PDF ({e})") from e
+    if len(pdf) == 0:
+        pdf.close()
+        raise InputError(path, "PDF has no pages")
+    return pdf
+
+
+def _source(path: str) -> Source:
+    if not os.path.exists(path):
+        raise InputError(path, "no such file or folder")
+    if path.lower().endswith(PDF_EXTENSION):
+        pdf = _open_pdf(path)
+        n = len(pdf)
+        pdf.close()
+        return Source(path, "pdf", n)
+    return Source(path, "image", 1)
+
+
+def _folder_files(folder: str) -> List[str]:
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS + (PDF_EXTENSION,)))
+    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def collect_sources(paths: Sequence[str]) -> Tuple[List[Source], List[Failure]]:
+    """Files and folders (their images and PDFs, not recursive) -> (sources, failures)."""
+    sources, failures = [], []
+    for path in paths:
+        files = _folder_files(path) if os.path.isdir(path) else [path]
+        if os.path.isdir(path) and not files:
+            failures.append(Failure(path, None, f"no images or PDFs in folder (extensions {IMAGE_EXTENSIONS + (PDF_EXTENSION,)})"))
+        for f in files:
+            try:
+                sources.append(_source(f))
+            except InputError as e:
+                failures.append(Failure(f, None, e.reason))
+    return sources, failures
+
+
+def render_pdf_page(pdf, index: int, dpi: float, path: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 RGB of page ``index`` (0-based) rendered at ``dpi``."""
+    try:
+        page = pdf[index]
+        try:
+            image = page.render(scale=dpi / POINTS_PER_INCH).to_pil().convert("RGB")
+        finally:
+            page.close()
+    except Exception as e:  # pypdfium2 raises PdfiumError, or ValueError on absurd sizes
+        raise InputError(path, f"cannot render ({type(e).__name__}: {e})", index + 1) from e
+    return np.asarray(image)
+
+
+def iter_pages(source: Source, dpi: float) -> Iterator[Tuple[Optional[int], Callable[[], np.ndarray]]]:
+    """Yield (page number (1-based) or None for an image, loader -> (H, W, 3) uint8 RGB)."""
+    if source.kind == "image":
+        yield None, functools.partial(read_image_rgb, source.path)
+        return
+    pdf = _open_pdf(source.path)
+    try:
+        for i in range(len(pdf)):
+            yield i + 1, functools.partial(render_pdf_page, pdf, i, dpi, source.path)
+    finally:
+        pdf.close()

@@ -1,0 +1,37 @@
+"""Timing and memory measurement shared by the ``tools/benchmark_*.py`` scripts."""
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Dict
+
+import torch
+
+
+def time_calls(fn: Callable[[], object], warmup: int, iters: int) -> Dict[str, float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``iters`` times; seconds per call (median,
+    mean, min). CUDA work is synchronised before each clock read."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        _sync()
+        start = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": min(times), "iters": iters}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb(device: str) -> Dict[str, float]:
+    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
+    if device.startswith("cuda"):
+        return {"peak_cuda_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
