@@ -265,3 +265,15 @@ def test_plain_checkpoint_loads_into_the_student(tmp_path):
     DLACheckpointer(model).load(weights)  # a plain detector checkpoint
     for k, v in model.student.state_dict().items():
         assert torch.equal(v, model.teacher.state_dict()[k]), k
+
+
+def test_crosskd_adapts_a_narrower_student_box_head(tmp_path):
+    config, weights = _teacher(tmp_path, opts=("MODEL.ROI_BOX_HEAD.FC_DIM", "128"))
+    model = build_model(distill_cfg(config, ["crosskd"], teacher_weights=weights)).train()
+    adapter = model.distillers["crosskd"].adapters[0]
+    assert isinstance(adapter, torch.nn.Linear) and (adapter.in_features, adapter.out_features) == (64, 128)
+    losses = _losses(model)
+    sum(losses.values()).backward()
+    assert adapter.weight.grad is not None and float(adapter.weight.grad.abs().sum()) > 0
+    assert model.student.roi_heads.box_head.fc1.weight.grad.abs().sum() > 0  # through the teacher predictor
+    assert all(p.grad is None for p in model.teacher.parameters())

@@ -26,6 +26,16 @@ ALL_DETECTIONS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_P
 OUTPUT_NAMES = ["pred_boxes", "pred_classes", "pred_masks", "scores", "image_size"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on 2 shared cores: one thread (torch and onnxruntime) is several times faster
+    than two OpenMP threads competing with other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tool_main(name):
     """``main(argv) -> exit status`` of ``tools/<name>.py``, run in this process."""
     spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
@@ -169,6 +179,29 @@ def test_onnx_runs_pages_without_detections(tmp_path):
     assert len(raw) == 0 and tuple(raw.pred_masks.shape[1:]) == (1, 28, 28)
 
 
+def test_scripting_exports_mask_rcnn_and_reports_cascade(tmp_path, capsys):
+    mask, cascade = tmp_path / "mask", tmp_path / "cascade"
+    mask.mkdir(), cascade.mkdir()
+    config, weights = tiny_detector(str(mask), TINY, ALL_DETECTIONS)
+    pages = save_pages(str(tmp_path), [(128, 160), (170, 110)])
+    out = str(tmp_path / "scripted")
+    export = tool_main("export_model")
+    assert export(["--config-file", config, "--format", "torchscript-script", "--output", out,
+                   "--sample-image", pages[0], "MODEL.WEIGHTS", weights]) == 0
+    info = json.load(open(os.path.join(out, "export_info.json")))
+    assert info["check"]["passed"] and info["export_method"].startswith("scripting")
+    runner, spec, _ = load_exported(out)
+    image = preprocess(read_image_rgb(pages[1]), spec)
+    _, model = build_deployable_model(load_config(config), weights)
+    assert_same_detections(TorchRunner(model)(image), runner(image))
+
+    config, weights = tiny_detector(str(cascade), TINY_CASCADE)
+    assert export(["--config-file", config, "--format", "torchscript-script", "--output", str(tmp_path / "c"),
+                   "MODEL.WEIGHTS", weights]) == 2
+    err = capsys.readouterr().err
+    assert "scripting of CascadeROIHeads failed" in err and "--format torchscript" in err
+
+
 def test_onnx_opset_without_half_pixel_roialign_is_refused(tmp_path, capsys):
     config, weights = tiny_detector(str(tmp_path), TINY)
     out = str(tmp_path / "onnx")
@@ -239,3 +272,7 @@ def test_distillation_checkpoint_exports_the_student_alone(tmp_path):
             assert not any(t.shape == v.shape and torch.equal(t, v) for t in tensors.values()), k
     for k, v in teacher.roi_heads.state_dict().items():  # SimKD reuses the teacher's heads
         assert torch.equal(tensors[f"model.roi_heads.{k}"], v), k
+
+    # Predicting from the distillation checkpoint is predicting with its exported student.
+    page = read_image_rgb(pages[0])
+    assert_same_detections(Predictor.from_config(cfg, checkpoint)(page), Predictor.from_exported(out)(page), box_tol=0.1)

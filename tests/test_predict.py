@@ -19,7 +19,7 @@ from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
 from dla_kd.export import ModelSpec, export_model
 from dla_kd.predict.visualize import draw_detections
-from test_export import save_pages, tool_main
+from test_export import one_thread, save_pages, tool_main  # noqa: F401  (one_thread: autouse)
 from tiny_models import MICRO, TINY, TINY_CASCADE, write_config
 
 DOCLAYNET = {c["id"]: c["name"] for c in DOCLAYNET_CATEGORIES}

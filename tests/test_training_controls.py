@@ -129,3 +129,20 @@ def test_teacher_sanity_check_stops_a_teacher_at_chance(use_synthetic_root, tmp_
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert os.path.isfile(tmp_path / "out" / "model_final.pth")
+
+
+def test_optimizer_choice(tmp_path):
+    from dla_kd.engine.optimizer import build_optimizer
+
+    cfg = dla_kd.engine.load_config(TINY, ["MODEL.DEVICE", "cpu", "SOLVER.OPTIMIZER", "AdamW",
+                                           "SOLVER.BETAS", "(0.9, 0.98)", "SOLVER.WEIGHT_DECAY", "0.05"])
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["weight_decay"] == 0.05
+    n_params = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sgd = build_optimizer(dla_kd.engine.load_config(TINY, ["MODEL.DEVICE", "cpu"]), model)
+    assert isinstance(sgd, torch.optim.SGD)
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER must be one of"):
+        build_optimizer(dla_kd.engine.load_config(TINY, ["MODEL.DEVICE", "cpu", "SOLVER.OPTIMIZER", "Lion"]), model)

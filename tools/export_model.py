@@ -16,6 +16,10 @@ It returns pred_boxes (N, 4) XYXY on the input, pred_classes, pred_masks (N, 1, 
 probabilities, scores and image_size. Left to the caller (as dla_kd.Predictor does): resizing the
 page, scaling boxes back to the page, pasting masks (paste_masks_in_image) and thresholding them.
 
+--format torchscript-script scripts instead of tracing (Detectron2's scripting_with_instances):
+the file takes a batch of image dicts; Cascade R-CNN does not script (Detectron2 limitation,
+reported as such). ONNX uses opset 16 by default: ROIAlignV2 needs it (lower opsets are refused).
+
 By default the export is checked on the sample images (a synthetic page if none): PyTorch and the
 exported file (TorchScript, or ONNX in onnxruntime) must give the same detections.
 
@@ -87,7 +91,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import warnings
+
     from detectron2.utils.logger import setup_logger
+
+    warnings.filterwarnings("ignore", message="torch.meshgrid")  # Detectron2's anchor generator
 
     setup_logger(name="dla_kd", abbrev_name="dla_kd")
     logging.getLogger("dla_kd").setLevel(logging.WARNING)

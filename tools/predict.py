@@ -77,7 +77,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import warnings
+
     from detectron2.utils.logger import setup_logger
+
+    warnings.filterwarnings("ignore", message="torch.meshgrid")  # Detectron2's anchor generator
 
     setup_logger(name="dla_kd", abbrev_name="dla_kd")
     logging.getLogger("dla_kd").setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import DLACheckpointer
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
+from .optimizer import build_optimizer
 from .teacher_check import TeacherSanityCheck
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if not (resume and self.checkpointer.has_checkpoint()) and not self.cfg.MODEL.WEIGHTS:
             check_trainable_from_scratch(self._trainer.model)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

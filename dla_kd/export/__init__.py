@@ -1,18 +1,19 @@
 """Getting the deployable model out of the toolkit: the student alone (``student``), exported to
-TorchScript or ONNX by tracing (``exporter``, ``torchscript``, ``onnx``), run in any form behind
-one call (``runtime``), with the steps the graph leaves to the caller (``processing``), checked
-against PyTorch (``check``) and benchmarked (``benchmark``)."""
+TorchScript or ONNX by tracing (``exporter``, ``torchscript``, ``onnx``) or to TorchScript by
+scripting (``scripting``), run in any form behind one call (``runtime``), with the steps the graph
+leaves to the caller (``processing``), checked against PyTorch (``check``) and benchmarked
+(``benchmark``)."""
 from .check import Comparison, compare_detections
 from .errors import ExportCheckError, ExportError
 from .exporter import FORMATS, ExportResult, export_model
 from .processing import postprocess, preprocess
-from .runtime import OnnxRunner, TorchRunner, TorchScriptRunner, load_exported
+from .runtime import OnnxRunner, ScriptedRunner, TorchRunner, TorchScriptRunner, load_exported
 from .spec import Category, ModelSpec
 from .student import build_deployable_model, deployable_cfg, extract_student, is_distill_config
 
 __all__ = [
     "build_deployable_model", "deployable_cfg", "extract_student", "is_distill_config",
     "export_model", "ExportResult", "FORMATS", "ExportError", "ExportCheckError",
-    "load_exported", "TorchRunner", "TorchScriptRunner", "OnnxRunner",
+    "load_exported", "TorchRunner", "TorchScriptRunner", "ScriptedRunner", "OnnxRunner",
     "preprocess", "postprocess", "ModelSpec", "Category", "Comparison", "compare_detections",
 ]

@@ -4,8 +4,6 @@ pre/post-processing runs around every backend and is not timed), plus file sizes
 import json
 import logging
 import os
-import statistics
-import time
 from typing import Dict, List, Optional
 
 import torch
@@ -21,21 +19,22 @@ from .samples import synthetic_page
 from .spec import ModelSpec
 from .student import build_deployable_model, deployable_cfg
 from .torchscript import export_torchscript
+from ..utils.benchmark import time_calls
 
 logger = logging.getLogger(__name__)
 
 
 def time_runner(runner, image: torch.Tensor, warmup: int, runs: int) -> Dict:
-    """Latency statistics (ms) of ``runner(image)`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        out = runner(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = runner(image)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "detections": len(out), "outputs": out}
+    """Latency statistics (ms) of ``runner(image)`` after ``warmup`` untimed calls, with the
+    last call's detections."""
+    last = {}
+
+    def call():
+        last["outputs"] = runner(image)
+
+    t = time_calls(call, warmup, runs)
+    return {"median_ms": t["median_s"] * 1e3, "min_ms": t["min_s"] * 1e3, "max_ms": t["max_s"] * 1e3,
+            "detections": len(last["outputs"]), "outputs": last["outputs"]}
 
 
 def benchmark(cfg: CfgNode, output_dir: str, weights: Optional[str] = None, runs: int = 10, warmup: int = 3,

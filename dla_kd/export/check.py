@@ -29,12 +29,15 @@ class Comparison:
     max_score_diff: float
     max_mask_diff: float
     same_image_size: bool
+    error: str = ""  # the exported model failed to run on this image
 
     @property
     def ok(self) -> bool:
-        return self.same_image_size and self.n_reference == self.n_exported == self.n_matched
+        return not self.error and self.same_image_size and self.n_reference == self.n_exported == self.n_matched
 
     def describe(self) -> str:
+        if self.error:
+            return f"the exported model failed to run: {self.error}"
         if self.ok:
             return (f"{self.n_reference} detections equal (max diff: box {self.max_box_diff:.2g} px, "
                     f"score {self.max_score_diff:.2g}, mask {self.max_mask_diff:.2g})")
@@ -88,5 +91,16 @@ def check_runners(
     reference: Callable[[torch.Tensor], Instances], exported: Callable[[torch.Tensor], Instances],
     images: Sequence[torch.Tensor], **tolerances,
 ) -> List[Comparison]:
-    """One :class:`Comparison` per image of ``images`` ((3, h, w) float32 inputs)."""
-    return [compare_detections(reference(im), exported(im), **tolerances) for im in images]
+    """One :class:`Comparison` per image of ``images`` ((3, h, w) float32 inputs); an exported
+    model that raises gives a failed comparison holding the error."""
+    comparisons = []
+    for image in images:
+        ref = reference(image)
+        try:
+            out = exported(image)
+        except Exception as e:  # e.g. an onnxruntime kernel refusing a shape: report, do not crash
+            comparisons.append(Comparison([int(v) for v in ref.image_size], len(ref), 0, 0, 0.0, 0.0, 0.0, False,
+                                          error=f"{type(e).__name__}: {e}"))
+            continue
+        comparisons.append(compare_detections(ref, out, **tolerances))
+    return comparisons

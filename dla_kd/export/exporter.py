@@ -14,13 +14,14 @@ from .onnx import DEFAULT_OPSET, export_onnx
 from .processing import preprocess
 from .runtime import TorchRunner, exported_runner
 from .samples import read_image_rgb, synthetic_page
+from .scripting import export_scripted
 from .spec import ModelSpec
 from .student import STUDENT_CONFIG_FILE, build_deployable_model, is_distill_config
 from .torchscript import export_torchscript
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "torchscript-script": "model.ts"}
 FORMATS = tuple(MODEL_FILES)
 
 
@@ -76,10 +77,11 @@ def export_model(
     mask_tol: float = MASK_TOL,
 ) -> ExportResult:
     """Export the deployable model of ``cfg`` with ``weights`` (plain or distillation checkpoint)
-    to ``fmt`` ("torchscript" or "onnx") in ``output_dir``: ``model.ts``/``model.onnx``,
-    ``student_config.yaml``, ``export_info.json``. Traced on the first sample image (a synthetic
-    page if none); with ``check``, every sample is run through PyTorch and the exported file and
-    the detections compared (result in ``info["check"]``; the caller decides what a failure means).
+    to ``fmt`` ("torchscript" or "onnx" by tracing, "torchscript-script" by scripting) in
+    ``output_dir``: ``model.ts``/``model.onnx``, ``student_config.yaml``, ``export_info.json``.
+    Traced on the first sample image (a synthetic page if none); with ``check``, every sample is
+    run through PyTorch and the exported file and the detections compared (result in
+    ``info["check"]``; the caller decides what a failure means).
 
     Raises :class:`.errors.ExportError` if the format cannot express the model, and the errors of
     ``build_deployable_model`` (e.g. ``IncompleteCheckpointError``) for weights not matching ``cfg``.
@@ -98,6 +100,8 @@ def export_model(
     start = time.perf_counter()
     if fmt == "onnx":
         names = export_onnx(model, images[0], path, opset)
+    elif fmt == "torchscript-script":
+        names = export_scripted(model, images[0], path)
     else:
         names = export_torchscript(model, images[0], path, dump_ir=dump_ir)
     logger.info(f"Exported {fmt} to {path} in {time.perf_counter() - start:.1f} s")

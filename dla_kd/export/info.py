@@ -18,6 +18,20 @@ from .tracing import INPUT_NAME, OUTPUT_MEANINGS
 
 EXPORT_INFO_FILE = "export_info.json"
 
+EXPORT_METHODS = {
+    "torchscript": "tracing: detectron2.export.TracingAdapter over GeneralizedRCNN.inference(do_postprocess=False)",
+    "onnx": "tracing: detectron2.export.TracingAdapter over GeneralizedRCNN.inference(do_postprocess=False), "
+            "torch.onnx.export",
+    "torchscript-script": "scripting: detectron2.export.scripting_with_instances over "
+                          "GeneralizedRCNN.inference(do_postprocess=False)",
+}
+CALLS = {
+    "torchscript": "torch.jit.load(file)(image) -> tuple of the outputs, in order",
+    "onnx": "onnxruntime.InferenceSession(file).run(None, {'image': image}) -> list of the outputs, in order",
+    "torchscript-script": "torch.jit.load(file)(({'image': image}, ...)) -> one dict of the outputs per image "
+                          "(image_size: the input's (h, w))",
+}
+
 IN_GRAPH = [
     "pixel normalisation (x - pixel_mean) / pixel_std (constants of the config, see input)",
     "padding to a multiple of input.size_divisibility",
@@ -67,8 +81,7 @@ def build_export_info(
         "format": fmt,
         "file": os.path.basename(path),
         "file_size_bytes": os.path.getsize(path),
-        "export_method": "tracing: detectron2.export.TracingAdapter over "
-                         "GeneralizedRCNN.inference(do_postprocess=False), batch of one image",
+        "export_method": EXPORT_METHODS[fmt],
     }
     if opset is not None:
         info["onnx_opset"] = opset
@@ -76,6 +89,7 @@ def build_export_info(
         "architecture": architecture,
         "input": {
             "name": INPUT_NAME, "shape": "(3, h, w)", "dtype": "float32", "value_range": [0, 255],
+            "call": CALLS[fmt],
             "format": spec.input_format, "min_size_test": spec.min_size_test, "max_size_test": spec.max_size_test,
             "normalization_in_graph": True, "pixel_mean": spec.pixel_mean, "pixel_std": spec.pixel_std,
             "size_divisibility": spec.size_divisibility,

@@ -5,7 +5,8 @@ image (resized, model input format, see :func:`.processing.preprocess`) to raw I
 * :class:`TorchRunner`: a PyTorch ``GeneralizedRCNN`` (``GeneralizedRCNN.inference`` without
   post-processing, exactly what was traced);
 * :class:`TorchScriptRunner`: a traced ``.ts`` file;
-* :class:`OnnxRunner`: an ``.onnx`` file in onnxruntime (CPU).
+* :class:`ScriptedRunner`: a scripted ``.ts`` file (called with a tuple of image dicts);
+* :class:`OnnxRunner`: an ``.onnx`` file in onnxruntime (CPU; as many threads as torch by default).
 
 :func:`load_exported` opens an export folder or file with its ``export_info.json``.
 """
@@ -18,7 +19,7 @@ from detectron2.structures import Instances
 
 from .info import EXPORT_INFO_FILE, read_export_info
 from .spec import ModelSpec
-from .tracing import INPUT_NAME, outputs_to_instances, raw_inference
+from .tracing import IMAGE_SIZE_OUTPUT, INPUT_NAME, outputs_to_instances, raw_inference
 
 
 class TorchRunner:
@@ -45,6 +46,20 @@ class TorchScriptRunner:
         return outputs_to_instances(dict(zip(self.output_names, outputs)))
 
 
+class ScriptedRunner:
+    backend = "torchscript-script"
+
+    def __init__(self, path: str, output_names: List[str]):
+        self.module = torch.jit.load(path, map_location="cpu")  # eval mode frozen in by scripting
+        self.output_names = list(output_names)
+
+    def __call__(self, image: torch.Tensor) -> Instances:
+        with torch.no_grad():
+            fields = self.module(({"image": image},))[0]
+        size = torch.tensor(image.shape[1:])  # the raw detections refer to the (unpadded) input
+        return outputs_to_instances({**fields, IMAGE_SIZE_OUTPUT: size})
+
+
 class OnnxRunner:
     backend = "onnx"
 
@@ -53,9 +68,8 @@ class OnnxRunner:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = num_threads or torch.get_num_threads()  # as many as torch
+        options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.output_names = list(output_names)
 
@@ -64,21 +78,23 @@ class OnnxRunner:
         return outputs_to_instances({n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs)})
 
 
-RUNNERS = {"torchscript": TorchScriptRunner, "onnx": OnnxRunner}
+RUNNERS = {"torchscript": TorchScriptRunner, "torchscript-script": ScriptedRunner, "onnx": OnnxRunner}
 
 
 def exported_runner(fmt: str, path: str, output_names: List[str], num_threads: Optional[int] = None):
-    """Runner of an exported file of format ``fmt`` ("torchscript" or "onnx")."""
+    """Runner of an exported file of format ``fmt`` (a key of ``RUNNERS``)."""
+    if fmt not in RUNNERS:
+        raise ValueError(f"Unknown export format {fmt!r}; known: {sorted(RUNNERS)}")
     if fmt == "onnx":
         return OnnxRunner(path, output_names, num_threads)
-    if fmt == "torchscript":
-        return TorchScriptRunner(path, output_names)
-    raise ValueError(f"Unknown export format {fmt!r}; known: {sorted(RUNNERS)}")
+    return RUNNERS[fmt](path, output_names)
 
 
 def load_exported(path: str, num_threads: Optional[int] = None) -> Tuple[object, ModelSpec, dict]:
     """(runner, spec, export info) of an exported model: ``path`` is the export folder or the
     model file in it; ``export_info.json`` must be next to the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Exported model {path} not found")
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     try:
         info = read_export_info(folder)

@@ -10,7 +10,7 @@ import torch
 
 def time_calls(fn: Callable[[], object], warmup: int, iters: int) -> Dict[str, float]:
     """Run ``fn`` ``warmup`` times untimed, then ``iters`` times; seconds per call (median,
-    mean, min). CUDA work is synchronised before each clock read."""
+    mean, min, max). CUDA work is synchronised before each clock read."""
     for _ in range(warmup):
         fn()
     times = []
@@ -20,7 +20,13 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int) -> Dict[str, f
         fn()
         _sync()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": min(times), "iters": iters}
+    return {
+        "median_s": statistics.median(times),
+        "mean_s": statistics.fmean(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "iters": iters,
+    }
 
 
 def _sync() -> None:

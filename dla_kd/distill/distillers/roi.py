@@ -7,6 +7,7 @@ from typing import Dict
 import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
+from torch import nn
 
 from ..base import DistillContext, Distiller, register_distiller
 from ..losses import (
@@ -34,14 +35,15 @@ class RoIStageDistiller(Distiller):
 
     needs_teacher_rois = True
 
-    def stage_loss(self, s, t) -> torch.Tensor:
-        """s, t: ``roi_outputs.BoxStageOutputs`` on the same R RoIs -> scalar."""
+    def stage_loss(self, s, t, stage: int) -> torch.Tensor:
+        """s, t: ``roi_outputs.BoxStageOutputs`` of student stage ``stage`` and the teacher's
+        answer on the same R RoIs -> scalar."""
         raise NotImplementedError
 
     def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
         n = len(ctx.s_stages)
         return {
-            f"loss_kd_{self.loss_name}" + (f"_stage{k}" if n > 1 else ""): self.stage_loss(s, t)
+            f"loss_kd_{self.loss_name}" + (f"_stage{k}" if n > 1 else ""): self.stage_loss(s, t, k)
             for k, (s, t) in enumerate(zip(ctx.s_stages, ctx.t_stages))
         }
 
@@ -71,7 +73,7 @@ class WeightedLogitDistiller(RoIStageDistiller):
 class LogitKDDistiller(WeightedLogitDistiller):
     """Vanilla KD (Hinton et al. 2015): KL(softmax(t/T) || softmax(s/T)) * T^2 over K+1 classes."""
 
-    def stage_loss(self, s, t):
+    def stage_loss(self, s, t, stage):
         return kd_loss(s.scores, t.scores, self.temperature, weights=self.roi_weights(s))
 
 
@@ -79,7 +81,7 @@ class LogitKDDistiller(WeightedLogitDistiller):
 class LogitMSEDistiller(WeightedLogitDistiller):
     """MSE between the K+1 class logits."""
 
-    def stage_loss(self, s, t):
+    def stage_loss(self, s, t, stage):
         return logit_mse_loss(s.scores, t.scores, weights=self.roi_weights(s))
 
 
@@ -119,7 +121,7 @@ class BoxKDDistiller(RoIStageDistiller):
                 )
         return {"num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES, "loss": node.LOSS, "class_choice": node.CLASS}
 
-    def stage_loss(self, s, t):
+    def stage_loss(self, s, t, stage):
         gt = _gt_classes(s.proposals)
         fg = (gt >= 0) & (gt < self.num_classes)
         boxes = _proposal_boxes(s.proposals)[fg]
@@ -160,26 +162,31 @@ class CrossKDDistiller(RoIStageDistiller):
     """CrossKD (Wang et al., CVPR 2024) for the ROI head: the student's box-head features go
     through the teacher's frozen box predictor; that prediction is distilled (KD at TEMPERATURE)
     toward the teacher's own prediction on the same RoIs. Gradients reach the student's box head
-    through the teacher predictor, whose parameters stay frozen."""
+    through the teacher predictor, whose parameters stay frozen. When the box-head widths differ,
+    a trainable linear adapter (per student stage; dropped at export) maps student features to
+    the teacher predictor's input width."""
 
     @configurable
-    def __init__(self, *, temperature: float):
+    def __init__(self, *, temperature: float, student_dims, teacher_dim: int):
         super().__init__()
         self.temperature = temperature
+        self.adapters = nn.ModuleList(
+            nn.Identity() if d == teacher_dim else nn.Linear(d, teacher_dim) for d in student_dims
+        )
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
-        s_dims = {h.output_shape.channels for h in _box_heads(student.roi_heads)}
         t_dims = {p.cls_score.in_features for p in _box_predictors(teacher.roi_heads)}
-        if s_dims != t_dims:
-            raise ValueError(
-                f"CrossKD feeds student box-head features (width {sorted(s_dims)}) to the teacher's box "
-                f"predictor (input width {sorted(t_dims)}): set the student's MODEL.ROI_BOX_HEAD.FC_DIM to match"
-            )
-        return {"temperature": cfg.DISTILL.CROSSKD.TEMPERATURE}
+        if len(t_dims) != 1:
+            raise ValueError(f"CrossKD needs one box-predictor input width in the teacher, got {sorted(t_dims)}")
+        return {
+            "temperature": cfg.DISTILL.CROSSKD.TEMPERATURE,
+            "student_dims": [h.output_shape.channels for h in _box_heads(student.roi_heads)],
+            "teacher_dim": t_dims.pop(),
+        }
 
-    def stage_loss(self, s, t):
-        cross_scores, _ = t.predictor(s.box_features)
+    def stage_loss(self, s, t, stage):
+        cross_scores, _ = t.predictor(self.adapters[stage](s.box_features))
         return kd_loss(cross_scores, t.scores, self.temperature)
 
 
