@@ -12,10 +12,13 @@ the best of ``--iters`` timed runs, which is the least disturbed by other load o
 Fused attention (``scaled_dot_product_attention``) is counted, which fvcore alone does not. The
 input is a portrait US-letter page resized to short side 800 (1035 x 800, padded to 1056 x 800).
 
-Weights are random, so the number of detections (and so the mask head's work) would be arbitrary:
-the whole model runs with score threshold 0 and ``--detections`` detections per page (default 20,
-a typical layout page), i.e. RPN -> ``POST_NMS_TOPK_TEST`` proposals -> box head -> NMS -> exactly
-that many masks. Writes ``benchmark.json`` and ``benchmark.md`` to ``--output``.
+Weights are random, so the number of proposals and detections (the heads' work) would be
+arbitrary (random deep features give non-finite boxes). To give every model the same, realistic
+workload, the RPN and box-predictor output layers are zeroed (proposals = anchors, every cascade
+stage keeps its boxes), the score threshold is 0 and ``--detections`` detections per page (default
+20, a typical layout page) go to the mask head: RPN -> ``POST_NMS_TOPK_TEST`` (1000) proposals ->
+box head(s) -> NMS -> exactly that many masks. Writes ``benchmark.json`` and ``benchmark.md`` to
+``--output``.
 """
 import argparse
 import json
@@ -80,6 +83,19 @@ def _count_gflops(module, inputs) -> float:
     return analysis.total() / 1e9
 
 
+# Output layers zeroed for a fixed workload (see the module docstring).
+FIXED_WORKLOAD_LAYERS = ("anchor_deltas", "objectness_logits", "cls_score", "bbox_pred")
+
+
+def fix_head_workload(model: torch.nn.Module) -> None:
+    """Zero the RPN and box-predictor output layers (see the module docstring)."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(FIXED_WORKLOAD_LAYERS):
+                for param in module.parameters():
+                    param.zero_()
+
+
 def _seconds_per_call(fn, warmup: int, iters: int) -> float:
     """Best of ``iters`` timed calls after ``warmup`` untimed ones (robust to other load on the machine)."""
     for _ in range(warmup):
@@ -97,6 +113,7 @@ def benchmark_config(config_file: str, short_side: int, warmup: int, iters: int,
     fixed_detections = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", str(detections)]
     cfg = load_config(config_file, ["MODEL.DEVICE", "cpu"] + fixed_detections)
     model = build_model(cfg).eval()
+    fix_head_workload(model)
     height, width = int(round(short_side * PAGE_ASPECT)), short_side
     image = torch.rand(3, height, width) * 255
     inputs = [{"image": image, "height": height, "width": width}]

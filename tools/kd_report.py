@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dla_kd  # noqa: F401
 from dla_kd.engine import load_config
@@ -31,8 +32,9 @@ def run_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False):
-    """Train + evaluate (or only evaluate) one config unless already done; returns its results."""
+def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None):
+    """Train + evaluate (or only evaluate) one config unless already done; returns its results.
+    ``threads``: torch threads of the run (OMP_NUM_THREADS), default: inherited."""
     done = load_eval(output_dir, dataset)
     if done is not None:
         print(f"[kd_report] {output_dir}: done, collected")
@@ -45,8 +47,9 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False):
     print(f"[kd_report] {'resuming' if resume else 'training'} {output_dir}:\n  {' '.join(cmd)}", flush=True)
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with open(os.path.join(output_dir, "kd_report_stdout.log"), "a") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     print(f"[kd_report] {output_dir}: finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return load_eval(output_dir, dataset)
 
@@ -62,6 +65,9 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="student/KD runs trained side by side after the teacher (CPU: one torch thread each)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads to share between jobs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
 
@@ -73,20 +79,28 @@ def main():
         kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
         plan.append((run_name(config), config, seed + args.opts + kd_opts))
 
-    results = {}
-    for name, config, opts in plan:
+    def execute(item):
+        name, config, opts = item
         out = os.path.join(args.output, name)
         eval_only = name == "teacher" and bool(args.teacher_weights)
         if eval_only:
             opts = opts + ["MODEL.WEIGHTS", args.teacher_weights]
-        res = load_eval(out, dataset) if args.collect_only else run(config, out, opts, dataset, args.num_gpus, eval_only)
-        if res is not None:
+        if args.collect_only:
+            return name, load_eval(out, dataset)
+        threads = args.threads if name == "teacher" else max(1, args.threads // args.jobs)
+        return name, run(config, out, opts, dataset, args.num_gpus, eval_only, threads)
+
+    # The teacher first (every distillation run needs it), then the rest in parallel.
+    results = dict([execute(plan[0])])
+    _write(args, results, dataset)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for name, res in pool.map(execute, plan[1:]):
             results[name] = res
-        _write(args, results, dataset)
+            _write(args, results, dataset)
 
 
 def _write(args, results, dataset):
-    rows = build_rows(results)
+    rows = build_rows({k: v for k, v in results.items() if v is not None})
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "report.json"), "w") as f:
         json.dump({"dataset": dataset, "seed": args.seed, "opts": args.opts, "rows": rows}, f, indent=2)
