@@ -1,4 +1,5 @@
 """dla-kd's backbones: DiT/BEiT ViT and timm models through Detectron2's BACKBONE_REGISTRY."""
+
 import math
 
 import pytest
@@ -223,6 +224,8 @@ def test_timm_bad_inputs_raise_clear_errors():
         create_timm_features("resnet_does_not_exist")
     with pytest.raises(ValueError, match=r"out of range for timm model 'resnet18'.*feature levels \[0, 1, 2, 3, 4\]"):
         create_timm_features("resnet18", out_indices=[1, 2, 3, 9])
+    with pytest.raises(ValueError, match=r"out of range for timm model 'vit_tiny_patch16_224', which has 12 blocks"):
+        create_timm_features("vit_tiny_patch16_224", out_indices=[3, 5, 7, 12])
     with pytest.raises(ValueError, match="4 increasing block indices"):
         create_timm_features("vit_tiny_patch16_224", out_indices=[5, 3, 7, 11])
     with pytest.raises(ValueError, match="MODEL.TIMM.NORM 'IN'"):
@@ -294,7 +297,9 @@ def test_pretrained_path_then_frozen_bn_through_config(tmp_path):
         full.bn1.running_mean.uniform_(-1, 1)
     path = str(tmp_path / "r18.pth")
     torch.save({"state_dict": full.state_dict()}, path)  # nested, as timm's train script saves
-    bottom = build_backbone(_cfg("build_timm_fpn_backbone", NAME="resnet18", PRETRAINED_PATH=path, NORM="FrozenBN")).bottom_up
+    bottom = build_backbone(
+        _cfg("build_timm_fpn_backbone", NAME="resnet18", PRETRAINED_PATH=path, NORM="FrozenBN")
+    ).bottom_up
     assert isinstance(bottom.body.bn1, FrozenBatchNorm2d)
     torch.testing.assert_close(bottom.body.bn1.running_mean, full.bn1.running_mean)
     torch.testing.assert_close(bottom.body.conv1.weight, full.conv1.weight)

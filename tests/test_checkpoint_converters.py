@@ -5,6 +5,7 @@ HF transformers' ``convert_dit_unilm_to_pytorch.py`` loads it strictly (every ke
 else), DiT detection models as unilm ``ditod`` names them, R-50.pkl as Detectron's MSRA ImageNet
 blobs. Values are random; shapes are the published ones (or a tiny DiT with the same structure).
 """
+
 import pickle
 
 import numpy as np
@@ -40,13 +41,21 @@ def dit_pretraining_shapes(dim=768, depth=12, vocab=8192, grid=14):
         p = f"blocks.{i}."
         shapes.update(
             {
-                p + "norm1.weight": (dim,), p + "norm1.bias": (dim,),
-                p + "attn.qkv.weight": (3 * dim, dim), p + "attn.q_bias": (dim,), p + "attn.v_bias": (dim,),
-                p + "attn.proj.weight": (dim, dim), p + "attn.proj.bias": (dim,),
-                p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
-                p + "mlp.fc1.weight": (4 * dim, dim), p + "mlp.fc1.bias": (4 * dim,),
-                p + "mlp.fc2.weight": (dim, 4 * dim), p + "mlp.fc2.bias": (dim,),
-                p + "gamma_1": (dim,), p + "gamma_2": (dim,),
+                p + "norm1.weight": (dim,),
+                p + "norm1.bias": (dim,),
+                p + "attn.qkv.weight": (3 * dim, dim),
+                p + "attn.q_bias": (dim,),
+                p + "attn.v_bias": (dim,),
+                p + "attn.proj.weight": (dim, dim),
+                p + "attn.proj.bias": (dim,),
+                p + "norm2.weight": (dim,),
+                p + "norm2.bias": (dim,),
+                p + "mlp.fc1.weight": (4 * dim, dim),
+                p + "mlp.fc1.bias": (4 * dim,),
+                p + "mlp.fc2.weight": (dim, 4 * dim),
+                p + "mlp.fc2.bias": (dim,),
+                p + "gamma_1": (dim,),
+                p + "gamma_2": (dim,),
             }
         )
     return shapes
@@ -56,15 +65,23 @@ def dit_detection_backbone_shapes(dim=768, depth=12):
     """Backbone keys of unilm's DiT layout detectors (``backbone.bottom_up.backbone.*``): the
     encoder without pre-training heads, plus the adapter fpn1 (deconv, BN, GELU, deconv), fpn2."""
     shapes = {
-        k: v for k, v in dit_pretraining_shapes(dim, depth).items() if not k.startswith(("mask_token", "norm.", "lm_head"))
+        k: v
+        for k, v in dit_pretraining_shapes(dim, depth).items()
+        if not k.startswith(("mask_token", "norm.", "lm_head"))
     }
     shapes.update(
         {
-            "fpn1.0.weight": (dim, dim, 2, 2), "fpn1.0.bias": (dim,),
-            "fpn1.1.weight": (dim,), "fpn1.1.bias": (dim,), "fpn1.1.running_mean": (dim,),
-            "fpn1.1.running_var": (dim,), "fpn1.1.num_batches_tracked": (),
-            "fpn1.3.weight": (dim, dim, 2, 2), "fpn1.3.bias": (dim,),
-            "fpn2.0.weight": (dim, dim, 2, 2), "fpn2.0.bias": (dim,),
+            "fpn1.0.weight": (dim, dim, 2, 2),
+            "fpn1.0.bias": (dim,),
+            "fpn1.1.weight": (dim,),
+            "fpn1.1.bias": (dim,),
+            "fpn1.1.running_mean": (dim,),
+            "fpn1.1.running_var": (dim,),
+            "fpn1.1.num_batches_tracked": (),
+            "fpn1.3.weight": (dim, dim, 2, 2),
+            "fpn1.3.bias": (dim,),
+            "fpn2.0.weight": (dim, dim, 2, 2),
+            "fpn2.0.bias": (dim,),
         }
     )
     return {"backbone.bottom_up.backbone." + k: v for k, v in shapes.items()}
@@ -111,8 +128,14 @@ def test_published_dit_detection_keys_fill_the_whole_backbone(dit_b_state):
     heads = {k: tuple(v.shape) for k, v in dit_b_state.items() if not k.startswith("backbone.bottom_up.")}
     state, report = convert_beit_state_dict(_meta_state({**published, **heads}), dit_b_state)
     assert not report.missing and not report.unmapped and not report.dropped
-    assert report.converted["backbone.bottom_up.backbone.fpn1.3.weight"] == "backbone.bottom_up.adapter.branches.stride4.3.weight"
-    assert report.converted["backbone.bottom_up.backbone.fpn2.0.bias"] == "backbone.bottom_up.adapter.branches.stride8.0.bias"
+    assert (
+        report.converted["backbone.bottom_up.backbone.fpn1.3.weight"]
+        == "backbone.bottom_up.adapter.branches.stride4.3.weight"
+    )
+    assert (
+        report.converted["backbone.bottom_up.backbone.fpn2.0.bias"]
+        == "backbone.bottom_up.adapter.branches.stride8.0.bias"
+    )
     assert set(state) == set(dit_b_state)
     for key, value in state.items():
         assert tuple(value.shape) == tuple(dit_b_state[key].shape), key
@@ -209,7 +232,10 @@ def test_converter_only_takes_beit_checkpoints_for_vit_models(dit_b_state):
     r50_state = _model(R_50).state_dict()
     dit_ckpt = _meta_state(dit_pretraining_shapes())
     assert convert_dit_checkpoint(r50_state, dit_ckpt) is None  # no dla-kd ViT in the model
-    assert convert_dit_checkpoint(dit_b_state, {"model": {"backbone.bottom_up.res2.0.conv1.weight": torch.zeros(1)}}) is None
+    assert (
+        convert_dit_checkpoint(dit_b_state, {"model": {"backbone.bottom_up.res2.0.conv1.weight": torch.zeros(1)}})
+        is None
+    )
     with pytest.raises(ValueError, match="No key of the BEiT/DiT checkpoint fits the model"):
         convert_beit_state_dict(dit_ckpt, r50_state)
     with pytest.raises(ValueError, match="Not a BEiT/DiT checkpoint"):
@@ -227,19 +253,39 @@ def test_converter_finds_the_detector_inside_a_distillation_model(dit_b_state):
 def msra_r50_blobs():
     """Detectron's ImageNet MSRA R-50.pkl blob names and shapes (conv weights, affine BN s/b)."""
     rng = np.random.default_rng(0)
-    blobs = {"conv1_w": (64, 3, 7, 7), "conv1_b": (64,), "res_conv1_bn_s": (64,), "res_conv1_bn_b": (64,),
-             "fc1000_w": (1000, 2048), "fc1000_b": (1000,)}
+    blobs = {
+        "conv1_w": (64, 3, 7, 7),
+        "conv1_b": (64,),
+        "res_conv1_bn_s": (64,),
+        "res_conv1_bn_b": (64,),
+        "fc1000_w": (1000, 2048),
+        "fc1000_b": (1000,),
+    }
     in_ch, bottleneck = 64, 64
     for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
         out_ch = bottleneck * 4
         for i in range(blocks):
             p = f"res{stage}_{i}_"
             if i == 0:
-                blobs.update({p + "branch1_w": (out_ch, in_ch, 1, 1), p + "branch1_bn_s": (out_ch,), p + "branch1_bn_b": (out_ch,)})
-            for branch, shape in (("2a", (bottleneck, in_ch if i == 0 else out_ch, 1, 1)),
-                                  ("2b", (bottleneck, bottleneck, 3, 3)), ("2c", (out_ch, bottleneck, 1, 1))):
-                blobs.update({p + f"branch{branch}_w": shape, p + f"branch{branch}_bn_s": shape[:1],
-                              p + f"branch{branch}_bn_b": shape[:1]})
+                blobs.update(
+                    {
+                        p + "branch1_w": (out_ch, in_ch, 1, 1),
+                        p + "branch1_bn_s": (out_ch,),
+                        p + "branch1_bn_b": (out_ch,),
+                    }
+                )
+            for branch, shape in (
+                ("2a", (bottleneck, in_ch if i == 0 else out_ch, 1, 1)),
+                ("2b", (bottleneck, bottleneck, 3, 3)),
+                ("2c", (out_ch, bottleneck, 1, 1)),
+            ):
+                blobs.update(
+                    {
+                        p + f"branch{branch}_w": shape,
+                        p + f"branch{branch}_bn_s": shape[:1],
+                        p + f"branch{branch}_bn_b": shape[:1],
+                    }
+                )
         in_ch, bottleneck = out_ch, bottleneck * 2
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in blobs.items()}
 

@@ -3,6 +3,7 @@
 ``Base-*`` files are not built on their own: they are checked through their children (and each
 must have one). Distillation configs (``DistillGeneralizedRCNN``) are built with a random teacher.
 """
+
 import math
 from pathlib import Path
 
@@ -63,7 +64,12 @@ def test_config_builds_and_backbone_runs(path):
         assert set(features) == set(shapes), name
         for feature, tensor in features.items():
             stride, channels = shapes[feature].stride, shapes[feature].channels
-            assert tuple(tensor.shape) == (1, channels, math.ceil(IMAGE_HW[0] / stride), math.ceil(IMAGE_HW[1] / stride))
+            assert tuple(tensor.shape) == (
+                1,
+                channels,
+                math.ceil(IMAGE_HW[0] / stride),
+                math.ceil(IMAGE_HW[1] / stride),
+            )
         assert set(cfg.MODEL.RPN.IN_FEATURES) <= set(features)
         assert IMAGE_HW[0] % backbone.size_divisibility == 0
 

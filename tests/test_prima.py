@@ -1,4 +1,5 @@
 """PRImA PAGE-XML loading, category mapping, COCO conversion tool and registration."""
+
 import importlib.util
 import json
 import os
@@ -101,9 +102,22 @@ def test_page_2010_points_and_region_mapping(tmp_path):
     page = records[0]
     assert (page["width"], page["height"], page["image_id"]) == (200, 300, 1)
     names = [CLASSES[a["category_id"]] for a in page["annotations"]]
-    assert names == ["TextRegion", "ImageRegion", "ImageRegion", "ImageRegion", "SeparatorRegion",
-                     "OtherRegion", "OtherRegion", "TextRegion"]
-    assert [a["page_region"] for a in page["annotations"]][:4] == ["TextRegion", "ImageRegion", "GraphicRegion", "ChartRegion"]
+    assert names == [
+        "TextRegion",
+        "ImageRegion",
+        "ImageRegion",
+        "ImageRegion",
+        "SeparatorRegion",
+        "OtherRegion",
+        "OtherRegion",
+        "TextRegion",
+    ]
+    assert [a["page_region"] for a in page["annotations"]][:4] == [
+        "TextRegion",
+        "ImageRegion",
+        "GraphicRegion",
+        "ChartRegion",
+    ]
     heading = page["annotations"][0]
     assert heading["page_region_type"] == "heading"
     assert heading["bbox"] == [10.0, 10.0, 90.0, 30.0] and heading["bbox_mode"] == BoxMode.XYWH_ABS
@@ -134,11 +148,20 @@ def test_page_2019_points_attribute_nested_regions_and_drops(tmp_path, caplog):
         ("<PcGts><Page", "not well-formed XML"),
         ('<?xml version="1.0"?><alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"/>', "not PAGE-XML"),
         (f'<PcGts xmlns="{NS_2019}"><Metadata/></PcGts>', "no <Page> element"),
-        (f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="x" imageHeight="9"/></PcGts>', "imageWidth"),
-        (f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="9" imageHeight="9">'
-         '<TextRegion id="t7"/></Page></PcGts>', "TextRegion 't7' has no <Coords>"),
-        (f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="9" imageHeight="9">'
-         '<ImageRegion id="i3"><Coords points="1,1 2,a 3,3"/></ImageRegion></Page></PcGts>', "ImageRegion 'i3' has malformed"),
+        (
+            f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="x" imageHeight="9"/></PcGts>',
+            "imageWidth",
+        ),
+        (
+            f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="9" imageHeight="9">'
+            '<TextRegion id="t7"/></Page></PcGts>',
+            "TextRegion 't7' has no <Coords>",
+        ),
+        (
+            f'<PcGts xmlns="{NS_2019}"><Page imageFilename="a.png" imageWidth="9" imageHeight="9">'
+            '<ImageRegion id="i3"><Coords points="1,1 2,a 3,3"/></ImageRegion></Page></PcGts>',
+            "ImageRegion 'i3' has malformed",
+        ),
     ],
 )
 def test_corrupt_page_xml_names_the_file(tmp_path, text, message):

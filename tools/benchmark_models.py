@@ -20,6 +20,7 @@ stage keeps its boxes), the score threshold is 0 and ``--detections`` detections
 box head(s) -> NMS -> exactly that many masks. Writes ``benchmark.json`` and ``benchmark.md`` to
 ``--output``.
 """
+
 import argparse
 import json
 import logging
@@ -152,7 +153,9 @@ def to_markdown(rows: List[Dict], threads: int, detections: int) -> str:
             f"| {r['label']} | {r['params_M']:.1f} | {r['backbone_params_M']:.1f} | {r['backbone_gflops']:.0f} | "
             f"{r['model_gflops']:.0f} | {r['backbone_images_per_s']:.2f} | {r['images_per_s']:.2f} |"
         )
-    note = f"\nCPU, {threads} torch threads, best of the timed runs, random weights, {detections} detections per page.\n"
+    note = (
+        f"\nCPU, {threads} torch threads, best of the timed runs, random weights, {detections} detections per page.\n"
+    )
     return "\n".join(lines) + "\n" + note
 
 
@@ -167,17 +170,31 @@ def main(argv=None) -> int:
             rows.append({"label": label, "config": config_file, "skipped": "--skip-large"})
             continue
         print(f"Benchmarking {label} ({config_file}) ...", flush=True)
-        row = {"label": label, **benchmark_config(config_file, args.short_side, args.warmup, args.iters, args.detections)}
-        print(f"  {row['params_M']:.1f}M params, {row['model_gflops']:.0f} GFLOPs, {row['images_per_s']:.2f} img/s", flush=True)
+        row = {
+            "label": label,
+            **benchmark_config(config_file, args.short_side, args.warmup, args.iters, args.detections),
+        }
+        print(
+            f"  {row['params_M']:.1f}M params, {row['model_gflops']:.0f} GFLOPs, {row['images_per_s']:.2f} img/s",
+            flush=True,
+        )
         rows.append(row)
     os.makedirs(args.output, exist_ok=True)
-    meta = {"short_side": args.short_side, "threads": args.threads, "warmup": args.warmup, "iters": args.iters,
-            "detections": args.detections, "torch": torch.__version__,
-            "load_average_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count()}
+    meta = {
+        "short_side": args.short_side,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "detections": args.detections,
+        "torch": torch.__version__,
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
+    }
     with open(os.path.join(args.output, "benchmark.json"), "w") as f:
         json.dump({"settings": meta, "results": rows}, f, indent=2)
     table = to_markdown(rows, args.threads, args.detections)
-    table += f"Load average at the end: {meta['load_average_1min_at_end']:.1f} on {meta['cpu_count']} cores (timings scale with it).\n"
+    load = meta["load_average_1min_at_end"]
+    table += f"Load average at the end: {load:.1f} on {meta['cpu_count']} cores (timings scale with it).\n"
     with open(os.path.join(args.output, "benchmark.md"), "w") as f:
         f.write(table)
     print(table)

@@ -9,6 +9,7 @@ layout-detection checkpoints. Name mapping: ``dla_kd/checkpoint/converters.py`` 
 ``DLACheckpointer`` runs, so converting first is optional). With ``--config-file`` the model is
 built and the checkpoint's shapes adapted to it; missing/unexpected keys are printed either way.
 """
+
 import argparse
 import sys
 
@@ -45,7 +46,9 @@ def main(argv=None) -> int:
     if model_state is not None:
         unexpected = sorted(k for k in state if k not in model_state)
         print(f"Unexpected for the model (not loaded): {unexpected}" if unexpected else "Every key fits the model")
-    torch.save({"model": state, "__author__": "dla-kd tools/convert_dit_to_d2.py", "matching_heuristics": False}, args.output)
+    torch.save(
+        {"model": state, "__author__": "dla-kd tools/convert_dit_to_d2.py", "matching_heuristics": False}, args.output
+    )
     print(f"Wrote {len(state)} tensors to {args.output}")
     return 0
 

@@ -8,6 +8,7 @@ Writes ``annotations-train.json`` and ``annotations-val.json`` (``file_name`` re
 ``--image-dir``) and, with ``--val-fraction 0``, only ``annotations-all.json``. Class mapping and
 folder layout: ``dla_kd/data/prima.py``.
 """
+
 import argparse
 import json
 import os

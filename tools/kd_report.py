@@ -48,8 +48,12 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    with open(os.path.join(output_dir, "kd_report_stdout.log"), "a") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log_path = os.path.join(output_dir, "kd_report_stdout.log")
+    with open(log_path, "a") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        print(f"[kd_report] {output_dir}: FAILED (exit code {proc.returncode}), see {log_path}", flush=True)
+        return None
     print(f"[kd_report] {output_dir}: finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return load_eval(output_dir, dataset)
 
@@ -93,6 +97,8 @@ def main():
     # The teacher first (every distillation run needs it), then the rest in parallel.
     results = dict([execute(plan[0])])
     _write(args, results, dataset)
+    if results["teacher"] is None and not args.collect_only:
+        raise SystemExit("[kd_report] the teacher run failed; nothing to distill from")
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for name, res in pool.map(execute, plan[1:]):
             results[name] = res
@@ -101,10 +107,14 @@ def main():
 
 def _write(args, results, dataset):
     rows = build_rows({k: v for k, v in results.items() if v is not None})
+    missing = [k for k, v in results.items() if v is None]
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "report.json"), "w") as f:
-        json.dump({"dataset": dataset, "seed": args.seed, "opts": args.opts, "rows": rows}, f, indent=2)
+        json.dump({"dataset": dataset, "seed": args.seed, "opts": args.opts, "rows": rows, "failed_or_missing": missing},
+                  f, indent=2)
     md = format_report(rows, f"KD report on {dataset} (seed {args.seed})")
+    if missing:
+        md += f"\nFailed or missing runs (see <output>/<run>/kd_report_stdout.log): {', '.join(missing)}\n"
     with open(os.path.join(args.output, "report.md"), "w") as f:
         f.write(md)
     print(md, flush=True)

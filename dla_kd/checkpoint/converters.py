@@ -29,6 +29,7 @@ Shapes are adapted to the target model when it is known: ``pos_embed`` resampled
 the model's pre-training grid, relative-position tables resized (BEiT's interpolation), a shared
 table copied to every block of a per-block model.
 """
+
 import logging
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -123,7 +124,9 @@ def _adapt_shapes(out: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
         elif key.endswith(_TABLE) and value.shape[1] == want[1]:
             side = ((want[0] - 3) ** 0.5 + 1) / 2  # (2W-1)^2 + 3 entries for a W x W window
             if side.is_integer():
-                out[key] = resize_rel_pos_bias_table(value, new_window_size=(int(side),) * 2, new_bias_shape=tuple(want))
+                out[key] = resize_rel_pos_bias_table(
+                    value, new_window_size=(int(side),) * 2, new_bias_shape=tuple(want)
+                )
                 reshaped.append(key)
 
 
@@ -147,7 +150,7 @@ def convert_beit_state_dict(
         if not key.startswith(prefix):  # detection checkpoints: FPN, RPN and ROI heads
             out[key] = value
             continue
-        known, name = map_beit_key(key[len(prefix):])
+        known, name = map_beit_key(key[len(prefix) :])
         if not known:
             unmapped.append(key)
             out[key] = value
@@ -159,7 +162,7 @@ def convert_beit_state_dict(
     missing = []
     if model_state is not None:
         root = _model_root(model_state) or ""
-        target = {k[len(root):]: v for k, v in model_state.items() if k.startswith(root)}
+        target = {k[len(root) :]: v for k, v in model_state.items() if k.startswith(root)}
         _adapt_shapes(out, target, reshaped)
         landed = [k for k in out if k in target]
         if not landed:

@@ -9,6 +9,7 @@
 Both feed Detectron2's FPN (``MODEL.FPN.*``, with a max-pooled p6) and name their outputs by
 stride: ``stride4, stride8, stride16, stride32`` (so ``MODEL.FPN.IN_FEATURES`` lists those).
 """
+
 from detectron2.config import CfgNode as CN
 
 

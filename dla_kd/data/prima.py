@@ -34,6 +34,7 @@ jsons from ``XML/`` and ``Images/``)::
     PRImA/annotations-train.json       registered as prima_train
     PRImA/annotations-val.json         registered as prima_val
 """
+
 import logging
 import os
 import random
@@ -113,7 +114,7 @@ def parse_page_xml(xml_file: str) -> PageAnnotation:
     namespace = _namespace(root.tag)
     if _local(root.tag) != "PcGts" or (namespace and not namespace.startswith(PAGE_NAMESPACE_PREFIX)):
         raise CorruptAnnotationError(f"{xml_file}: not PAGE-XML (root element {root.tag}, expected PcGts)")
-    if namespace and namespace[len(PAGE_NAMESPACE_PREFIX):].split("/")[0] not in PAGE_VERSIONS:
+    if namespace and namespace[len(PAGE_NAMESPACE_PREFIX) :].split("/")[0] not in PAGE_VERSIONS:
         logger.warning(f"{xml_file}: PAGE schema {namespace} is not one of {PAGE_VERSIONS}; reading it anyway")
     page = next((el for el in root if _local(el.tag) == "Page"), None)
     if page is None:
@@ -123,7 +124,9 @@ def parse_page_xml(xml_file: str) -> PageAnnotation:
     except (TypeError, ValueError) as e:
         raise CorruptAnnotationError(f"{xml_file}: <Page> lacks a valid imageWidth/imageHeight ({e})") from e
     if width <= 0 or height <= 0 or not page.get("imageFilename"):
-        raise CorruptAnnotationError(f"{xml_file}: <Page> has size {width}x{height} / imageFilename {page.get('imageFilename')!r}")
+        raise CorruptAnnotationError(
+            f"{xml_file}: <Page> has size {width}x{height} / imageFilename {page.get('imageFilename')!r}"
+        )
     annotation = PageAnnotation(xml_file, page.get("imageFilename"), width, height)
     for element in page.iter():
         name = _local(element.tag)
@@ -146,7 +149,9 @@ def find_page_image(page: PageAnnotation, image_dir: str) -> str:
     ``pc-`` prefix. Raises :class:`CorruptAnnotationError` naming XML and folder if none exists."""
     wanted = os.path.basename(page.image_filename.replace("\\", "/"))
     stems = [os.path.splitext(wanted)[0], os.path.splitext(os.path.basename(page.xml_file))[0].replace("pc-", "", 1)]
-    candidates = [wanted] + [stem + ext for stem in stems for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)]
+    candidates = [wanted] + [
+        stem + ext for stem in stems for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)
+    ]
     for name in candidates:
         path = os.path.join(image_dir, name)
         if os.path.isfile(path):
@@ -159,7 +164,9 @@ def _polygon_area(flat: Sequence[float]) -> float:
     return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
 
 
-def page_to_record(page: PageAnnotation, image_path: str, image_id: int, categories=PRIMA_CATEGORIES) -> Tuple[Dict, Dict]:
+def page_to_record(
+    page: PageAnnotation, image_path: str, image_id: int, categories=PRIMA_CATEGORIES
+) -> Tuple[Dict, Dict]:
     """Detectron2 dict of one page (polygons clipped to the page; ``category_id`` contiguous in
     ``categories``) and the counts of dropped regions ``{"few_points": n, "empty_box": m}``."""
     contiguous = {c["name"]: i for i, c in enumerate(categories)}
@@ -215,7 +222,9 @@ def load_prima_page_xml(xml_dir: str, image_dir: str, dataset_name: str = "") ->
         records.append(record)
         for k, v in page_dropped.items():
             dropped[k] += v
-    logger.info(f"{label}{len(records)} PAGE-XML pages, {sum(len(r['annotations']) for r in records)} regions from {xml_dir}")
+    logger.info(
+        f"{label}{len(records)} PAGE-XML pages, {sum(len(r['annotations']) for r in records)} regions from {xml_dir}"
+    )
     if any(dropped.values()):
         logger.warning(
             f"{xml_dir}: dropped {dropped['few_points']} regions with < {MIN_POLYGON_POINTS} points and "
@@ -235,7 +244,9 @@ def split_records(records: List[Dict], val_fraction: float = 0.2, seed: int = 0)
     return [r for i, r in enumerate(records) if i not in val_ids], [r for i, r in enumerate(records) if i in val_ids]
 
 
-def records_to_coco(records: List[Dict], image_root: str, categories=PRIMA_CATEGORIES, info: Optional[Dict] = None) -> Dict:
+def records_to_coco(
+    records: List[Dict], image_root: str, categories=PRIMA_CATEGORIES, info: Optional[Dict] = None
+) -> Dict:
     """COCO json dict of Detectron2 page dicts (``file_name`` made relative to ``image_root``;
     contiguous category ids back to the table's dataset ids)."""
     images, annotations = [], []

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import FrozenBatchNorm2d
+from timm.layers import FrozenBatchNormAct2d
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -59,7 +60,8 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
-        if not (resume and self.checkpointer.has_checkpoint()) and not self.cfg.MODEL.WEIGHTS:
+        pretrained = self.cfg.MODEL.WEIGHTS or self.cfg.MODEL.TIMM.PRETRAINED_PATH
+        if not (resume and self.checkpointer.has_checkpoint()) and not pretrained:
             check_trainable_from_scratch(self._trainer.model)
 
     @classmethod
@@ -93,13 +95,18 @@ class Trainer(DefaultTrainer):
         return results
 
 
+# Detectron2's FrozenBN and timm's (which timm CNNs with built-in activations convert to).
+FROZEN_NORMS = (FrozenBatchNorm2d, FrozenBatchNormAct2d)
+
+
 def check_trainable_from_scratch(model) -> None:
     """Refuse to train a randomly initialised model that contains FrozenBN: its statistics would
     stay at their init values (mean 0, var 1) for the whole run."""
-    frozen = [name for name, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)]
+    frozen = [name for name, m in model.named_modules() if isinstance(m, FROZEN_NORMS)]
     if frozen:
         raise ValueError(
-            f"The model has {len(frozen)} FrozenBN layers (e.g. {frozen[0]}) but MODEL.WEIGHTS is empty: "
+            f"The model has {len(frozen)} FrozenBN layers (e.g. {frozen[0]}) but MODEL.WEIGHTS (and "
+            "MODEL.TIMM.PRETRAINED_PATH) is empty: "
             "FrozenBN needs pretrained weights. Point MODEL.WEIGHTS at a checkpoint, or train from "
             "scratch with MODEL.RESNETS.NORM GN/BN/SyncBN (and MODEL.BACKBONE.FREEZE_AT 0)."
         )

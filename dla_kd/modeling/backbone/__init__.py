@@ -5,6 +5,7 @@
 
 Detectron2's own ``build_resnet_fpn_backbone`` covers R-18/34/50/101.
 """
+
 from .beit import VIT_SIZES, BeitEncoder, RelativePositionBias, dit_out_indices
 from .fpn_builders import build_timm_fpn_backbone, build_vit_fpn_backbone, fpn_on
 from .norm import BATCHNORM_CONVERSIONS, convert_batchnorm

@@ -7,6 +7,7 @@ pre-training grid and interpolated bicubically to the actual input grid), layer 
 (``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.N.*``) apart from the relative
 position tables, which live in ``rel_pos_bias.N`` (see ``dla_kd/checkpoint/converters.py``).
 """
+
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import List, Sequence, Tuple

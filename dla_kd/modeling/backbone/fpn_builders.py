@@ -4,6 +4,7 @@
 Output of both: ``{"p2": (N, C, H/4, W/4), ..., "p6": (N, C, H/64, W/64)}``,
 ``C = MODEL.FPN.OUT_CHANNELS``, for ``MODEL.FPN.IN_FEATURES = [stride4, stride8, stride16, stride32]``.
 """
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool

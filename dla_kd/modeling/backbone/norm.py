@@ -3,6 +3,7 @@
 timm CNNs mix plain ``BatchNorm2d`` and ``BatchNormAct2d`` (BN with its activation inside, a
 ``BatchNorm2d`` subclass); every conversion here keeps the activation of the latter.
 """
+
 import math
 from typing import Callable, Dict
 

@@ -6,6 +6,7 @@ directly (:class:`TimmFeatureBackbone`); plain ViTs (every level at the same str
 ``vit_tiny_patch16_224``, ``deit_small_patch16_224``) go through DiT's multi-scale adapter
 (:class:`~.vit_adapter.ViTAdapterBackbone` around :class:`TimmViTEncoder`).
 """
+
 import logging
 from typing import Dict, List, Sequence
 

@@ -5,6 +5,7 @@ modules: ViTs sit under ``model.`` (``FeatureGetterNet``) and flattened stages a
 ``stages_0`` instead of ``stages.0`` (``FeatureListNet``). Each checkpoint key is matched to the
 first of those spellings the model has. Heads and other keys the wrapper pruned end up unexpected.
 """
+
 import logging
 import sys
 from typing import Dict, List, NamedTuple, Tuple

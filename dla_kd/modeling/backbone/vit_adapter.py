@@ -10,6 +10,7 @@ taps four blocks and turns them into strides 4, 8, 16, 32 for FPN; for patch 16:
 
 One implementation serves DiT/BEiT (``beit.BeitEncoder``) and timm ViTs (``timm_backbone``).
 """
+
 import math
 from typing import Dict, List, Sequence
 
@@ -66,7 +67,9 @@ class MultiScaleAdapter(nn.Module):
         super().__init__()
         unknown = [f for f in out_features if f not in ADAPTER_FEATURES]
         if unknown or not out_features:
-            raise ValueError(f"Adapter out_features must be a non-empty subset of {ADAPTER_FEATURES}, got {list(out_features)}")
+            raise ValueError(
+                f"Adapter out_features must be a non-empty subset of {ADAPTER_FEATURES}, got {list(out_features)}"
+            )
         if in_stride < 1 or in_stride & (in_stride - 1):
             raise ValueError(f"The adapter needs a power-of-two patch size, got {in_stride}")
         self.channels = channels
@@ -83,9 +86,7 @@ class MultiScaleAdapter(nn.Module):
     def forward(self, taps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
         if len(taps) != len(ADAPTER_FEATURES):
             raise ValueError(f"The adapter takes {len(ADAPTER_FEATURES)} feature maps, got {len(taps)}")
-        return {
-            name: self.branches[name](tap) for name, tap in zip(ADAPTER_FEATURES, taps) if name in self.branches
-        }
+        return {name: self.branches[name](tap) for name, tap in zip(ADAPTER_FEATURES, taps) if name in self.branches}
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         strides = dict(zip(ADAPTER_FEATURES, ADAPTER_STRIDES))
