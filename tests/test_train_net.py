@@ -1,6 +1,7 @@
 """tools/train_net.py end to end on synthetic pages: train -> checkpoint -> --eval-only,
 distillation resume, and multi-process (gloo) distillation through Detectron2's launch."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_eval_only_needs_weights(synthetic_root, tmp_path):
 def test_frozen_bn_from_scratch_is_refused(use_synthetic_root, tmp_path):
     cfg = load_config(TINY, MICRO + ["MODEL.RESNETS.NORM", "FrozenBN", "OUTPUT_DIR", str(tmp_path)])
     trainer = Trainer(cfg)
-    with pytest.raises(ValueError, match="FrozenBN layers.*MODEL.WEIGHTS is empty"):
+    with pytest.raises(ValueError, match=r"FrozenBN layers.*MODEL.WEIGHTS \(and MODEL.TIMM.PRETRAINED_PATH\) is empty"):
         trainer.resume_or_load(resume=False)
 
 
@@ -117,3 +118,27 @@ def test_distillation_on_two_processes_with_gloo(synthetic_root, tmp_path):
     log = open(os.path.join(out, "log.txt")).read()
     assert "world size: 2" in log or "World size: 2" in log or "Rank of current process: 0. World size: 2" in log
     assert "loss_kd_fitnet" in log + proc.stdout + proc.stderr
+
+
+def test_every_method_trains_on_synthetic_pages(use_synthetic_root, tmp_path):
+    """A few real Trainer steps on generated pages with all registered losses at once."""
+    from dla_kd.distill import DISTILLER_REGISTRY
+
+    names = sorted(DISTILLER_REGISTRY._obj_map)
+    out = str(tmp_path / "all")
+    opts = _distill_opts(tmp_path, ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0",
+                                    "DATASETS.TEST", "()", "DISTILL.LOSSES", str(names)])
+    trainer = Trainer(load_config(TINY, opts))
+    trainer.resume_or_load(resume=False)
+    before = {k: v.clone() for k, v in trainer._trainer.model.state_dict().items()}
+    trainer.train()
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    logged = set().union(*records)
+    for name in names:
+        assert f"kd_weight/{name}" in logged
+        assert any(k.startswith(f"loss_kd_{name}") for k in logged), name
+    last = records[-1]
+    assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss_"))
+    after = trainer._trainer.model.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("distillers."))
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("student.backbone.inner"))

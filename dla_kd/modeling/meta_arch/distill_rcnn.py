@@ -1,5 +1,4 @@
 """``DistillGeneralizedRCNN``: a student ``GeneralizedRCNN`` trained with KD from a frozen teacher."""
-import logging
 import math
 from typing import Dict, List, Optional
 
@@ -30,9 +29,6 @@ from .student import (
     uses_simkd,
 )
 from .teacher import build_teacher, load_teacher_cfg, teacher_precision
-
-logger = logging.getLogger(__name__)
-
 
 @META_ARCH_REGISTRY.register()
 class DistillGeneralizedRCNN(nn.Module):
@@ -208,7 +204,7 @@ class DistillGeneralizedRCNN(nn.Module):
                 storage.put_scalar(f"kd_weight/{name}", weight, smoothing_hint=False)
             for loss_name, value in distiller(ctx).items():
                 if loss_name in losses:
-                    raise KeyError(f"Distiller {name!r} returned loss name {loss_name!r} twice")
+                    raise KeyError(f"Distiller {name!r} returns {loss_name!r}, a name another loss already uses")
                 losses[loss_name] = value * weight
         return losses
 
