@@ -12,6 +12,7 @@ from dla_kd.checkpoint import IncompleteCheckpointError
 from dla_kd.distill import DISTILLER_REGISTRY
 from dla_kd.engine import load_config
 from dla_kd.export import extract_student
+from dla_kd.export.student import deployable_cfg
 from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, fake_batch, write_config
 
 ALL_LOSSES = sorted(DISTILLER_REGISTRY._obj_map)
@@ -169,6 +170,25 @@ def test_inference_is_the_student_alone(tmp_path):
     for a, b in zip(out, ref):
         assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
         assert torch.equal(a["instances"].scores, b["instances"].scores)
+
+
+@pytest.mark.parametrize("base", [TINY, TINY_CASCADE])
+def test_detection_losses_are_the_plain_students(tmp_path, base):
+    """KD only adds terms: on the same batch and RNG state, the distillation model's detection
+    losses equal those of a plain GeneralizedRCNN holding the same student weights."""
+    config, weights = _teacher(tmp_path, base)
+    cfg = distill_cfg(config, ["fitnet", "logit_kd", "mask_kd"], base=base, teacher_weights=weights)
+    model = build_model(cfg).train()
+    plain = build_model(deployable_cfg(cfg)).train()
+    plain.load_state_dict(model.student.state_dict())
+    batch = fake_batch(seed=3)
+    torch.manual_seed(0)
+    ours = _losses(model, batch)
+    torch.manual_seed(0)
+    ref = _losses(plain, batch)
+    assert set(ref) < set(ours) and all(k.startswith("loss_kd_") for k in set(ours) - set(ref))
+    for k, v in ref.items():
+        assert torch.equal(ours[k], v), k
 
 
 @pytest.mark.parametrize("losses", [["fitnet", "logit_kd"], ["simkd", "box_kd"]])
