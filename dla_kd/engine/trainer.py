@@ -7,13 +7,12 @@ from collections import OrderedDict
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
-from detectron2.layers import FrozenBatchNorm2d
-from timm.layers import FrozenBatchNormAct2d
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer
 from ..evaluation import format_results_table, save_eval_results
+from ..modeling.backbone.norm import FROZEN_NORMS
 from ..utils.events import current_iter
 from .optimizer import build_optimizer
 from .teacher_check import TeacherSanityCheck
@@ -93,10 +92,6 @@ class Trainer(DefaultTrainer):
                 )
                 logger.info(f"Evaluation of {dataset_name} written to {path}\n{format_results_table(res)}")
         return results
-
-
-# Detectron2's FrozenBN and timm's (which timm CNNs with built-in activations convert to).
-FROZEN_NORMS = (FrozenBatchNorm2d, FrozenBatchNormAct2d)
 
 
 def check_trainable_from_scratch(model) -> None:

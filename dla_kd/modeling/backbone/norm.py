@@ -7,13 +7,22 @@ timm CNNs mix plain ``BatchNorm2d`` and ``BatchNormAct2d`` (BN with its activati
 import math
 from typing import Callable, Dict
 
-from timm.layers import BatchNormAct2d, GroupNormAct, SyncBatchNormAct, convert_sync_batchnorm, freeze_batch_norm_2d
+from timm.layers import (
+    BatchNormAct2d,
+    FrozenBatchNormAct2d,
+    GroupNormAct,
+    SyncBatchNormAct,
+    convert_sync_batchnorm,
+    freeze_batch_norm_2d,
+)
 from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
 _PLAIN_BN = (nn.BatchNorm2d, nn.SyncBatchNorm)
 _BN_ACT = (BatchNormAct2d, SyncBatchNormAct)
+# What freezing produces: Detectron2's FrozenBN (also its ResNets' "FrozenBN") and timm's BN+act.
+FROZEN_NORMS = (FrozenBatchNorm2d, FrozenBatchNormAct2d)
 GN_GROUPS = 32
 
 
