@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up dla-kd on a fresh machine: .venv with CPython 3.10, pinned torch/Detectron2, then dla-kd itself.
-# Re-running on a ready machine checks the pins and changes nothing.
+# Every package gets the exact version of constraints.txt (refresh: scripts/freeze_constraints.py).
+# Re-running on a ready machine checks the pins and constraints and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,32 +33,36 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-# Fast path: everything pinned is already there and dla-kd is importable.
+# Fast path: every requirement is installed at a version its pin and constraints.txt allow (a
+# constrained package that is not installed, e.g. a platform-specific one, is not needed here)
+# and dla-kd is importable.
 if "$VENV/bin/python" - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, sys
 from packaging.requirements import Requirement
-ok = True
-for line in open("requirements.txt"):
-    line = line.split("#")[0].strip()
-    if not line:
-        continue
-    req = Requirement(line)
-    try:
-        v = md.version(req.name)
-    except md.PackageNotFoundError:
-        sys.exit(1)
-    if req.specifier and not req.specifier.contains(v, prereleases=True):
-        sys.exit(1)
+for path, required in (("requirements.txt", True), ("constraints.txt", False)):
+    for line in open(path):
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        try:
+            v = md.version(req.name)
+        except md.PackageNotFoundError:
+            if required:
+                sys.exit(1)
+            continue
+        if req.specifier and not req.specifier.contains(v, prereleases=True):
+            sys.exit(1)
 import dla_kd  # noqa: F401  (editable install present)
 PYEOF
 then
-  echo "[setup] $VENV is ready (all pins satisfied, dla_kd importable); nothing to do."
+  echo "[setup] $VENV is ready (pins and constraints satisfied, dla_kd importable); nothing to do."
   exit 0
 fi
 
 echo "[setup] installing pinned requirements (torch 2.3.1 + Detectron2 wheel, ~5 GB, a few minutes)"
 "$VENV/bin/python" -m pip install -q --upgrade "pip<25" "setuptools<75" wheel packaging
-"$VENV/bin/python" -m pip install -q -r requirements.txt
+"$VENV/bin/python" -m pip install -q -r requirements.txt -c constraints.txt
 echo "[setup] installing dla-kd (editable)"
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import detectron2, torch; from detectron2 import _C; import dla_kd; print('[setup] ok: torch', torch.__version__, 'detectron2', detectron2.__version__)"

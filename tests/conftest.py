@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 from dla_kd.data.synthetic import generate_dataset
 
@@ -22,3 +23,14 @@ def synthetic_root(tmp_path_factory):
 def use_synthetic_root(synthetic_root, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
     return synthetic_root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: one thread (torch and onnxruntime) is several times faster
+    than two OpenMP threads competing with other processes. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

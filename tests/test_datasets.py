@@ -3,9 +3,7 @@ import json
 import logging
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import dla_kd  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -17,6 +15,7 @@ from dla_kd.data import (
     DatasetNotFoundError,
     load_layout_coco_json,
 )
+from layout_files import publaynet_like, write_image
 
 DOCLAYNET_NAMES = [
     "Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header",
@@ -57,37 +56,8 @@ def test_registered_with_metadata(name, classes):
     assert len(meta.thing_colors) == len(classes)
 
 
-def _write_image(path, size=(60, 80)):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0], 3), 255, np.uint8)).save(path)
-
-
-def _publaynet_like(root, annotations=None, images=None, write_images=True):
-    """A 2-image PubLayNet-layout val split under ``root``; returns the json path."""
-    images = images or [
-        {"id": 1, "file_name": "a.png", "width": 60, "height": 80},
-        {"id": 2, "file_name": "b.png", "width": 60, "height": 80},
-    ]
-    annotations = annotations if annotations is not None else [
-        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [5, 5, 30, 10], "area": 300, "iscrowd": 0,
-         "segmentation": [[5, 5, 35, 5, 35, 15, 5, 15]]},
-        {"id": 11, "image_id": 2, "category_id": 5, "bbox": [10, 20, 40, 40], "area": 1600, "iscrowd": 0,
-         "segmentation": [[10, 20, 50, 20, 50, 60, 10, 60]]},
-    ]
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": c["id"], "name": c["name"]} for c in PUBLAYNET_CATEGORIES]}
-    os.makedirs(os.path.join(root, "publaynet", "val"), exist_ok=True)
-    if write_images:
-        for img in images:
-            _write_image(os.path.join(root, "publaynet", "val", img["file_name"]))
-    path = os.path.join(root, "publaynet", "val.json")
-    with open(path, "w") as f:
-        json.dump(data, f)
-    return path
-
-
 def test_registered_dataset_loads_from_env_root(tmp_path, monkeypatch):
-    _publaynet_like(str(tmp_path))
+    publaynet_like(str(tmp_path))
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     dicts = DatasetCatalog.get("publaynet_val")
     assert [d["image_id"] for d in dicts] == [1, 2]
@@ -125,7 +95,7 @@ def _ann(**kw):
     ],
 )
 def test_corrupt_annotation_names_file_and_record(tmp_path, bad_ann, expected):
-    path = _publaynet_like(str(tmp_path), annotations=[bad_ann])
+    path = publaynet_like(str(tmp_path), annotations=[bad_ann])
     with pytest.raises(CorruptAnnotationError) as e:
         load_layout_coco_json(path, os.path.dirname(path) + "/val", PUBLAYNET_CATEGORIES)
     msg = str(e.value)
@@ -135,19 +105,19 @@ def test_corrupt_annotation_names_file_and_record(tmp_path, bad_ann, expected):
 
 
 def test_listed_image_missing_on_disk(tmp_path):
-    path = _publaynet_like(str(tmp_path), write_images=False)
+    path = publaynet_like(str(tmp_path), write_images=False)
     with pytest.raises(CorruptAnnotationError, match=r"image 1 is listed but its file .*a\.png does not exist"):
         load_layout_coco_json(path, str(tmp_path / "publaynet" / "val"), PUBLAYNET_CATEGORIES)
 
 
 def test_invalid_json_and_wrong_category_names(tmp_path):
-    path = _publaynet_like(str(tmp_path))
+    path = publaynet_like(str(tmp_path))
     with open(path, "w") as f:
         f.write('{"images": [')
     with pytest.raises(CorruptAnnotationError, match="not valid JSON"):
         load_layout_coco_json(path, str(tmp_path / "publaynet" / "val"), PUBLAYNET_CATEGORIES)
     # A DocLayNet file read with the PubLayNet table: ids collide but names differ.
-    path = _publaynet_like(str(tmp_path))
+    path = publaynet_like(str(tmp_path))
     data = json.load(open(path))
     data["categories"] = [{"id": c["id"], "name": c["name"]} for c in DOCLAYNET_CATEGORIES[:5]]
     json.dump(data, open(path, "w"))
@@ -157,7 +127,7 @@ def test_invalid_json_and_wrong_category_names(tmp_path):
 
 def test_zero_size_boxes_dropped_with_warning(tmp_path, caplog):
     anns = [_ann(id=1), _ann(id=2, bbox=[3, 3, 0, 5])]
-    path = _publaynet_like(str(tmp_path), annotations=anns)
+    path = publaynet_like(str(tmp_path), annotations=anns)
     with caplog.at_level(logging.WARNING):
         dicts = load_layout_coco_json(path, str(tmp_path / "publaynet" / "val"), PUBLAYNET_CATEGORIES)
     assert sum(len(d["annotations"]) for d in dicts) == 1
@@ -167,7 +137,7 @@ def test_zero_size_boxes_dropped_with_warning(tmp_path, caplog):
 def test_doclaynet_precedence_policy(tmp_path):
     """Primary annotations only by default; 'all' keeps the redundant re-annotations."""
     root = str(tmp_path)
-    _write_image(os.path.join(root, "DocLayNet", "PNG", "p.png"))
+    write_image(os.path.join(root, "DocLayNet", "PNG", "p.png"))
     data = {
         "images": [{"id": 1, "file_name": "p.png", "width": 60, "height": 80, "doc_category": "laws_and_regulations",
                     "collection": "ann_reports_00_04_fancy", "doc_name": "x.pdf", "page_no": 3}],

@@ -22,9 +22,14 @@ from dla_kd.distill.losses import (
     box_giou_loss,
     box_l1_loss,
     box_masks,
+    crosskd_box_loss,
     build_adapter,
     cwd_loss,
+    decoupled_mean,
+    defeat_adapter,
+    defeat_box_levels,
     defeat_feature_loss,
+    defeat_fg_masks,
     fitnet_loss,
     hcl_loss,
     kd_loss,
@@ -32,7 +37,6 @@ from dla_kd.distill.losses import (
     mask_logit_kd_loss,
     mgd_random_mask,
     pkd_loss,
-    roi_weights,
 )
 
 torch.set_default_dtype(torch.float32)
@@ -288,7 +292,7 @@ def test_defeat_matches_loop_reference():
     s, t = _pair((2, 3, 4, 5), seed=6)
     g = torch.Generator().manual_seed(1)
     fg = torch.rand(2, 4, 5, generator=g) > 0.6
-    loss = defeat_feature_loss(s, t, fg, fg_weight=2.0, bg_weight=0.5)
+    loss = defeat_feature_loss(s, t, fg, fg_weight=3.0, bg_weight=12.0)
     S, T, M = _np(s), _np(t), fg.numpy()
     fg_sum = bg_sum = 0.0
     n_fg = n_bg = 0
@@ -300,23 +304,166 @@ def test_defeat_matches_loop_reference():
                     fg_sum, n_fg = fg_sum + sq, n_fg + 1
                 else:
                     bg_sum, n_bg = bg_sum + sq, n_bg + 1
-    ref = 2.0 * fg_sum / (3 * n_fg) + 0.5 * bg_sum / (3 * n_bg)
+    # DeFeat's norms: 2 x (mask cells repeated over the C channels)
+    ref = 3.0 * fg_sum / (2 * 3 * n_fg) + 12.0 * bg_sum / (2 * 3 * n_bg)
     assert loss.item() == pytest.approx(ref, rel=1e-6)
     # float masks behave like bool masks
-    assert defeat_feature_loss(s, t, fg.float(), 2.0, 0.5).item() == pytest.approx(ref, rel=1e-6)
-    assert defeat_feature_loss(t.detach().clone(), t, fg, 2.0, 0.5).item() == 0.0
+    assert defeat_feature_loss(s, t, fg.float(), 3.0, 12.0).item() == pytest.approx(ref, rel=1e-6)
+    assert defeat_feature_loss(t.detach().clone(), t, fg, 3.0, 12.0).item() == 0.0
     _assert_student_only(loss, s, t)
 
 
 def test_defeat_empty_foreground_is_background_term_only():
     s, t = _pair((1, 2, 3, 3), seed=7)
     none = torch.zeros(1, 3, 3, dtype=torch.bool)
-    loss = defeat_feature_loss(s, t, none, fg_weight=2.0, bg_weight=0.5)
-    assert loss.item() == pytest.approx(0.5 * np.mean((_np(s) - _np(t)) ** 2), rel=1e-6)
+    loss = defeat_feature_loss(s, t, none)  # defaults: the reference's 3 / 12
+    assert loss.item() == pytest.approx(12.0 * np.mean((_np(s) - _np(t)) ** 2) / 2, rel=1e-6)
     allfg = torch.ones(1, 3, 3, dtype=torch.bool)
-    loss2 = defeat_feature_loss(s, t, allfg, fg_weight=2.0, bg_weight=0.5)
-    assert loss2.item() == pytest.approx(2.0 * np.mean((_np(s) - _np(t)) ** 2), rel=1e-6)
+    loss2 = defeat_feature_loss(s, t, allfg)
+    assert loss2.item() == pytest.approx(3.0 * np.mean((_np(s) - _np(t)) ** 2) / 2, rel=1e-6)
     _assert_student_only(loss + loss2, s, t)
+
+
+def _defeat_reference(s_adapted, t_feats, gt_bboxes, strides, fg_w=3.0, bg_w=12.0):
+    """ggjy/DeFeat.pytorch transcribed: ``_map_roi_levels`` + ``get_gt_mask``
+    (mmdet/models/dense_heads/anchor_head.py) and the neck-decouple pixel-wise branch of
+    ``batch_processor_kd`` (mmdet/apis/train.py). Returns (loss, per-level (N, H, W) masks)."""
+    num_levels = len(s_adapted)
+    featmap_sizes = [f.shape[-2:] for f in s_adapted]
+    mask_batch = []
+    for rois in gt_bboxes:
+        scale = torch.sqrt((rois[:, 2] - rois[:, 0] + 1) * (rois[:, 3] - rois[:, 1] + 1))
+        target_lvls = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(min=0, max=num_levels - 1).long()
+        mask_level = []
+        for level in range(num_levels):
+            gt_level = rois[target_lvls == level]
+            h, w = featmap_sizes[level]
+            mask_per_img = torch.zeros([h, w], dtype=torch.double)
+            for ins in range(gt_level.shape[0]):
+                g = gt_level[ins] / strides[level]
+                lx, rx = max(int(g[0]), 0), min(int(g[2]), w)
+                ly, ry = max(int(g[1]), 0), min(int(g[3]), h)
+                if (lx == rx) or (ly == ry):
+                    mask_per_img[ly, lx] += 1
+                else:
+                    mask_per_img[ly:ry, lx:rx] += 1
+            mask_level.append((mask_per_img > 0).double())
+        mask_batch.append(mask_level)
+    masks = [torch.stack([m[level] for m in mask_batch]) for level in range(num_levels)]
+    fg = bg = 0.0
+    for i, mask in enumerate(masks):
+        s, t = s_adapted[i].detach().double(), t_feats[i].detach().double()
+        mask_hint = mask.unsqueeze(1).repeat(1, s.size(1), 1, 1)
+        norms = max(1.0, mask_hint.sum() * 2)
+        norms_back = max(1.0, (1 - mask_hint).sum() * 2)
+        bg = bg + (torch.pow(s - t, 2) * (1 - mask_hint)).sum() / norms_back
+        fg = fg + (torch.pow(s - t, 2) * mask_hint).sum() / norms
+    return float(fg / num_levels * fg_w + bg / num_levels * bg_w), masks
+
+
+DEFEAT_NAMES = ["p2", "p3", "p4", "p5", "p6"]
+DEFEAT_STRIDES = [4, 8, 16, 32, 64]
+
+
+def _defeat_distiller(channels=4, adapter="conv3x3"):
+    from dla_kd.distill.distillers.levels import FeatureLevels
+    from dla_kd.distill.distillers.region import DeFeatDistiller
+
+    levels = FeatureLevels(
+        list(DEFEAT_NAMES), {n: channels for n in DEFEAT_NAMES}, {n: channels for n in DEFEAT_NAMES},
+        dict(zip(DEFEAT_NAMES, DEFEAT_STRIDES)),
+    )
+    return DeFeatDistiller(levels=levels, fg_weight=3.0, bg_weight=12.0, adapter=adapter)
+
+
+def _defeat_boxes(image_hw, seed):
+    """Random boxes of every scale (every level gets some), plus border, tiny and degenerate ones."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_hw
+    size = torch.exp(torch.rand(14, 2, generator=g) * math.log(1000.0 / 6)) * 6  # 6..1000 px
+    size = torch.minimum(size, torch.tensor([w - 1.0, h - 1.0]))
+    xy = torch.rand(14, 2, generator=g) * (torch.tensor([w, h]) - size)
+    boxes = torch.cat([xy, xy + size], dim=1)
+    hand = torch.tensor([
+        [0.0, 0.0, 1100.0, 900.0],  # scale ~996: the coarsest level
+        [200.0, 150.0, 800.0, 700.0],  # scale ~575: p5
+        [100.0, 100.0, 100.0, 180.0],  # zero width: one cell
+        [3.0, 3.0, 5.0, 5.0],
+        [w - 30.0, h - 20.0, float(w), float(h)],  # touches the bottom-right corner
+        [64.0, 64.0, 128.0, 128.0],  # grid-aligned
+    ])
+    return torch.cat([boxes, hand])
+
+
+def test_defeat_distiller_matches_reference_transcription():
+    from detectron2.structures import Boxes, Instances
+
+    from dla_kd.distill.base import DistillContext
+
+    image_hw = (960, 1152)
+    torch.manual_seed(0)
+    distiller = _defeat_distiller()
+    boxes = [_defeat_boxes(image_hw, 1), _defeat_boxes(image_hw, 2)[:9]]
+    assert set(defeat_box_levels(torch.cat(boxes), 5).tolist()) == {0, 1, 2, 3, 4}
+    g = torch.Generator().manual_seed(3)
+    shapes = [(2, 4, image_hw[0] // s, image_hw[1] // s) for s in DEFEAT_STRIDES]
+    s_feats = {n: torch.randn(sh, generator=g).requires_grad_(True) for n, sh in zip(DEFEAT_NAMES, shapes)}
+    t_feats = {n: torch.randn(sh, generator=g).requires_grad_(True) for n, sh in zip(DEFEAT_NAMES, shapes)}
+    instances = []
+    for b in boxes:
+        inst = Instances(image_hw)
+        inst.gt_boxes = Boxes(b)
+        instances.append(inst)
+    ctx = DistillContext(s_features=s_feats, t_features=t_feats, gt_instances=instances, image_shape=image_hw)
+    loss = distiller(ctx)["loss_kd_defeat"]
+
+    adapted = [distiller.adapters[n](s_feats[n]) for n in DEFEAT_NAMES]
+    ref, ref_masks = _defeat_reference(adapted, [t_feats[n] for n in DEFEAT_NAMES], boxes, DEFEAT_STRIDES)
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+    masks = defeat_fg_masks(boxes, image_hw, [sh[-2:] for sh in shapes], DEFEAT_STRIDES)
+    for mask, ref_mask in zip(masks, ref_masks):
+        assert torch.equal(mask, ref_mask.bool())
+    loss.backward()
+    assert all(t.grad is None for t in t_feats.values())
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in s_feats.values())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.parameters())
+
+
+@pytest.mark.parametrize(
+    "size,level",
+    [(50, 0), (110, 0), (111, 1), (150, 1), (222, 1), (223, 2), (300, 2), (600, 3), (1000, 4)],
+)
+def test_defeat_boxes_go_only_to_their_assigned_level(size, level):
+    """``_map_roi_levels``: scale sqrt((w + 1) (h + 1)); < 112 px -> p2, < 224 -> p3, ..."""
+    image_hw = (1024, 1024)
+    box = torch.tensor([[8.0, 8.0, 8.0 + size, 8.0 + size]])
+    assert defeat_box_levels(box, 5).tolist() == [level]
+    masks = defeat_fg_masks([box], image_hw, [(1024 // s, 1024 // s) for s in DEFEAT_STRIDES], DEFEAT_STRIDES)
+    assert [bool(m.any()) for m in masks] == [k == level for k in range(5)]
+    stride = DEFEAT_STRIDES[level]
+    side = int((8.0 + size) / stride) - int(8.0 / stride)  # cells int(x1/s) .. int(x2/s) - 1
+    assert int(masks[level].sum()) == side * side
+
+
+def test_defeat_box_levels_clamp_to_the_distilled_levels():
+    boxes = torch.tensor([[0.0, 0.0, 1000.0, 1000.0], [0.0, 0.0, 10.0, 10.0]])
+    assert defeat_box_levels(boxes, 3).tolist() == [2, 0]
+    assert defeat_box_levels(torch.zeros(0, 4), 5).shape == (0,)
+
+
+def test_defeat_adapter_is_a_near_zero_3x3_conv_even_for_equal_widths():
+    torch.manual_seed(0)
+    for adapter in _defeat_distiller(channels=64).adapters.values():
+        assert isinstance(adapter, nn.Conv2d) and adapter.kernel_size == (3, 3) and adapter.padding == (1, 1)
+        assert adapter.bias is not None
+        w = adapter.weight.detach()
+        assert w.abs().max() < 2e-4 and 0.5e-4 < float(w.std()) < 1.1e-4  # N(0,1).fmod(2) * 1e-4
+    conv = defeat_adapter(8, 16)
+    assert conv.weight.shape == (16, 8, 3, 3)
+    x = torch.randn(2, 8, 5, 6)
+    assert conv(x).shape == (2, 16, 5, 6)
+    # our variant: identity when the widths match
+    assert all(isinstance(a, nn.Identity) for a in _defeat_distiller(adapter="channel").adapters.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,10 +787,8 @@ def test_kd_loss_by_hand():
     kl = [_kl_by_hand(a, b, 2.0) for a, b in zip(s_rows, t_rows)]
     loss = kd_loss(s, t, temperature=2.0)
     assert loss.item() == pytest.approx((kl[0] + kl[1]) / 2, rel=1e-6)
-    w = torch.tensor([3.0, 0.5])
-    assert kd_loss(s, t, 2.0, weights=w).item() == pytest.approx(
-        (3 * kl[0] + 0.5 * kl[1]) / 2, rel=1e-6
-    )
+    pos = torch.tensor([True, False])
+    assert kd_loss(s, t, 2.0, pos, 3.0, 0.5).item() == pytest.approx(3 * kl[0] + 0.5 * kl[1], rel=1e-6)
     assert kd_loss(t.detach().clone(), t, 2.0).item() == pytest.approx(0.0, abs=1e-7)
     _assert_student_only(loss, s, t)
 
@@ -654,15 +799,45 @@ def test_logit_mse_by_hand():
     x0 = (1 + 4 + 0.25) / 3
     x1 = (2.25 + 0.25 + 25) / 3
     assert logit_mse_loss(s, t).item() == pytest.approx((x0 + x1) / 2, rel=1e-6)
-    loss = logit_mse_loss(s, t, weights=torch.tensor([2.0, 0.0]))
-    assert loss.item() == pytest.approx(2 * x0 / 2, rel=1e-6)
+    loss = logit_mse_loss(s, t, torch.tensor([True, False]), 2.0, 0.0)
+    assert loss.item() == pytest.approx(2 * x0, rel=1e-6)
     assert logit_mse_loss(t.detach().clone(), t).item() == 0.0
     _assert_student_only(loss, s, t)
 
 
-def test_roi_weights():
-    w = roi_weights(torch.tensor([0, 3, 2, 3, 1]), num_classes=3, pos_weight=2.0, neg_weight=0.25)
-    assert w.dtype == torch.float32 and w.tolist() == [2.0, 0.25, 2.0, 0.25, 2.0]
+def _defeat_kl(s, t, mask, T):
+    """DeFeat's ``KLDivergenceLoss`` with a mask (ggjy/DeFeat.pytorch, mmdet/apis/train.py)."""
+    if mask.sum() == 0:
+        return 0.0
+    p = F.log_softmax(s / T, dim=1)[mask]
+    q = F.softmax(t / T, dim=1)[mask]
+    return (F.kl_div(p, q, reduction="none").sum() / mask.sum() * T**2).item()
+
+
+def test_decoupled_mean_is_defeats_per_group_normalisation():
+    """POS/NEG weights 1/1: the plain mean over all RoIs (vanilla KD, unchanged); any other
+    pair: each group averaged over its own RoIs (DeFeat's KL-decouple; 2 fg + 5 bg RoIs here)."""
+    s, t = _pair((7, 4), seed=40)
+    pos = torch.tensor([True, False, False, True, False, False, False])
+    plain = kd_loss(s, t, 2.0, pos, 1.0, 1.0)
+    assert torch.equal(plain, kd_loss(s, t, 2.0))
+    ref_plain = (F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="sum") * 4 / 7).item()
+    assert plain.item() == pytest.approx(ref_plain, rel=1e-6)
+    loss = kd_loss(s, t, 2.0, pos, 2.0, 0.5)
+    ref = 2.0 * _defeat_kl(s, t, pos, 2.0) + 0.5 * _defeat_kl(s, t, ~pos, 2.0)
+    assert loss.item() == pytest.approx(ref, rel=1e-6)
+    # an empty group adds 0; the other keeps its own count
+    no_pos = torch.zeros(7, dtype=torch.bool)
+    assert kd_loss(s, t, 2.0, no_pos, 2.0, 2.0).item() == pytest.approx(2.0 * _defeat_kl(s, t, ~no_pos, 2.0), rel=1e-6)
+    x = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    halves = torch.tensor([True, True, False, False])
+    assert decoupled_mean(x, halves, 1.0, 2.0).item() == pytest.approx(1.5 + 2 * 6.5)
+    assert decoupled_mean(x, halves).item() == pytest.approx(4.0)
+    per_roi = (s - t).detach().pow(2).mean(1)
+    assert logit_mse_loss(s, t, pos, 2.0, 0.5).item() == pytest.approx(
+        (2.0 * per_roi[pos].mean() + 0.5 * per_roi[~pos].mean()).item(), rel=1e-6
+    )
+    _assert_student_only(loss, s, t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,19 +852,19 @@ def test_box_delta_l2_class_specific_and_agnostic():
     loss = box_delta_l2_loss(s, t, classes, K, fg)
     r0 = [8.0, 9.0, 10.0, 11.0]  # row 0 (offset 0), class 2 -> columns 8..11
     r1 = [12.0, 13.0, 14.0, 15.0]  # row 1 (offset 12), class 0 -> columns 0..3
-    ref = (sum(v * v for v in r0) + sum(v * v for v in r1)) / (4 * 2)
+    ref = (sum(v * v for v in r0) + sum(v * v for v in r1)) / 3  # sum over fg RoIs / all 3 RoIs
     assert loss.item() == pytest.approx(ref)
     _assert_student_only(loss, s, t)
     assert s.grad[2].abs().sum() == 0 and s.grad[0, :8].abs().sum() == 0  # only selected deltas
     sa = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]], requires_grad=True)
     ta = torch.tensor([[1.0, 2.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
     assert box_delta_l2_loss(sa, ta, torch.tensor([0, 1]), K, None).item() == pytest.approx(
-        (4 + 100) / 8
+        (4 + 100) / 2
     )
     assert (
         box_delta_l2_loss(sa, ta, torch.tensor([0, 1]), K, torch.tensor([True, False])).item()
-        == 1.0
-    )  # (4-2)^2 / 4
+        == 2.0
+    )  # (4-2)^2 / 2 RoIs
 
 
 def test_box_l1_and_giou():
@@ -701,22 +876,47 @@ def test_box_l1_and_giou():
     )
     fg = torch.tensor([True, True, False])
     l1 = box_l1_loss(s, t, fg)
-    assert l1.item() == pytest.approx((10 / 4 + (1 + 1 + 0 + 5) / 4) / 2)
+    assert l1.item() == pytest.approx((10 + (1 + 1 + 0 + 5)) / 3)  # sum over fg RoIs / all 3
     giou = box_giou_loss(s, t, fg)
     # box 0: IoU = 100/200, enclosure = union -> GIoU 0.5; box 1 by hand
     inter = 9 * 15
     union = 10 * 20 + 9 * 16 - inter
     enclose = 10 * 21
     g1 = inter / union - (enclose - union) / enclose
-    assert giou.item() == pytest.approx(((1 - 0.5) + (1 - g1)) / 2, rel=1e-5)
+    assert giou.item() == pytest.approx(((1 - 0.5) + (1 - g1)) / 3, rel=1e-5)
     from fvcore.nn import giou_loss
 
     assert giou.item() == pytest.approx(
-        giou_loss(s[:2].detach(), t[:2].detach(), reduction="mean").item(), rel=1e-5
+        giou_loss(s[:2].detach(), t[:2].detach(), reduction="sum").item() / 3, rel=1e-5
     )
     assert box_giou_loss(t.detach().clone(), t).item() == pytest.approx(0.0, abs=1e-6)
     assert box_l1_loss(t.detach().clone(), t).item() == 0.0
     _assert_student_only(l1 + giou, s, t)
+
+
+def test_crosskd_box_loss_by_hand():
+    """CrossKD's regression KD (jbwang1997/CrossKD, faster-rcnn branch, crosskd_two_stage.py):
+    every RoI, the teacher's top foreground class, L1 weighted by its probability, divided by
+    4 * sum of the weights (mmdet L1Loss with avg_factor)."""
+    K = 2
+    logits = [[2.0, 0.0, 1.0], [0.0, 1.0, 0.5], [-1.0, -1.0, 3.0]]  # background last
+    c = torch.arange(24, dtype=torch.float32).view(3, 8).div(7).requires_grad_(True)
+    t = torch.ones(3, 8, requires_grad=True)
+    total, weight_sum = 0.0, 0.0
+    for i, row in enumerate(logits):
+        z = sum(math.exp(v) for v in row)
+        probs = [math.exp(v) / z for v in row[:K]]
+        k = max(range(K), key=lambda j: probs[j])
+        total += probs[k] * sum(abs(c[i, 4 * k + j].item() - 1.0) for j in range(4))
+        weight_sum += probs[k]
+    loss = crosskd_box_loss(c, t, torch.tensor(logits))
+    assert loss.item() == pytest.approx(total / (4 * weight_sum), rel=1e-6)
+    _assert_student_only(loss, c, t)
+    agnostic = crosskd_box_loss(c[:, :4].detach(), t[:, :4].detach(), torch.tensor(logits))
+    ws = [max(math.exp(v) / sum(math.exp(u) for u in row) for v in row[:K]) for row in logits]
+    ref = sum(w * sum(abs(c[i, j].item() - 1.0) for j in range(4)) for i, w in enumerate(ws)) / (4 * sum(ws))
+    assert agnostic.item() == pytest.approx(ref, rel=1e-6)
+    assert crosskd_box_loss(t.detach().clone(), t, torch.tensor(logits)).item() == 0.0
 
 
 def test_mask_logit_kd():
@@ -744,7 +944,10 @@ def _empty_cases():
     K = 3
     return {
         "kd": (lambda s, t: kd_loss(s, t, 2.0), (0, K + 1)),
-        "kd_weighted": (lambda s, t: kd_loss(s, t, 2.0, weights=torch.zeros(0)), (0, K + 1)),
+        "kd_decoupled": (
+            lambda s, t: kd_loss(s, t, 2.0, torch.zeros(0, dtype=torch.bool), 2.0, 0.5), (0, K + 1)
+        ),
+        "crosskd_box_no_rows": (lambda s, t: crosskd_box_loss(s, t, torch.zeros(0, K + 1)), (0, 4 * K)),
         "logit_mse": (lambda s, t: logit_mse_loss(s, t), (0, K + 1)),
         "delta_l2_no_rows": (
             lambda s, t: box_delta_l2_loss(s, t, torch.zeros(0, dtype=torch.long), K),

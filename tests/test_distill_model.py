@@ -10,6 +10,7 @@ from detectron2.utils.events import EventStorage
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import IncompleteCheckpointError
 from dla_kd.distill import DISTILLER_REGISTRY
+from dla_kd.distill.losses import kd_loss
 from dla_kd.engine import load_config
 from dla_kd.export import extract_student
 from dla_kd.export.student import deployable_cfg
@@ -79,7 +80,8 @@ def test_kd_is_zero_for_a_copied_student(tmp_path, student_base, teacher_base):
     cfg = distill_cfg(
         config, losses, base=student_base, teacher_weights=weights,
         opts=["DISTILL.INIT_FROM_TEACHER.ENABLED", "True",
-              "DISTILL.INIT_FROM_TEACHER.PREFIXES", "['backbone', 'proposal_generator', 'roi_heads']"],
+              "DISTILL.INIT_FROM_TEACHER.PREFIXES", "['backbone', 'proposal_generator', 'roi_heads']",
+              "DISTILL.DEFEAT.ADAPTER", "channel"],  # identity; DeFeat's own 3x3 adapter starts near 0
     )
     model = build_model(cfg).train()
     assert all(isinstance(a, torch.nn.Identity) for a in model.distillers["fitnet"].adapters.values())
@@ -250,6 +252,23 @@ def test_dataset_mismatch_is_a_build_error(tmp_path):
         build_model(distill_cfg(config, ["fitnet"]))
 
 
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_unverified_class_order_is_an_error_unless_allowed(tmp_path, side):
+    """Same NUM_CLASSES but no class names on one side: the order cannot be proven."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    name = "pages_without_class_names"
+    if name not in DatasetCatalog.list():
+        register_coco_instances(name, {}, "/nonexistent/pages.json", "/nonexistent")
+    unnamed = ["DATASETS.TRAIN", f"('{name}',)"]
+    config = write_config(str(tmp_path / "t.yaml"), TINY, unnamed if side == "teacher" else [])
+    student = unnamed if side == "student" else []
+    with pytest.raises(ValueError, match=rf"Cannot verify .*{side}: no thing_classes for \['{name}'\].*ALLOW_UNVERIFIED"):
+        build_model(distill_cfg(config, ["fitnet"], opts=student))
+    build_model(distill_cfg(config, ["fitnet"], opts=student + ["DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES", "True"]))
+
+
 def test_missing_or_wrong_teacher_weights(tmp_path):
     config, _ = _teacher(tmp_path)
     missing = str(tmp_path / "nope.pth")
@@ -287,13 +306,142 @@ def test_plain_checkpoint_loads_into_the_student(tmp_path):
         assert torch.equal(v, model.teacher.state_dict()[k]), k
 
 
-def test_crosskd_adapts_a_narrower_student_box_head(tmp_path):
-    config, weights = _teacher(tmp_path, opts=("MODEL.ROI_BOX_HEAD.FC_DIM", "128"))
+def _capture_ctx(model, name):
+    """{"ctx": the DistillContext distiller ``name`` sees} after the next training step."""
+    seen, distiller = {}, model.distillers[name]
+    original = distiller.forward
+
+    def forward(ctx):
+        seen["ctx"] = ctx
+        return original(ctx)
+
+    distiller.forward = forward
+    return seen
+
+
+def _teacher_box_branch(roi_heads, features, proposals):
+    """The teacher's pooler, box head and predictor on ``proposals`` -> (scores, deltas)."""
+    pooled = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], [p.proposal_boxes for p in proposals])
+    return roi_heads.box_predictor(roi_heads.box_head(pooled))
+
+
+def test_crosskd_is_the_reference_formula_through_the_teacher_box_branch(tmp_path):
+    """jbwang1997/CrossKD (faster-rcnn branch) crosskd_two_stage.py ``bbox_loss_with_kd`` with its
+    Faster R-CNN config, transcribed: the teacher's whole box branch on the (adapted) student FPN
+    features; KL (class sum) x T^2 / #RoIs x 0.5 at T 3, and the L1 on the teacher's top-class
+    deltas weighted by its probability / (4 sum w). Student backbone and adapters get gradients
+    through the frozen teacher head; the teacher gets none and stays unchanged."""
+    config, weights = _teacher(tmp_path)  # teacher FPN 64, student FPN 32: 1x1-conv adapters
+    state = torch.load(weights)
+    for name in ("cls_score", "bbox_pred"):  # confident teacher: KL and weights far from uniform
+        state["model"][f"roi_heads.box_predictor.{name}.weight"] *= 100
+    torch.save(state, weights)
     model = build_model(distill_cfg(config, ["crosskd"], teacher_weights=weights)).train()
-    adapter = model.distillers["crosskd"].adapters[0]
-    assert isinstance(adapter, torch.nn.Linear) and (adapter.in_features, adapter.out_features) == (64, 128)
+    distiller, teacher = model.distillers["crosskd"], model.teacher
+    assert set(distiller.adapters) == set(teacher.roi_heads.box_in_features)
+    assert all((a.c_in, a.c_out) == (32, 64) for a in distiller.adapters.values())
+    seen = _capture_ctx(model, "crosskd")
     losses = _losses(model)
-    sum(losses.values()).backward()
-    assert adapter.weight.grad is not None and float(adapter.weight.grad.abs().sum()) > 0
-    assert model.student.roi_heads.box_head.fc1.weight.grad.abs().sum() > 0  # through the teacher predictor
-    assert all(p.grad is None for p in model.teacher.parameters())
+    ctx = seen["ctx"]
+    proposals = ctx.s_stages[0].proposals
+    feats = {n: a(ctx.s_features[n]) for n, a in distiller.adapters.items()}
+    c_scores, c_deltas = _teacher_box_branch(teacher.roi_heads, feats, proposals)
+    with torch.no_grad():
+        t_scores, t_deltas = _teacher_box_branch(teacher.roi_heads, ctx.t_features, proposals)
+    T, K, R = 3.0, 11, c_scores.shape[0]
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(c_scores / T, dim=1), torch.softmax(t_scores / T, dim=1), reduction="none"
+    )
+    assert losses["loss_kd_crosskd_cls"].item() == pytest.approx(0.5 * (kl.sum(1) * T * T).sum().item() / R, rel=1e-5)
+    w, idx = torch.softmax(t_scores, dim=1)[:, :K].max(dim=1)
+    idx = idx[:, None, None].repeat(1, 1, 4)
+    c4 = c_deltas.reshape(-1, K, 4).gather(1, idx).squeeze(1)
+    t4 = t_deltas.reshape(-1, K, 4).gather(1, idx).squeeze(1)
+    reg = ((c4 - t4).abs() * w[:, None]).sum() / (w.sum() * 4 + torch.finfo(torch.float32).eps)
+    assert losses["loss_kd_crosskd_reg"].item() == pytest.approx(reg.item(), rel=1e-5)
+
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    (losses["loss_kd_crosskd_cls"] + losses["loss_kd_crosskd_reg"]).backward()
+    student = model.student
+    for module in (student.backbone.bottom_up, student.backbone.fpn_output2, distiller.adapters):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert all(p.grad is not None for p in distiller.adapters.parameters())  # (levels without RoIs: 0)
+    assert all(p.grad is None for p in student.roi_heads.parameters())  # not the student's box head
+    assert all(p.grad is None for p in teacher.parameters())
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    optimizer.zero_grad()
+    sum(_losses(model).values()).backward()
+    optimizer.step()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k
+
+
+def test_crosskd_cascade_runs_each_teacher_stage_on_that_stages_rois(tmp_path):
+    config, weights = _teacher(tmp_path, TINY_CASCADE)
+    model = build_model(distill_cfg(config, ["crosskd"], base=TINY_CASCADE, teacher_weights=weights)).train()
+    calls = []
+    for k, head in enumerate(model.teacher.roi_heads.box_head):
+        original = head.forward
+
+        def record(x, _k=k, _original=original):
+            calls.append((_k, x.requires_grad, x.shape[0]))
+            return _original(x)
+
+        head.forward = record
+    seen = _capture_ctx(model, "crosskd")
+    kd = _kd_losses(_losses(model))
+    assert sorted(kd) == sorted(f"loss_kd_crosskd_{p}_stage{k}" for p in ("cls", "reg") for k in range(3))
+    rois = [len(torch.cat([p.proposal_boxes.tensor for p in s.proposals])) for s in seen["ctx"].s_stages]
+    # the teacher's own answer (no grad), then per stage the cross pass on the student's features
+    assert calls == [(k, False, rois[k]) for k in range(3)] + [(k, True, rois[k]) for k in range(3)]
+    # each stage's gradient into the student features is scaled by 1/3, as Detectron2's Cascade
+    ctx, distiller, p2 = seen["ctx"], model.distillers["crosskd"], seen["ctx"].s_features["p2"]
+    unscaled = ctx.teacher_box_answer({n: a(ctx.s_features[n]) for n, a in distiller.adapters.items()}, 1)
+    ref = 0.5 * kd_loss(unscaled.scores, ctx.t_stages[1].scores, 3.0)
+    (g,) = torch.autograd.grad(kd["loss_kd_crosskd_cls_stage1"], p2, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(ref, p2)
+    assert g.abs().sum() > 0 and torch.allclose(g, g_ref / 3, atol=1e-12, rtol=1e-4)
+
+
+def test_cascade_teacher_average_is_in_probability_space(tmp_path):
+    """``CASCADE_TEACHER_STAGE average``: the mean of the stages' softmax probabilities, as
+    Detectron2's CascadeROIHeads inference averages ``predict_probs``; the KD target is its log.
+    CrossKD's cross pass goes through the same stages."""
+    from dla_kd.modeling.meta_arch.roi_outputs import teacher_box_outputs
+
+    config, weights = _teacher(tmp_path, TINY_CASCADE)
+    cfg = distill_cfg(config, ["logit_kd", "crosskd"], teacher_weights=weights,
+                      opts=["DISTILL.ROI.CASCADE_TEACHER_STAGE", "average"])
+    model = build_model(cfg).train()
+    seen = _capture_ctx(model, "logit_kd")
+    _losses(model)
+    ctx, heads = seen["ctx"], model.teacher.roi_heads
+    proposals = ctx.s_stages[0].proposals
+    with torch.no_grad():
+        runs = [teacher_box_outputs(heads, ctx.t_features, proposals, k) for k in range(3)]
+    probs = [torch.cat(r.predictor.predict_probs((r.scores, r.deltas), proposals)) for r in runs]
+    mean_probs = sum(probs) / 3
+    t = ctx.t_stages[0]
+    assert torch.allclose(torch.softmax(t.scores, dim=1), mean_probs, atol=1e-6)
+    assert torch.allclose(t.scores, mean_probs.log(), atol=1e-5)
+    assert not torch.allclose(t.scores, torch.stack([r.scores for r in runs]).mean(0), atol=1e-3)
+    assert torch.equal(t.deltas, runs[-1].deltas)  # deltas of the last stage, never averaged
+    cross = ctx.teacher_box_answer({n: f.detach() for n, f in ctx.t_features.items()}, 0)
+    assert torch.allclose(cross.scores, t.scores, atol=1e-5)  # same stages, same combination
+
+
+def test_box_kd_l1_is_detectron2_box_reg_loss_to_the_teacher_boxes(tmp_path):
+    """BOX_KD LOSS "l1", CLASS "gt" = Detectron2's own L1 ``box_reg_loss`` (fast_rcnn.py) with the
+    teacher's boxes for the GT class as targets: deltas, summed over fg RoIs / all sampled RoIs."""
+    config, weights = _teacher(tmp_path)
+    model = build_model(distill_cfg(config, ["box_kd"], teacher_weights=weights)).train()
+    seen = _capture_ctx(model, "box_kd")
+    loss = _losses(model)["loss_kd_box_kd"]
+    s, t = seen["ctx"].s_stages[0], seen["ctx"].t_stages[0]
+    assert (s.predictor.box_reg_loss_type, s.predictor.smooth_l1_beta) == ("smooth_l1", 0.0)  # = L1
+    gt = torch.cat([p.gt_classes for p in s.proposals])
+    assert 0 < int((gt < 11).sum()) < len(gt)
+    t_boxes = torch.cat(t.predictor.predict_boxes_for_gt_classes((t.scores, t.deltas), s.proposals))
+    boxes = torch.cat([p.proposal_boxes.tensor for p in s.proposals])
+    ref = s.predictor.box_reg_loss(boxes, t_boxes, s.deltas, gt)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)

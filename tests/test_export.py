@@ -3,7 +3,6 @@
 detections in onnxruntime, ONNX opsets that cannot express ROIAlignV2, the student alone out of a
 distillation checkpoint (no teacher tensor, SimKD projector and reused heads in), clear errors."""
 import copy
-import importlib.util
 import json
 import os
 
@@ -13,46 +12,18 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-from PIL import Image
 
 from dla_kd import Predictor
 from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
 from dla_kd.export import TorchRunner, build_deployable_model, compare_detections, load_exported, preprocess
 from dla_kd.export.samples import read_image_rgb
-from tiny_models import MICRO, REPO, TINY, TINY_CASCADE, distill_cfg, write_config
+from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, save_pages, tool_main, write_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL_DETECTIONS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "25"]
 OUTPUT_NAMES = ["pred_boxes", "pred_classes", "pred_masks", "scores", "image_size"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one thread (torch and onnxruntime) is several times faster
-    than two OpenMP threads competing with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tool_main(name):
-    """``main(argv) -> exit status`` of ``tools/<name>.py``, run in this process."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-def save_pages(folder, sizes, seed=0):
-    """Noise pages of (H, W) ``sizes`` saved as PNG; returns their paths."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for k, (h, w) in enumerate(sizes):
-        path = os.path.join(folder, f"page{k}.png")
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
 
 
 def tiny_detector(folder, base, opts=(), seed=0):

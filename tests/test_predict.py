@@ -19,8 +19,9 @@ from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
 from dla_kd.export import ModelSpec, export_model
 from dla_kd.predict.visualize import draw_detections
-from test_export import one_thread, save_pages, tool_main  # noqa: F401  (one_thread: autouse)
-from tiny_models import MICRO, TINY, TINY_CASCADE, write_config
+from tiny_models import MICRO, TINY, TINY_CASCADE, save_pages, tool_main, write_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOCLAYNET = {c["id"]: c["name"] for c in DOCLAYNET_CATEGORIES}
 TOP_K = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10"]

@@ -220,3 +220,35 @@ def test_convert_tool_and_registered_splits(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     registered = DatasetCatalog.get("prima_train")
     assert [r["file_name"] for r in registered] == [r["file_name"] for r in train]
+    heading = registered[0]["annotations"][0]  # PAGE element and @type survive json and loading
+    assert (heading["page_region"], heading["page_region_type"]) == ("TextRegion", "heading")
+    assert [a["page_region"] for a in registered[0]["annotations"]][1:4] == [
+        "ImageRegion", "GraphicRegion", "ChartRegion"
+    ]
+
+
+def test_image_name_matched_ignoring_case(tmp_path):
+    """PRImA's own example page names its image in another letter case than the file."""
+    pages = {"pc-00000086.xml": (page_2010(image="PC-00000086.TIF"), None, None)}
+    xml_dir, image_dir = write_prima(str(tmp_path), pages)
+    Image.new("RGB", (200, 300)).save(os.path.join(image_dir, "pc-00000086.tif"))
+    assert load_prima_page_xml(xml_dir, image_dir)[0]["file_name"] == os.path.join(image_dir, "pc-00000086.tif")
+    Image.new("RGB", (200, 300)).save(os.path.join(image_dir, "Pc-00000086.tif"))
+    with pytest.raises(CorruptAnnotationError, match="matches several files that differ only in letter case") as err:
+        load_prima_page_xml(xml_dir, image_dir)
+    assert "Pc-00000086.tif, pc-00000086.tif" in str(err.value)
+
+
+def test_convert_tool_converts_the_rest_and_lists_failures(tmp_path, capsys):
+    pages = {f"pc-{i:04d}.xml": (page_2010(image=f"{i:04d}.tif"), f"{i:04d}.tif", (200, 300)) for i in range(3)}
+    pages["pc-0003.xml"] = (page_2010(image="0003.tif"), None, None)  # image missing
+    pages["pc-0004.xml"] = ("<PcGts><Page", None, None)  # broken XML
+    root = tmp_path / "PRImA"
+    xml_dir, image_dir = write_prima(str(root), pages)
+    argv = ["--xml-dir", xml_dir, "--image-dir", image_dir, "--output-dir", str(root), "--val-fraction", "0"]
+    assert _run_tool(argv) == 1
+    with open(root / "annotations-all.json") as f:
+        assert [img["file_name"] for img in json.load(f)["images"]] == ["0000.tif", "0001.tif", "0002.tif"]
+    err = capsys.readouterr().err
+    assert "2 of 5 pages failed and were not converted:" in err
+    assert "pc-0003.xml: its image 0003.tif is not in" in err and "pc-0004.xml: not well-formed XML" in err

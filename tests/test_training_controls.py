@@ -1,5 +1,5 @@
-"""KD training controls: weight schedules, teacher feature cache, teacher sanity check, teacher dtype."""
-import contextlib
+"""KD training controls: weight schedules, teacher feature cache, teacher sanity check, teacher dtype,
+VIS_PERIOD, and a zero-weight distillation run reproducing the plain run of the same seed."""
 import json
 import math
 import os
@@ -7,15 +7,15 @@ import os
 import pytest
 import torch
 from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 import dla_kd  # noqa: F401
 from dla_kd.distill import LossWeightSchedule
 from dla_kd.distill.feature_cache import FeatureCacheMismatchError
-from dla_kd.engine import Trainer
+from dla_kd.engine import Trainer, load_config
 from dla_kd.engine.teacher_check import TeacherAtChanceError
-from dla_kd.modeling.meta_arch.teacher import teacher_precision
-from tiny_models import TINY, distill_cfg, fake_batch, write_config
+from tiny_models import MICRO, TINY, distill_cfg, fake_batch, write_config
 
 
 def test_schedules_match_hand_values():
@@ -49,6 +49,29 @@ def test_schedule_weight_is_applied_and_logged(tmp_path):
     assert values[0] == pytest.approx(values[3] / 4, rel=1e-5)
 
 
+def test_kd_schedules_scale_with_the_world_size(use_synthetic_root, tmp_path):
+    """SOLVER.REFERENCE_WORLD_SIZE 2 on 1 process: MAX_ITER and every KD schedule iteration
+    double (-1 stays -1), and the model's schedules are built from the scaled values."""
+    from dla_kd.engine.auto_scale import auto_scale_workers
+
+    teacher = write_config(str(tmp_path / "t.yaml"))
+    cfg = distill_cfg(teacher, ["fitnet"], opts=[
+        "SOLVER.REFERENCE_WORLD_SIZE", "2", "SOLVER.MAX_ITER", "100", "OUTPUT_DIR", str(tmp_path / "out"),
+        "DISTILL.FITNET.SCHEDULE.WARMUP_ITERS", "10", "DISTILL.FITNET.SCHEDULE.DECAY", "linear",
+        "DISTILL.FITNET.SCHEDULE.DECAY_END_ITER", "80", "DISTILL.FITNET.SCHEDULE.STOP_ITER", "90"])
+    assert Trainer.auto_scale_workers is auto_scale_workers and auto_scale_workers(cfg, 2) is cfg
+    trainer = Trainer(cfg)
+    scaled = trainer.cfg
+    assert scaled.SOLVER.MAX_ITER == 200 and scaled.is_frozen()
+    fit = scaled.DISTILL.FITNET.SCHEDULE
+    assert (fit.WARMUP_ITERS, fit.DECAY_END_ITER, fit.STOP_ITER) == (20, 160, 180)
+    pkd = scaled.DISTILL.PKD.SCHEDULE
+    assert (pkd.WARMUP_ITERS, pkd.DECAY_END_ITER, pkd.STOP_ITER) == (0, -1, -1)
+    schedule = trainer._trainer.model.schedules["fitnet"]
+    assert (schedule.warmup_iters, schedule.decay_end_iter, schedule.stop_iter) == (20, 160, 180)
+    assert cfg.DISTILL.FITNET.SCHEDULE.WARMUP_ITERS == 10  # the given config is left alone
+
+
 def _teacher_files(tmp_path, seed=0, name="teacher"):
     config = write_config(str(tmp_path / f"{name}.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64"])
     torch.manual_seed(seed)
@@ -79,7 +102,14 @@ def test_feature_cache_is_exact_and_skips_the_teacher(tmp_path):
     with EventStorage(0):
         first = cached(batch)
     files = [f for _, _, fs in os.walk(cache_dir) for f in fs if f.endswith(".pt")]
-    assert len(files) == 2 and os.path.isfile(os.path.join(cache_dir, "cache_meta.json"))
+    assert len(files) == 2
+    # One sub-folder per set of levels (fitnet p2..p6 + the teacher box head's p2..p5).
+    assert os.listdir(cache_dir) == ["p2-p3-p4-p5-p6"]
+    assert os.path.isfile(os.path.join(cache_dir, "p2-p3-p4-p5-p6", "cache_meta.json"))
+    # A run that reads other levels shares DIR without a signature clash.
+    build_model(distill_cfg(config, ["pkd"], teacher_weights=weights, opts=[
+        "DISTILL.TEACHER.FEATURE_CACHE.DIR", cache_dir, "DISTILL.TEACHER.FEATURE_CACHE.DTYPE", "float32"]))
+    assert sorted(os.listdir(cache_dir)) == ["p2-p3-p4-p5", "p2-p3-p4-p5-p6"]
 
     def fail(*args, **kwargs):
         raise AssertionError("the teacher backbone ran although its features are cached")
@@ -106,10 +136,59 @@ def test_feature_cache_refuses_another_teacher_and_random_inputs(tmp_path):
                                 opts=cache + ["INPUT.MIN_SIZE_TRAIN", "(96, 128)"]))
 
 
-def test_teacher_dtype_is_fp32_on_cpu():
-    assert isinstance(teacher_precision(torch.device("cpu"), "bfloat16"), contextlib.nullcontext)
-    assert isinstance(teacher_precision(torch.device("cpu"), "float32"), contextlib.nullcontext)
-    assert isinstance(teacher_precision(torch.device("cuda"), "bfloat16"), torch.autocast)
+def test_feature_cache_is_exact_for_pages_of_different_sizes(tmp_path):
+    """GN teacher, two pages of different width in one batch: the teacher runs per image in both
+    paths and the losses compare only the pages' cells, so cached == live for every loss."""
+    config, weights = _teacher_files(tmp_path)
+    losses = ["fitnet", "pkd", "cwd", "defeat", "fgd", "mgd", "reviewkd", "logit_kd", "mask_kd"]
+    live = build_model(distill_cfg(config, losses, teacher_weights=weights)).train()
+    cached = build_model(distill_cfg(config, losses, teacher_weights=weights, opts=[
+        "DISTILL.TEACHER.FEATURE_CACHE.DIR", str(tmp_path / "cache"), "DISTILL.TEACHER.FEATURE_CACHE.DTYPE", "float32"]))
+    cached.train().load_state_dict(live.state_dict())
+    narrow = fake_batch(1, 128, 96, seed=2)
+    batch = _with_files(fake_batch(1, 128, 160, seed=1) + narrow)
+    results = []
+    for model in (live, cached, cached):  # live, cache written, cache read back
+        torch.manual_seed(0)
+        with EventStorage(0):
+            results.append({k: float(v) for k, v in model(batch).items() if k.startswith("loss_kd_")})
+    assert len(results[0]) >= len(losses)
+    for k, value in results[0].items():
+        assert results[1][k] == pytest.approx(value, rel=1e-6, abs=1e-12), k
+        assert results[2][k] == results[1][k], k
+
+    # A page's teacher targets do not depend on the page it is batched with.
+    alone = live._teacher_features(narrow, live._preprocess(narrow)[1])
+    paired = live._teacher_features(batch, live._preprocess(batch)[1])
+    for k, v in alone.items():
+        h, w = v.shape[-2:]
+        assert torch.equal(paired[k][1:, :, :h, :w], v), k
+
+
+def test_float32_teacher_is_not_autocast(tmp_path):
+    """DISTILL.TEACHER.DTYPE float32 (and every CPU teacher) computes in float32 although the
+    trainer's autocast (SOLVER.AMP.ENABLED) covers the whole forward."""
+    config, weights = _teacher_files(tmp_path)
+    model = build_model(distill_cfg(config, ["fitnet", "logit_kd"], teacher_weights=weights)).train()
+    dtypes = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            values = output.values() if isinstance(output, dict) else output
+            dtypes[name] = {v.dtype for v in values}
+
+        return hook
+
+    for name, module in (("teacher backbone", model.teacher.backbone),
+                         ("teacher box predictor", model.teacher.roi_heads.box_predictor),
+                         ("student box predictor", model.student.roi_heads.box_predictor)):
+        module.register_forward_hook(record(name))
+    with EventStorage(0), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(fake_batch())
+    assert dtypes["student box predictor"] == {torch.bfloat16}  # the autocast is on
+    assert dtypes["teacher backbone"] == {torch.float32}
+    assert dtypes["teacher box predictor"] == {torch.float32}
+    assert all(math.isfinite(float(v)) for v in losses.values())
 
 
 def test_teacher_sanity_check_stops_a_teacher_at_chance(use_synthetic_root, tmp_path):
@@ -129,6 +208,65 @@ def test_teacher_sanity_check_stops_a_teacher_at_chance(use_synthetic_root, tmp_
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert os.path.isfile(tmp_path / "out" / "model_final.pth")
+
+
+def test_vis_period_shows_the_students_proposals(tmp_path):
+    """VIS_PERIOD is honoured as by GeneralizedRCNN: every VIS_PERIOD iterations the same images
+    (GT boxes and proposals, mask predictions) as the student alone puts in the event storage."""
+    config, weights = _teacher_files(tmp_path)
+    cfg = distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=["VIS_PERIOD", "2"])
+    model = build_model(cfg).train()
+    for it, expected in ((0, 1), (1, 0), (2, 1)):
+        names = {}
+        for side, m in (("distill", model), ("plain", model.student)):
+            with EventStorage(it) as storage:
+                m(fake_batch())
+            names[side] = [name for name, _, _ in storage._vis_data]
+        assert names["distill"] == names["plain"], it
+        assert sum("Predicted proposals" in n for n in names["plain"]) == expected, it
+
+
+def _run(cfg, seed: int):
+    """Build a Trainer as tools/train_net.py does after default_setup seeded every RNG, train it;
+    -> (initial student weights, file names of each batch, detection losses of each step)."""
+    seed_all_rng(seed)
+    trainer = Trainer(cfg)
+    model = trainer._trainer.model
+    initial = {k: v.clone() for k, v in getattr(model, "student", model).state_dict().items()}
+    files, forward = [], model.forward
+
+    def record(batch):
+        files.append([x["file_name"] for x in batch])
+        return forward(batch)
+
+    model.forward = record
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    histories = trainer.storage.histories()
+    losses = {k: [v for v, _ in h.values()] for k, h in histories.items() if k.startswith("loss_") and "_kd_" not in k}
+    return initial, files, losses
+
+
+def test_zero_weight_distillation_reproduces_the_plain_run(use_synthetic_root, tmp_path):
+    """Same SEED, every KD weight 0: teacher, adapters and the teacher sanity check draw from
+    forked RNG streams, so the student starts from the plain run's weights, sees the same batches
+    and has the same losses."""
+    config = write_config(str(tmp_path / "teacher.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64"])
+    common = ["SEED", "7", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()"]
+    plain = load_config(TINY, MICRO + common + ["OUTPUT_DIR", str(tmp_path / "plain")])
+    kd = distill_cfg(config, ["fitnet", "logit_kd"], opts=common + [  # random-init teacher: built on the fork
+        "OUTPUT_DIR", str(tmp_path / "kd"), "DISTILL.FITNET.WEIGHT", "0.0", "DISTILL.LOGIT_KD.WEIGHT", "0.0",
+        "DISTILL.TEACHER.SANITY_CHECK.ENABLED", "True", "DISTILL.TEACHER.SANITY_CHECK.NUM_IMAGES", "2",
+        "DISTILL.TEACHER.SANITY_CHECK.DATASET", "synthetic_doclaynet_val", "DISTILL.TEACHER.SANITY_CHECK.MIN_AP", "-1.0"])
+    plain_init, plain_files, plain_losses = _run(plain, seed=7)
+    kd_init, kd_files, kd_losses = _run(kd, seed=7)
+    assert os.path.isfile(tmp_path / "kd" / "teacher_sanity_check.json")
+    assert kd_init.keys() == plain_init.keys()
+    assert all(torch.equal(kd_init[k], v) for k, v in plain_init.items())
+    assert kd_files == plain_files and len(plain_files) == 3
+    assert kd_losses.keys() == plain_losses.keys() and "loss_cls" in plain_losses
+    for k, values in plain_losses.items():
+        assert kd_losses[k] == values, k
 
 
 def test_optimizer_choice(tmp_path):

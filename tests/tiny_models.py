@@ -1,9 +1,13 @@
 """Tiny random-init models and batches shared by the tests (CPU, a fraction of a second per step)."""
+import importlib.util
 import os
 from typing import List, Sequence
 
+import numpy as np
 import torch
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
+from PIL import Image
 
 from dla_kd.engine import load_config
 
@@ -38,6 +42,13 @@ def write_config(path: str, base: str = TINY, opts: Sequence[str] = ()) -> str:
     return path
 
 
+def save_random_weights(config: str, path: str, seed: int = 0) -> str:
+    """Build ``config`` with random weights (``seed``) and save it like a trained checkpoint."""
+    torch.manual_seed(seed)
+    torch.save({"model": build_model(load_config(config)).state_dict()}, path)
+    return path
+
+
 def distill_cfg(teacher_config: str, losses: Sequence[str], base: str = TINY, opts: Sequence[str] = (),
                 teacher_weights: str = ""):
     """A DistillGeneralizedRCNN config: student ``base`` (+ MICRO), teacher ``teacher_config``."""
@@ -65,3 +76,27 @@ def fake_batch(n: int = 2, h: int = 128, w: int = 160, seed: int = 0) -> List[di
         image = torch.randint(0, 256, (3, h, w), generator=g).float()
         batch.append({"image": image, "instances": inst, "height": h, "width": w})
     return batch
+
+
+def load_tool(name: str):
+    """The module ``tools/<name>.py``, loaded in this process (its ``main`` not run)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tool_main(name: str):
+    """``main(argv) -> exit status`` of ``tools/<name>.py``, run in this process."""
+    return load_tool(name).main
+
+
+def save_pages(folder, sizes, seed=0):
+    """Noise pages of (H, W) ``sizes`` saved as PNG; returns their paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for k, (h, w) in enumerate(sizes):
+        path = os.path.join(folder, f"page{k}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

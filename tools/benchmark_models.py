@@ -24,19 +24,16 @@ box head(s) -> NMS -> exactly that many masks. Writes ``benchmark.json`` and ``b
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
 from typing import Dict, List
 
 import torch
-from fvcore.nn.jit_handles import get_shape
 
 import dla_kd  # noqa: F401  (registers the backbones)
-from detectron2.modeling import build_model
-from detectron2.utils.analysis import FlopCountAnalysis
 from dla_kd.engine import load_config
+from dla_kd.evaluation.model_cost import fixed_workload_model, measured_cost
 
 # (label, config); the publaynet configs stand for every dataset (heads differ by a few classes).
 DEFAULT_CONFIGS = [
@@ -69,34 +66,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def sdpa_flop_jit(inputs, outputs) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention`` (timm's fused attention), which
-    fvcore does not count: q @ k^T and attn @ v, ``B*H*L*S*(D + Dv)`` multiply-adds."""
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    batch_heads = math.prod(q[:-2])
-    return batch_heads * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def _count_gflops(module, inputs) -> float:
-    analysis = FlopCountAnalysis(module, inputs)
-    analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis.total() / 1e9
-
-
-# Output layers zeroed for a fixed workload (see the module docstring).
-FIXED_WORKLOAD_LAYERS = ("anchor_deltas", "objectness_logits", "cls_score", "bbox_pred")
-
-
-def fix_head_workload(model: torch.nn.Module) -> None:
-    """Zero the RPN and box-predictor output layers (see the module docstring)."""
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.endswith(FIXED_WORKLOAD_LAYERS):
-                for param in module.parameters():
-                    param.zero_()
-
-
 def _seconds_per_call(fn, warmup: int, iters: int) -> float:
     """Best of ``iters`` timed calls after ``warmup`` untimed ones (robust to other load on the machine)."""
     for _ in range(warmup):
@@ -111,26 +80,20 @@ def _seconds_per_call(fn, warmup: int, iters: int) -> float:
 
 def benchmark_config(config_file: str, short_side: int, warmup: int, iters: int, detections: int) -> Dict:
     """Numbers of one config (see the module docstring)."""
-    fixed_detections = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", str(detections)]
-    cfg = load_config(config_file, ["MODEL.DEVICE", "cpu"] + fixed_detections)
-    model = build_model(cfg).eval()
-    fix_head_workload(model)
     height, width = int(round(short_side * PAGE_ASPECT)), short_side
-    image = torch.rand(3, height, width) * 255
-    inputs = [{"image": image, "height": height, "width": width}]
+    model, inputs = fixed_workload_model(load_config(config_file), height, width, detections)
+    cost = measured_cost(model, inputs)
     with torch.no_grad():
         images = model.preprocess_image(inputs).tensor
-        backbone_gflops = _count_gflops(model.backbone, (images,))
-        model_gflops = _count_gflops(model, inputs)
         backbone_seconds = _seconds_per_call(lambda: model.backbone(images), warmup, iters)
         seconds = _seconds_per_call(lambda: model(inputs), warmup, iters)
     return {
         "config": config_file,
         "input": [height, width],
-        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "backbone_params_M": sum(p.numel() for p in model.backbone.parameters()) / 1e6,
-        "backbone_gflops": backbone_gflops,
-        "model_gflops": model_gflops,
+        "params_M": cost["params_M"],
+        "backbone_params_M": cost["backbone_params_M"],
+        "backbone_gflops": cost["backbone_gflops"],
+        "model_gflops": cost["gflops"],
         "detections": detections,
         "load_average_1min": os.getloadavg()[0],
         "backbone_images_per_s": 1.0 / backbone_seconds,

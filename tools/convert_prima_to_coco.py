@@ -7,6 +7,10 @@
 Writes ``annotations-train.json`` and ``annotations-val.json`` (``file_name`` relative to
 ``--image-dir``) and, with ``--val-fraction 0``, only ``annotations-all.json``. Class mapping and
 folder layout: ``dla_kd/data/prima.py``.
+
+A page whose XML is corrupt or whose image is missing (or ambiguous) does not stop the
+conversion: the other pages are written, the failed ones are listed at the end on stderr and the
+exit status is 1.
 """
 
 import argparse
@@ -29,7 +33,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    records = load_prima_page_xml(args.xml_dir, args.image_dir)
+    errors = []
+    records = load_prima_page_xml(args.xml_dir, args.image_dir, errors=errors)
     if args.val_fraction > 0:
         train, val = split_records(records, args.val_fraction, args.seed)
         splits = {"train": train, "val": val}
@@ -42,6 +47,11 @@ def main(argv=None) -> int:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(coco, f)
         print(f"{path}: {len(coco['images'])} pages, {len(coco['annotations'])} regions")
+    if errors:
+        print(f"{len(errors)} of {len(errors) + len(records)} pages failed and were not converted:", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,14 +24,15 @@ By default the export is checked on the sample images (a synthetic page if none)
 exported file (TorchScript, or ONNX in onnxruntime) must give the same detections.
 
 Exit status: 0 exported (and checked); 1 exported but the check failed (see export_info.json);
-2 not exported (format cannot express the model, weights do not match the config, bad input).
+2 not exported (format cannot express the model, weights do not match the config, checkpoint
+truncated or not a checkpoint, bad input).
 """
 import argparse
 import logging
 import sys
 
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
-from dla_kd.checkpoint import IncompleteCheckpointError
+from dla_kd.checkpoint import IncompleteCheckpointError, UnreadableCheckpointError
 from dla_kd.engine import load_config
 from dla_kd.export import FORMATS, ExportError, export_model
 from dla_kd.export.check import BOX_TOL, SCORE_TOL
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
             opset=args.opset, dump_ir=args.dump_ir, config_file=args.config_file,
             box_tol=args.box_tol, score_tol=args.score_tol,
         )
-    except (ExportError, IncompleteCheckpointError, FileNotFoundError, UnreadableImageError) as e:
+    except (ExportError, IncompleteCheckpointError, UnreadableCheckpointError, FileNotFoundError,
+            UnreadableImageError) as e:
         print(f"error: not exported: {e}", file=sys.stderr)
         return 2
     info = result.info

@@ -1,29 +1,44 @@
 #!/usr/bin/env python
-"""Run (or collect) a KD comparison: teacher, supervised student and each distillation config on
-the same schedule and seed, then one table (Markdown + JSON) with bbox/segm AP, AP50, AP75,
-per-class AP and "gap closed" = (KD - student) / (teacher - student).
+"""Run (or collect) a KD comparison: the teacher once, then the supervised student and each
+distillation config on the same schedule, once per seed; then one table (Markdown + JSON) with
+mean and standard deviation over seeds of bbox/segm AP, AP50, AP75, per-class AP, "gap closed" =
+(KD - student) / (teacher - student) on the means, the distance to the student in units of its
+seed standard deviation, and each deployable model's parameters and GFLOPs; plus learning curves
+(``curves.png``: teacher, student and the best KD runs, from the periodic evaluations that
+``TEST.EVAL_PERIOD`` logs) and the hardware, threads and wall time.
 
-    python tools/kd_report.py --teacher configs/synthetic/kd/teacher_R_50_GN.yaml \\
-        --student configs/synthetic/kd/student_R_18_GN.yaml \\
-        --distill configs/synthetic/distill/*.yaml --output output/kd_report/synthetic_doclaynet \\
-        [--teacher-weights W] [--seed 42] [--collect-only] [KEY VALUE ...]
+    python tools/kd_report.py --teacher configs/synthetic/bench/teacher_R_50_GN.yaml \\
+        --student configs/synthetic/bench/student_MNv3_GN.yaml \\
+        --distill configs/synthetic/bench/distill/[a-z]*.yaml --output output/kd_benchmark \\
+        --seeds 42 1 2 --jobs 2 --threads 2 [--teacher-weights W] [--collect-only] [KEY VALUE ...]
 
-Each run trains with tools/train_net.py into ``<output>/<name>``; a finished run (its eval file
-exists) is not repeated, an interrupted one resumes from its last checkpoint. KEY VALUE overrides
+The teacher trains into ``<output>/teacher``, every other run into ``<output>/<name>/seed<k>``,
+all first seeds before any second seed. A finished run (its final evaluation exists and its
+model_final.pth loads) is not repeated, an interrupted one resumes from its last
+checkpoint (which re-creates a truncated or missing final file). The teacher's checkpoint is
+checked to load before any student uses it. Runs side by side with --num-gpus > 1 each get a free
+port (--dist-url auto). KEY VALUE overrides
 apply to the student and every distillation run (same schedule); ``--teacher-opts`` to the
 teacher. Distillation runs get DISTILL.TEACHER.CONFIG/WEIGHTS pointed at this teacher.
 """
 import argparse
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dla_kd  # noqa: F401
+from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
-from dla_kd.evaluation.kd_report import build_rows, format_report, load_eval
+from dla_kd.evaluation.curves import mean_curve, plateau_change, plot_curves, read_curve
+from dla_kd.evaluation.kd_report import build_seed_rows, format_seed_report, load_eval
+from dla_kd.evaluation.model_cost import model_cost
+from dla_kd.evaluation.run_info import invocation_count, record_invocation, run_environment
+from dla_kd.export.student import deployable_cfg
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -32,15 +47,22 @@ def run_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None):
+def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None, final_iteration=None):
     """Train + evaluate (or only evaluate) one config unless already done; returns its results.
-    ``threads``: torch threads of the run (OMP_NUM_THREADS), default: inherited."""
-    done = load_eval(output_dir, dataset)
-    if done is not None:
+    ``threads``: torch threads of the run (OMP_NUM_THREADS), default: inherited.
+    ``final_iteration``: the evaluation that counts as "done" (periodic evaluations during
+    training write the same file at earlier iterations)."""
+    final = os.path.join(output_dir, "model_final.pth")
+    done = load_eval(output_dir, dataset, final_iteration=final_iteration)
+    problem = None if done is None or eval_only else checkpoint_problem(final)
+    if done is not None and problem is None:
         print(f"[kd_report] {output_dir}: done, collected")
         return done
+    if done is not None:
+        print(f"[kd_report] {output_dir}: evaluated, but {problem}: resuming the run", flush=True)
     resume = not eval_only and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
     cmd = [sys.executable, TRAIN_NET, "--config-file", config_file, "--num-gpus", str(num_gpus)]
+    cmd += ["--dist-url", "auto"] if num_gpus > 1 else []
     cmd += ["--resume"] if resume else []
     cmd += ["--eval-only"] if eval_only else []
     cmd += [*opts, "OUTPUT_DIR", output_dir]
@@ -54,8 +76,12 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
     if proc.returncode != 0:
         print(f"[kd_report] {output_dir}: FAILED (exit code {proc.returncode}), see {log_path}", flush=True)
         return None
+    problem = None if eval_only else checkpoint_problem(final)
+    if problem:
+        print(f"[kd_report] {output_dir}: FAILED: {problem}", flush=True)
+        return None
     print(f"[kd_report] {output_dir}: finished in {(time.time() - start) / 60:.1f} min", flush=True)
-    return load_eval(output_dir, dataset)
+    return load_eval(output_dir, dataset, final_iteration=final_iteration)
 
 
 def main():
@@ -66,58 +92,142 @@ def main():
     parser.add_argument("--student", required=True, help="supervised student config")
     parser.add_argument("--distill", nargs="+", required=True, help="distillation configs")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42],
+                        help="student/KD runs are trained once per seed (the teacher once, with the first)")
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="student/KD runs trained side by side after the teacher (CPU: one torch thread each)")
+                        help="student/KD runs trained side by side after the teacher (CPU: threads/jobs each)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads to share between jobs")
+    parser.add_argument("--curves", type=int, default=2, help="learning curves of this many best KD runs")
+    parser.add_argument("--publish", default="",
+                        help="also copy report.md, report.json and curves.png to this folder (e.g. under results/)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
+    started = time.time()
 
-    seed = ["SEED", str(args.seed)]
-    dataset = load_config(args.student, args.opts).DATASETS.TEST[0]
-    plan = [("teacher", args.teacher, seed + list(args.teacher_opts)), ("student", args.student, seed + args.opts)]
+    student_cfg = load_config(args.student, args.opts)
+    dataset = student_cfg.DATASETS.TEST[0]
+    student_final = student_cfg.SOLVER.MAX_ITER - 1
+    teacher_final = load_config(args.teacher, args.teacher_opts).SOLVER.MAX_ITER - 1
     teacher_weights = args.teacher_weights or os.path.join(args.output, "teacher", "model_final.pth")
-    for config in args.distill:
-        kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
-        plan.append((run_name(config), config, seed + args.opts + kd_opts))
+    kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
+    runs = {"student": (args.student, list(args.opts))}
+    runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
+    # Seed-major order: every run's first seed before any second seed, so partial results compare.
+    plan = [(name, seed) for seed in args.seeds for name in runs]
 
     def execute(item):
-        name, config, opts = item
-        out = os.path.join(args.output, name)
-        eval_only = name == "teacher" and bool(args.teacher_weights)
-        if eval_only:
-            opts = opts + ["MODEL.WEIGHTS", args.teacher_weights]
+        name, seed = item
+        config, opts = runs[name]
+        out = os.path.join(args.output, name, f"seed{seed}")
+        opts = ["SEED", str(seed)] + opts
         if args.collect_only:
-            return name, load_eval(out, dataset)
-        threads = args.threads if name == "teacher" else max(1, args.threads // args.jobs)
-        return name, run(config, out, opts, dataset, args.num_gpus, eval_only, threads)
+            return item, load_eval(out, dataset, final_iteration=student_final)
+        threads = max(1, args.threads // args.jobs)
+        return item, run(config, out, opts, dataset, args.num_gpus, threads=threads, final_iteration=student_final)
 
-    # The teacher first (every distillation run needs it), then the rest in parallel.
-    results = dict([execute(plan[0])])
-    _write(args, results, dataset)
-    if results["teacher"] is None and not args.collect_only:
+    # The teacher first (every distillation run needs it), then the rest side by side.
+    teacher_dir = os.path.join(args.output, "teacher")
+    if args.collect_only:
+        teacher = load_eval(teacher_dir, dataset, final_iteration=None if args.teacher_weights else teacher_final)
+    elif args.teacher_weights:
+        opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
+        teacher = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=args.threads)
+    else:
+        opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
+        teacher = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, threads=args.threads,
+                      final_iteration=teacher_final)
+    if teacher is None and not args.collect_only:
         raise SystemExit("[kd_report] the teacher run failed; nothing to distill from")
+    # A teacher trained here must have left a complete final checkpoint (--teacher-weights files,
+    # possibly .pkl or bare state dicts, were just loaded strictly by the teacher's evaluation).
+    problem = None if args.collect_only or args.teacher_weights else checkpoint_problem(teacher_weights)
+    if problem:
+        raise SystemExit(f"[kd_report] the teacher cannot be used: {problem}")
+    results = {}
+    report = BenchmarkReport(args, dataset, runs, started)
+    report.write(teacher, results)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for name, res in pool.map(execute, plan[1:]):
-            results[name] = res
-            _write(args, results, dataset)
+        for item, res in pool.map(execute, plan):
+            results[item] = res
+            report.write(teacher, results)
+    report.write(teacher, results, final=True)
 
 
-def _write(args, results, dataset):
-    rows = build_rows({k: v for k, v in results.items() if v is not None})
-    missing = [k for k, v in results.items() if v is None]
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "report.json"), "w") as f:
-        json.dump({"dataset": dataset, "seed": args.seed, "opts": args.opts, "rows": rows, "failed_or_missing": missing},
-                  f, indent=2)
-    md = format_report(rows, f"KD report on {dataset} (seed {args.seed})")
-    if missing:
-        md += f"\nFailed or missing runs (see <output>/<run>/kd_report_stdout.log): {', '.join(missing)}\n"
-    with open(os.path.join(args.output, "report.md"), "w") as f:
-        f.write(md)
-    print(md, flush=True)
+def deployable_cost(cfg):
+    """Parameters and GFLOPs of what gets deployed (SimKD: student + projector + teacher heads) on
+    a square page at the test size."""
+    size = cfg.INPUT.MIN_SIZE_TEST
+    return model_cost(deployable_cfg(cfg), size, size)
+
+
+class BenchmarkReport:
+    """Writes ``report.{md,json}`` (mean ± std over seeds, model sizes, settings, wall time) and
+    ``curves.png`` into ``--output`` after every finished run."""
+
+    def __init__(self, args, dataset, runs, started):
+        self.args, self.dataset, self.runs, self.started = args, dataset, runs, started
+        self.sizes = {}
+        for name, config in [("teacher", args.teacher)] + [(n, c) for n, (c, _) in runs.items()]:
+            try:
+                self.sizes[name] = deployable_cost(load_config(config, list(args.opts) if name != "teacher" else []))
+            except Exception as e:  # a size that cannot be computed must not stop the report
+                print(f"[kd_report] size of {name} not computed: {e}", flush=True)
+
+    def write(self, teacher, results, final=False):
+        args = self.args
+        per_run = {"teacher": [teacher] if teacher else []}
+        for name in self.runs:
+            per_run[name] = [res for (n, _), res in results.items() if n == name and res is not None]
+        rows = build_seed_rows({k: v for k, v in per_run.items() if v})
+        missing = [f"{n}/seed{s}" for (n, s), res in results.items() if res is None]
+        curves = self._curves(rows)
+        meta = run_environment(args.threads, args.jobs)
+        meta["wall_time_h"] = record_invocation(args.output, self.started, final) / 3600
+        meta["invocations"] = invocation_count(args.output)
+        meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        os.makedirs(args.output, exist_ok=True)
+        convergence = {name: plateau_change(c) for name, c in curves.items()}
+        with open(os.path.join(args.output, "report.json"), "w") as f:
+            json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
+                       "sizes": self.sizes, "rows": rows, "curves": curves,
+                       "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
+        md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
+              format_seed_report(rows, self.sizes)]
+        if curves:
+            md += ["Learning curves (bbox AP during training, mean over seeds): `curves.png`. Largest change "
+                   "of bbox AP over the last third of the schedule: "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in convergence.items()) + ".", ""]
+        md += [f"Command: `{meta['command']}`", "",
+               f"Hardware: {meta['cpu']} ({meta['cpu_count']} cores), torch {meta['torch']}, {args.jobs} job(s) "
+               f"side by side with {max(1, args.threads // args.jobs)} thread(s) each; wall time so far "
+               f"{meta['wall_time_h']:.2f} h over {meta['invocations']} invocation(s); load average "
+               f"{meta['load_average']}.", ""]
+        if missing:
+            md.append(f"Failed or missing runs (see <output>/<run>/seed<k>/kd_report_stdout.log): {', '.join(missing)}\n")
+        with open(os.path.join(args.output, "report.md"), "w") as f:
+            f.write("\n".join(md))
+        print("\n".join(md), flush=True)
+        if args.publish:
+            os.makedirs(args.publish, exist_ok=True)
+            for name in ("report.md", "report.json", "curves.png"):
+                if os.path.isfile(os.path.join(args.output, name)):
+                    shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
+
+    def _curves(self, rows):
+        """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs."""
+        kd = sorted((r for r in rows if r["run"] not in ("teacher", "student") and r["bbox_AP"]["mean"] is not None),
+                    key=lambda r: -r["bbox_AP"]["mean"])[: self.args.curves]
+        names = ["teacher", "student"] + [r["run"] for r in kd]
+        curves = {"teacher": read_curve(os.path.join(self.args.output, "teacher"))}
+        for name in names[1:]:
+            curves[name] = mean_curve([read_curve(os.path.join(self.args.output, name, f"seed{s}"))
+                                       for s in self.args.seeds])
+        curves = {k: v for k, v in curves.items() if v}
+        if curves:
+            plot_curves(curves, os.path.join(self.args.output, "curves.png"), f"bbox AP on {self.dataset}")
+        return curves
 
 
 if __name__ == "__main__":

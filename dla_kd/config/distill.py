@@ -11,7 +11,9 @@ def _schedule_node() -> CN:
     """Per-loss weight schedule (``dla_kd.distill.schedule.LossWeightSchedule``).
 
     factor(it) = warm-up (linear 0 -> 1 over WARMUP_ITERS) x decay (from the end of warm-up to
-    DECAY_END_ITER, down to FINAL_FACTOR) and 0 from STOP_ITER on.
+    DECAY_END_ITER, down to FINAL_FACTOR) and 0 from STOP_ITER on. With
+    SOLVER.REFERENCE_WORLD_SIZE the three iterations are rescaled like SOLVER.MAX_ITER
+    (``dla_kd.engine.auto_scale``); -1 stays -1.
     """
     node = CN()
     node.WARMUP_ITERS = 0  # linear warm-up length in iterations (0: no warm-up)
@@ -26,9 +28,25 @@ def _loss_node(weight: float, **extra) -> CN:
     node = CN()
     node.WEIGHT = weight  # multiplies the loss (times the schedule factor)
     node.SCHEDULE = _schedule_node()
+    # With DISTILL.BALANCE.ENABLED: this loss's gradient-norm ratio target (-1: DISTILL.BALANCE.TARGET;
+    # 0 switches the loss off).
+    node.BALANCE_TARGET = -1.0
     for k, v in extra.items():
         setattr(node, k, v)
     return node
+
+
+def _feature_loss_node(weight: float, in_features=(), **extra) -> CN:
+    """A feature loss's node: :func:`_loss_node` plus IN_FEATURES, the FPN levels this loss
+    distills (its reference's levels where the reference fixes them). Empty: the levels of
+    DISTILL.FEATURE.IN_FEATURES."""
+    node = _loss_node(weight, **extra)
+    node.IN_FEATURES = list(in_features)
+    return node
+
+
+P2_P5 = ["p2", "p3", "p4", "p5"]  # mmdet Faster R-CNN neck.fpn_convs.0..3 (P6 is a max-pool)
+P2_P6 = ["p2", "p3", "p4", "p5", "p6"]  # every FPN output
 
 
 def add_distill_config(cfg: CN) -> None:
@@ -42,20 +60,36 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.TEACHER.WEIGHTS = ""  # teacher checkpoint (.pth/.pkl); required unless ALLOW_RANDOM_INIT
     _C.DISTILL.TEACHER.OPTS = []  # extra "KEY", "VALUE" overrides applied to the teacher config
     # Teacher compute dtype on GPU: "float32", "bfloat16" or "float16" (autocast). CPU always fp32.
+    # float32 holds also under SOLVER.AMP.ENABLED: the trainer's autocast is off for the teacher.
     _C.DISTILL.TEACHER.DTYPE = "float32"
     # On-disk cache of the teacher's features (multi-epoch runs with deterministic inputs only):
     # DIR empty = off. DTYPE of the stored tensors: "float16" (half the disk), "float32" (exact).
+    # The teacher always runs image by image (cache or not) and feature losses ignore the batch
+    # padding, so cached and live targets agree also for batches of pages of different sizes.
+    # Each set of levels gets its own sub-folder of DIR (e.g. DIR/p2-p3-p4-p5), so runs of
+    # different losses with the same teacher and inputs can share one DIR.
     _C.DISTILL.TEACHER.FEATURE_CACHE = CN()
     _C.DISTILL.TEACHER.FEATURE_CACHE.DIR = ""
     _C.DISTILL.TEACHER.FEATURE_CACHE.DTYPE = "float16"
     # Build the teacher with random weights (unit tests, benchmarks). Never for real runs.
     _C.DISTILL.TEACHER.ALLOW_RANDOM_INIT = False
-    # Before training, evaluate the teacher on a few validation images and stop if it is at chance.
+    # Teacher and student must be proven to predict the same classes in the same order: the
+    # thing_classes of the teacher's and the student's DATASETS.TRAIN are compared, and the build
+    # stops when either side has none. True: go on with a warning (you checked the order yourself).
+    _C.DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES = False
+    # Before training, evaluate the teacher on a few validation images and stop if it is at chance
+    # (on forked RNG streams, like the teacher's and the adapters' initialisation: a run whose KD
+    # weights are all 0 reproduces the plain run of the same SEED).
     _C.DISTILL.TEACHER.SANITY_CHECK = CN()
     _C.DISTILL.TEACHER.SANITY_CHECK.ENABLED = False
     _C.DISTILL.TEACHER.SANITY_CHECK.DATASET = ""  # default: DATASETS.TEST[0]
     _C.DISTILL.TEACHER.SANITY_CHECK.NUM_IMAGES = 50
     _C.DISTILL.TEACHER.SANITY_CHECK.MIN_AP = 1.0  # bbox AP (0-100) below which the run stops
+
+    # DISTILL.* set (not at its default) on a config whose MODEL.META_ARCHITECTURE is not
+    # DistillGeneralizedRCNN would be silently unused: training stops with an error. True: train
+    # the plain model anyway, with a warning (e.g. a supervised baseline from a distillation config).
+    _C.DISTILL.ALLOW_UNUSED = False
 
     # ---- what the student is trained with ----------------------------------------------------
     # Names of registered distillation losses (dla_kd.distill.DISTILLER_REGISTRY), e.g.
@@ -65,60 +99,95 @@ def add_distill_config(cfg: CN) -> None:
     # DistilDoc's "distill only" setting (their released configs), which we found to hurt.
     _C.DISTILL.DETECTION_LOSSES = True
     # Copy teacher weights into the student where names and shapes match (FGD/ICD-style init).
+    # Order at the start of training: a plain MODEL.WEIGHTS loads first, then these copies (and
+    # SimKD's teacher heads) are applied again, so the teacher wins where both fill a tensor; a
+    # distillation checkpoint (--resume, or MODEL.WEIGHTS of a distillation run) is kept as it is.
     _C.DISTILL.INIT_FROM_TEACHER = CN()
     _C.DISTILL.INIT_FROM_TEACHER.ENABLED = False
     _C.DISTILL.INIT_FROM_TEACHER.PREFIXES = ["backbone.fpn", "proposal_generator", "roi_heads"]
 
+    # Automatic KD weights (dla_kd/distill/balance.py): over the first ITERS iterations, each KD
+    # loss's gradient norm on the student's shared parameters (backbone + FPN; also the ROI heads
+    # for response losses) is measured against the detection losses' on the same parameters; then
+    # its WEIGHT is replaced, once and for all, by TARGET x |g_det| / |g_kd| (per-loss targets:
+    # DISTILL.<NAME>.BALANCE_TARGET). Until then the configured weights apply. The calibrated
+    # weights are logged, written to OUTPUT_DIR/kd_balance.json and kept in checkpoints (--resume).
+    _C.DISTILL.BALANCE = CN()
+    _C.DISTILL.BALANCE.ENABLED = False
+    _C.DISTILL.BALANCE.ITERS = 20  # calibration iterations (norms averaged over them)
+    _C.DISTILL.BALANCE.TARGET = 1.0  # |weight x g_kd| / |g_det| after calibration
+
     # ---- shared settings ---------------------------------------------------------------------
     _C.DISTILL.FEATURE = CN()
-    _C.DISTILL.FEATURE.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # FPN levels distilled
+    # FPN levels distilled by feature losses whose own DISTILL.<NAME>.IN_FEATURES is empty.
+    _C.DISTILL.FEATURE.IN_FEATURES = list(P2_P6)
     _C.DISTILL.ROI = CN()
     # Which teacher stage answers a standard (single-stage) student when the teacher is a
-    # Cascade: "last", "average" (mean of the stages' logits), or a stage index "0", "1", ...
+    # Cascade: "last", "average" (mean of the stages' softmax probabilities, as Detectron2's
+    # Cascade inference; logit losses use log of that mean as the teacher's logits), or a stage
+    # index "0", "1", ...
     _C.DISTILL.ROI.CASCADE_TEACHER_STAGE = "last"
 
     # ---- feature-based losses (student FPN -> teacher FPN) -----------------------------------
+    # Each has IN_FEATURES (see _feature_loss_node): [] = DISTILL.FEATURE.IN_FEATURES.
     # FitNets hint: 1x1-conv adapter (identity when widths match) + MSE.
-    _C.DISTILL.FITNET = _loss_node(1.0)
-    # DeFeat-style decoupled feature MSE: separate weights inside/outside ground-truth boxes.
-    _C.DISTILL.DEFEAT = _loss_node(1.0, FG_WEIGHT=2.0, BG_WEIGHT=0.5)
-    # PKD: MSE between per-channel standardised student and teacher features. Default weight:
-    # mmrazor's Faster R-CNN setting.
-    _C.DISTILL.PKD = _loss_node(6.0)
+    _C.DISTILL.FITNET = _feature_loss_node(1.0)
+    # DeFeat (ggjy/DeFeat.pytorch, neck-decouple): MSE inside / outside GT boxes, each over
+    # 2 x its cell count, x FG_WEIGHT / BG_WEIGHT (configs/kd_faster_rcnn/*decouple_neck.py:
+    # hint_neck_w 3, hint_neck_back_w 12), averaged over the levels (all 5 FPN outputs); each box
+    # only on the level its scale assigns it to. ADAPTER: "conv3x3" (reference: 3x3 conv
+    # initialised near zero, also when widths match) or "channel" (ours: identity when widths
+    # match, else 1x1 conv).
+    _C.DISTILL.DEFEAT = _feature_loss_node(1.0, P2_P6, FG_WEIGHT=3.0, BG_WEIGHT=12.0, ADAPTER="conv3x3")
+    # PKD: MSE between per-channel standardised student and teacher features. Defaults: mmrazor's
+    # pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco.py (weight 6 on neck outputs p2..p5).
+    _C.DISTILL.PKD = _feature_loss_node(6.0, P2_P5)
     # CWD: KL between per-channel spatial softmaxes with temperature TAU (times TAU^2).
-    # Defaults: mmrazor's Faster R-CNN FPN setting (TAU 1, weight 10).
-    _C.DISTILL.CWD = _loss_node(10.0, TAU=1.0)
+    # Defaults: mmrazor's cwd_fpn_frcnn_r101_frcnn_r50_1x_coco.py (TAU 1, weight 10, p2..p6: the
+    # DISTILL.FEATURE.IN_FEATURES default).
+    _C.DISTILL.CWD = _feature_loss_node(10.0, TAU=1.0)
     # FGD (Yang et al., CVPR 2022): focal (fg/bg with attention masks) + global (GcBlock) terms.
-    # Defaults: the official FGD settings for two-stage detectors (Faster R-CNN).
-    _C.DISTILL.FGD = _loss_node(1.0, TEMPERATURE=0.5, ALPHA=5e-5, BETA=2.5e-5, GAMMA=5e-5, LAMBDA=5e-7)
+    # Defaults: the official two-stage (Faster R-CNN) config of yzd-v/FGD, on neck.fpn_convs.0..3
+    # = p2..p5. Its configs also set init_student (DISTILL.INIT_FROM_TEACHER, on in our fgd configs).
+    _C.DISTILL.FGD = _feature_loss_node(
+        1.0, P2_P5, TEMPERATURE=0.5, ALPHA=5e-5, BETA=2.5e-5, GAMMA=5e-5, LAMBDA=5e-7
+    )
     # MGD (Yang et al., ECCV 2022): masked generative distillation. Defaults: the official
-    # two-stage settings (one-stage detectors use MASK_RATIO 0.65, ALPHA 2e-5).
-    _C.DISTILL.MGD = _loss_node(1.0, MASK_RATIO=0.45, ALPHA=5e-7)
+    # two-stage configs of yzd-v/MGD (p2..p5; one-stage detectors use MASK_RATIO 0.65, ALPHA 2e-5).
+    _C.DISTILL.MGD = _feature_loss_node(1.0, P2_P5, MASK_RATIO=0.45, ALPHA=5e-7)
     # ReviewKD (Chen et al., CVPR 2021): ABF fusion coarse -> fine + hierarchical context loss
     # with adaptive pooling to HCL_LEVELS. NORM of the ABF convs: "BN" (official), "GN" (small
     # per-device batches), "" (none).
-    _C.DISTILL.REVIEWKD = _loss_node(1.0, MID_CHANNELS=256, HCL_LEVELS=[4, 2, 1], NORM="BN")
+    # Official levels: all 5 FPN outputs (the DISTILL.FEATURE.IN_FEATURES default).
+    _C.DISTILL.REVIEWKD = _feature_loss_node(1.0, MID_CHANNELS=256, HCL_LEVELS=[4, 2, 1], NORM="BN")
     # SimKD (Chen et al., CVPR 2022): projector student FPN -> teacher space, teacher RPN/ROI
     # heads reused by the student. The deployable student = backbone + projector + teacher heads.
     # PROJECTOR: "bottleneck" (1x1-3x3-1x1 convs, width out/FACTOR, NORM) or "identity" (only when
     # student and teacher FPN widths match). TRAIN_HEADS: fine-tune the reused teacher heads.
-    _C.DISTILL.SIMKD = _loss_node(1.0, PROJECTOR="bottleneck", FACTOR=2, NORM="GN", TRAIN_HEADS=False)
+    _C.DISTILL.SIMKD = _feature_loss_node(1.0, PROJECTOR="bottleneck", FACTOR=2, NORM="GN", TRAIN_HEADS=False)
 
     # ---- response-based losses on the ROI heads (teacher scores the student's proposals) ----
-    # Vanilla KD: KL(softmax(t/T) || softmax(s/T)) * T^2 over the K+1 classes. POS/NEG weights
-    # scale foreground / background RoIs (DeFeat's decoupling; 1, 1 = plain KD).
+    # Vanilla KD: KL(softmax(t/T) || softmax(s/T)) * T^2 over the K+1 classes, mean over RoIs.
+    # POS_WEIGHT / NEG_WEIGHT for foreground / background RoIs: 1, 1 = plain KD (mean over all
+    # RoIs); any other pair = DeFeat's decoupled head KD, each group averaged over its own RoIs
+    # then weighted (ggjy/DeFeat.pytorch mmdet/apis/train.py; their setting: 2, 2 at T 1).
     _C.DISTILL.LOGIT_KD = _loss_node(1.0, TEMPERATURE=2.0, POS_WEIGHT=1.0, NEG_WEIGHT=1.0)
-    # MSE between class logits.
+    # MSE between class logits (mean over the K+1 classes); POS/NEG weights as LOGIT_KD.
     _C.DISTILL.LOGIT_MSE = _loss_node(1.0, POS_WEIGHT=1.0, NEG_WEIGHT=1.0)
-    # Box-regression KD. LOSS: "l2_deltas" (class-specific deltas), "l1" or "giou" (decoded
-    # boxes). CLASS: "gt" (ground-truth class), "teacher" (teacher's top class) or "agnostic".
-    # Foreground RoIs only.
+    # Box-regression KD on foreground RoIs, summed over them and divided by all sampled RoIs
+    # (Detectron2's box_reg_loss). LOSS: "l1" or "l2_deltas" (L1 / squared error on box deltas in
+    # the student's delta space, teacher box re-encoded) or "giou" (decoded boxes). CLASS: "gt"
+    # (ground-truth class), "teacher" (teacher's top class) or "agnostic".
     _C.DISTILL.BOX_KD = _loss_node(1.0, LOSS="l1", CLASS="gt")
-    # Mask-logit KD (Mask R-CNN): MSE between mask logits of the ground-truth class.
+    # Mask-logit KD (Mask R-CNN; ours): MSE between mask logits of the ground-truth class.
     _C.DISTILL.MASK_KD = _loss_node(1.0)
-    # CrossKD: student box-head features through the teacher's frozen box predictor, distilled
-    # to the teacher's own output with KL at TEMPERATURE.
-    _C.DISTILL.CROSSKD = _loss_node(1.0, TEMPERATURE=1.0)
+    # CrossKD (jbwang1997/CrossKD, branch faster-rcnn, crosskd_two_stage.py): the student's FPN
+    # features (1x1-conv adapter where widths differ) through the teacher's frozen pooler, box head
+    # and predictor on the student's RoIs; its output is distilled to the teacher's own output.
+    # TEMPERATURE: of the class KD (KL x T^2). CLS_WEIGHT: the class KD's weight. REG_WEIGHT: the
+    # L1 on the teacher's top-class deltas weighted by its probability. Defaults: the reference's
+    # Faster R-CNN config (T 3, loss_weight 0.5 and 1.0); WEIGHT multiplies both.
+    _C.DISTILL.CROSSKD = _loss_node(1.0, TEMPERATURE=3.0, CLS_WEIGHT=0.5, REG_WEIGHT=1.0)
 
 
 def add_projected_backbone_config(cfg: CN) -> None:

@@ -6,10 +6,14 @@ loader checks every record once and fails with the file and the record named:
 * missing json or image folder -> :class:`DatasetNotFoundError` (points at ``datasets/README.md``);
 * malformed json, unknown category id, negative/NaN box, box outside its page, odd-length or
   too-short polygon, annotation of an unlisted image, image listed but absent on disk
-  -> :class:`CorruptAnnotationError`.
+  -> :class:`CorruptAnnotationError`;
+* image files that PIL cannot read, or whose size disagrees with the json's width/height
+  (``image_check.py``; all of them listed in one :class:`CorruptAnnotationError`).
 
 Records that are legal but unusable are *not* silently lost: zero-width/height boxes are dropped
-with a warning that gives their count and first ids.
+with a warning that gives their count and first ids. A polygon that lies far outside its page
+(more than ``POLYGON_OUTSIDE_FRACTION`` of its bounding box beyond the page and the box
+tolerance) is kept, with a warning naming file, image id and annotation id.
 
 DocLayNet's per-annotation ``precedence`` (0 = the primary annotator, >0 = redundant double/triple
 annotations of the same page used for inter-annotator agreement) is handled by
@@ -25,14 +29,23 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.structures import BoxMode
 
+from .image_check import find_image_problems
+
 logger = logging.getLogger(__name__)
 
 DATASETS_README = "datasets/README.md"
 PRECEDENCE_POLICIES = ("primary", "all")
 # Image-level fields of the published jsons kept on each record (DocLayNet's document metadata).
 EXTRA_IMAGE_KEYS = ("doc_category", "collection", "doc_name", "page_no")
+# Annotation-level fields kept on each instance (PRImA's PAGE element name and @type).
+EXTRA_ANNOTATION_KEYS = ("page_region", "page_region_type")
 # A box may stick out of its page by this many pixels (rounding in the published files).
 _BOX_TOLERANCE = 2.0
+# A polygon with more than this share of its bounding box outside the page (grown by
+# _BOX_TOLERANCE) is reported: it was most likely drawn in another page's coordinates.
+POLYGON_OUTSIDE_FRACTION = 0.1
+# Problems listed in one error message at most (the count of the rest is given).
+_MAX_LISTED = 100
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -65,12 +78,14 @@ def load_layout_coco_json(
             file must be ids of this table (names must agree too).
         dataset_name: name used in messages.
         precedence_policy: ``"primary"`` or ``"all"`` (see module docstring).
-        check_image_files: check that every listed image exists on disk.
+        check_image_files: check that every listed image exists on disk, can be read and has
+            the size the json says (``image_check.py``; mode from ``$DLA_KD_IMAGE_CHECK``).
 
     Returns:
         list[dict]: Detectron2 dataset dicts with ``file_name, height, width, image_id,
         annotations`` (each annotation: ``bbox`` in XYWH_ABS, ``bbox_mode``, contiguous
-        ``category_id``, ``segmentation`` polygons or RLE, ``iscrowd``).
+        ``category_id``, ``segmentation`` polygons or RLE, ``iscrowd``, and the
+        ``EXTRA_ANNOTATION_KEYS`` present in the file).
     """
     if precedence_policy not in PRECEDENCE_POLICIES:
         raise ValueError(f"precedence_policy must be one of {PRECEDENCE_POLICIES}, got {precedence_policy!r}")
@@ -94,6 +109,8 @@ def load_layout_coco_json(
 
     id_to_contiguous = _check_categories(json_file, data.get("categories", []), categories)
     records = _load_images(json_file, image_root, data["images"], check_image_files)
+    if check_image_files:
+        _check_image_files(json_file, list(records.values()))
     dropped = _attach_annotations(json_file, records, data["annotations"], id_to_contiguous, precedence_policy)
 
     num_anns = sum(len(r["annotations"]) for r in records.values())
@@ -106,7 +123,27 @@ def load_layout_coco_json(
             f"{json_file}: dropped {len(dropped['empty'])} annotations with zero width or height "
             f"(ids {dropped['empty'][:10]}{' ...' if len(dropped['empty']) > 10 else ''})"
         )
+    if dropped["outside"]:
+        listed = "; ".join(dropped["outside"][:20])
+        logger.warning(
+            f"{json_file}: {len(dropped['outside'])} polygons lie more than {POLYGON_OUTSIDE_FRACTION:.0%} outside "
+            f"their page (kept; check their coordinates): {listed}{' ...' if len(dropped['outside']) > 20 else ''}"
+        )
     return list(records.values())
+
+
+def _check_image_files(json_file: str, records: List[Dict]) -> None:
+    """One :class:`CorruptAnnotationError` listing every unreadable or wrongly sized image."""
+    problems = find_image_problems(records, json_file)
+    if problems:
+        listed = problems[:_MAX_LISTED]
+        if len(problems) > _MAX_LISTED:
+            listed.append(f"... and {len(problems) - _MAX_LISTED} more")
+        _fail(
+            json_file,
+            f"{len(problems)} of {len(records)} images are unreadable or disagree with the json "
+            f"(see {DATASETS_README}):\n  " + "\n  ".join(listed),
+        )
 
 
 def _check_categories(json_file: str, file_categories: List[Dict], table: Sequence[Dict]) -> Dict[int, int]:
@@ -149,7 +186,8 @@ def _attach_annotations(
     id_to_contiguous: Dict[int, int],
     precedence_policy: str,
 ) -> Dict:
-    dropped = {"empty": [], "precedence": 0}
+    # "outside": polygons far outside their page, kept but reported
+    dropped = {"empty": [], "precedence": 0, "outside": []}
     for ann in annotations:
         ann_id = ann.get("id")
         where = f"annotation {ann_id} (image {ann.get('image_id')})"
@@ -174,6 +212,13 @@ def _attach_annotations(
         segm = _check_segmentation(json_file, where, ann.get("segmentation"))
         if segm is not None:
             obj["segmentation"] = segm
+            try:
+                outside = _polygons_outside_fraction(segm, record["width"], record["height"])
+            except TypeError:
+                _fail(json_file, f"{where} has a polygon with non-numeric coordinates")
+            if outside > POLYGON_OUTSIDE_FRACTION:
+                dropped["outside"].append(f"{where} in {record['file_name']}: {outside:.0%} outside")
+        obj.update({k: ann[k] for k in EXTRA_ANNOTATION_KEYS if k in ann})
         record["annotations"].append(obj)
     return dropped
 
@@ -193,6 +238,23 @@ def _check_bbox(json_file: str, where: str, bbox, record: Dict) -> List[float]:
     if x < -t or y < -t or x + w > W + t or y + h > H + t:
         _fail(json_file, f"{where} has bbox {bbox!r} outside its {W}x{H} page {record['file_name']}")
     return [x, y, w, h]
+
+
+def _axis_inside(lo: float, hi: float, size: float) -> float:
+    """Share of the interval [lo, hi] inside [-tolerance, size + tolerance] (a point: 0 or 1)."""
+    start, end = max(lo, -_BOX_TOLERANCE), min(hi, size + _BOX_TOLERANCE)
+    if hi == lo:
+        return float(start <= end)
+    return max(0.0, end - start) / (hi - lo)
+
+
+def _polygons_outside_fraction(segm, width: int, height: int) -> float:
+    """Share of the polygons' bounding box that lies outside the page (0 for RLE)."""
+    if isinstance(segm, dict):
+        return 0.0
+    x0, x1 = min(min(p[0::2]) for p in segm), max(max(p[0::2]) for p in segm)
+    y0, y1 = min(min(p[1::2]) for p in segm), max(max(p[1::2]) for p in segm)
+    return 1.0 - _axis_inside(x0, x1, width) * _axis_inside(y0, y1, height)
 
 
 def _check_segmentation(json_file: str, where: str, segm) -> Optional[object]:

@@ -143,19 +143,42 @@ def category_of(element: str) -> str:
     return PAGE_REGION_TO_CATEGORY.get(element, OTHER_REGION)
 
 
-def find_page_image(page: PageAnnotation, image_dir: str) -> str:
+def image_names_by_lower_case(image_dir: str) -> Dict[str, List[str]]:
+    """File names in ``image_dir`` grouped by their lower-case form."""
+    names: Dict[str, List[str]] = {}
+    with os.scandir(image_dir) as entries:
+        for entry in entries:
+            if entry.is_file():
+                names.setdefault(entry.name.lower(), []).append(entry.name)
+    return names
+
+
+def find_page_image(page: PageAnnotation, image_dir: str, names_by_lower_case: Optional[Dict] = None) -> str:
     """The image of ``page`` in ``image_dir``: its ``imageFilename`` (base name), else the same
     stem with another image extension (e.g. converted to PNG), else the XML's stem without the
-    ``pc-`` prefix. Raises :class:`CorruptAnnotationError` naming XML and folder if none exists."""
+    ``pc-`` prefix. Each candidate is looked up exactly, then ignoring letter case (PRImA's own
+    example page names its image in another case than the file): a single file that fits is
+    taken, several (names differing only in case) are an error naming them.
+    ``names_by_lower_case``: :func:`image_names_by_lower_case` of ``image_dir``, when already
+    listed. Raises :class:`CorruptAnnotationError` naming XML and folder if no file fits."""
     wanted = os.path.basename(page.image_filename.replace("\\", "/"))
     stems = [os.path.splitext(wanted)[0], os.path.splitext(os.path.basename(page.xml_file))[0].replace("pc-", "", 1)]
-    candidates = [wanted] + [
-        stem + ext for stem in stems for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)
-    ]
+    candidates = [wanted] + [stem + ext for stem in stems for ext in IMAGE_EXTENSIONS]
     for name in candidates:
         path = os.path.join(image_dir, name)
         if os.path.isfile(path):
             return path
+    if names_by_lower_case is None:
+        names_by_lower_case = image_names_by_lower_case(image_dir)
+    for name in candidates:
+        matches = sorted(names_by_lower_case.get(name.lower(), []))
+        if len(matches) == 1:
+            return os.path.join(image_dir, matches[0])
+        if matches:
+            raise CorruptAnnotationError(
+                f"{page.xml_file}: its image {wanted} matches several files that differ only in letter case "
+                f"in {image_dir}: {', '.join(matches)}"
+            )
     raise CorruptAnnotationError(f"{page.xml_file}: its image {wanted} is not in {image_dir}")
 
 
@@ -204,10 +227,14 @@ def page_to_record(
     return record, dropped
 
 
-def load_prima_page_xml(xml_dir: str, image_dir: str, dataset_name: str = "") -> List[Dict]:
+def load_prima_page_xml(
+    xml_dir: str, image_dir: str, dataset_name: str = "", errors: Optional[List[str]] = None
+) -> List[Dict]:
     """Detectron2 dicts of every ``*.xml`` page in ``xml_dir`` (sorted by name; ``image_id`` 1, 2, ...),
     images from ``image_dir``. Missing folders raise :class:`DatasetNotFoundError`; corrupt files
-    and missing images raise :class:`CorruptAnnotationError` naming the file."""
+    and missing images raise :class:`CorruptAnnotationError` naming the file, unless ``errors``
+    (a list) is given: then such a page is skipped, its message appended to ``errors``, and the
+    other pages are still read (``image_id`` stays the page's rank among all XML files)."""
     label = f"dataset {dataset_name!r}: " if dataset_name else ""
     for path, kind in ((xml_dir, "PAGE-XML folder"), (image_dir, "image folder")):
         if not os.path.isdir(path):
@@ -216,9 +243,16 @@ def load_prima_page_xml(xml_dir: str, image_dir: str, dataset_name: str = "") ->
     if not xml_files:
         raise DatasetNotFoundError(f"{label}no *.xml file in {xml_dir}")
     records, dropped = [], {"few_points": 0, "empty_box": 0}
+    names_by_lower_case = image_names_by_lower_case(image_dir)
     for image_id, name in enumerate(xml_files, start=1):
-        page = parse_page_xml(os.path.join(xml_dir, name))
-        record, page_dropped = page_to_record(page, find_page_image(page, image_dir), image_id)
+        try:
+            page = parse_page_xml(os.path.join(xml_dir, name))
+            record, page_dropped = page_to_record(page, find_page_image(page, image_dir, names_by_lower_case), image_id)
+        except CorruptAnnotationError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+            continue
         records.append(record)
         for k, v in page_dropped.items():
             dropped[k] += v

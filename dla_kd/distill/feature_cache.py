@@ -1,8 +1,8 @@
 """On-disk cache of the teacher's FPN features for multi-epoch runs with deterministic inputs.
 
-With the cache on, the teacher runs on each image alone (padded only to the common size
-divisibility), so a cached feature is exactly what a live forward would give; a batch is then
-assembled by pasting each image's features top-left into zero maps of the batch's size.
+The teacher runs on each image alone, with or without the cache (``teacher_features``), so a
+cached feature is exactly what a live forward gives, whatever the batch's other images;
+the batch is assembled from the per-image features by ``teacher_features.paste``.
 Only the levels the distillers need are stored (``levels``), one file per (image, size).
 
 The cache directory holds ``cache_meta.json``, a signature of everything that determines the
@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 from typing import Callable, Dict, List, Sequence
+
+from .teacher_features import PerImage
 
 import torch
 
@@ -62,12 +64,20 @@ def cache_signature(cfg, tcfg, levels: Sequence[str]) -> Dict:
     }
 
 
+def levels_folder(levels: Sequence[str]) -> str:
+    """Sub-folder of ``DISTILL.TEACHER.FEATURE_CACHE.DIR`` for one set of levels, e.g. ``p2-p3-p4-p5``:
+    runs that read different levels (PKD p2..p5, CWD p2..p6) share one DIR without clashing."""
+    return "-".join(sorted(levels)) or "none"
+
+
 class TeacherFeatureCache:
-    """Per-image teacher features on disk. ``directory`` is created; its signature checked."""
+    """Per-image teacher features on disk, in ``<directory>/<levels_folder(levels)>`` (created;
+    its signature checked)."""
 
     def __init__(self, directory: str, levels: Sequence[str], signature: Dict, dtype: str = "float16"):
         if dtype not in _DTYPES:
             raise ValueError(f"DISTILL.TEACHER.FEATURE_CACHE.DTYPE must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        directory = os.path.join(directory, levels_folder(levels))
         self.directory = directory
         self.levels = list(levels)
         self.dtype = _DTYPES[dtype]
@@ -98,33 +108,27 @@ class TeacherFeatureCache:
         self,
         batched_inputs: List[Dict],
         images: List[torch.Tensor],
-        shapes: Dict[str, Sequence[int]],
-        compute: Callable[[torch.Tensor], Dict[str, torch.Tensor]],
-    ) -> Dict[str, torch.Tensor]:
-        """Teacher features of the batch, name -> (N, C, H_l, W_l) float32 on the images' device.
+        compute: Callable[[List[torch.Tensor]], PerImage],
+    ) -> PerImage:
+        """Per-image teacher features, name -> (C, h_l, w_l) for the cached ``levels``, in the
+        storage dtype on the images' device: read from disk, or computed and stored.
 
-        images: per-image normalised, individually padded (3, h, w) tensors; shapes: (H_l, W_l)
-        of each level for the padded batch; compute: the teacher backbone on a (1, 3, h, w) tensor.
+        images: per-image normalised, individually padded (3, h, w) tensors
+        (``teacher_features.pad_each``); compute: per-image features of a list of such images
+        (``teacher_features.per_image_features``), called once with all the misses.
         """
-        per_image = []
-        for item, image in zip(batched_inputs, images):
-            path = self._path(item, tuple(image.shape[-2:]))
-            if os.path.isfile(path):
-                feats = torch.load(path, map_location=image.device)
-            else:
-                feats = {k: v[0].to(self.dtype) for k, v in compute(image[None]).items() if k in self.levels}
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp"
-                torch.save({k: v.cpu() for k, v in feats.items()}, tmp)
-                os.replace(tmp, path)
-            per_image.append(feats)
-        out = {}
-        for level in self.levels:
-            c = per_image[0][level].shape[0]
-            h, w = shapes[level]
-            batch = images[0].new_zeros((len(images), c, h, w))
-            for i, feats in enumerate(per_image):
-                f = feats[level]
-                batch[i, :, : f.shape[1], : f.shape[2]] = f.float()
-            out[level] = batch
+        paths = [self._path(item, tuple(image.shape[-2:])) for item, image in zip(batched_inputs, images)]
+        missing = [i for i, path in enumerate(paths) if not os.path.isfile(path)]
+        computed = dict(zip(missing, compute([images[i] for i in missing]) if missing else []))
+        out = []
+        for i, (path, image) in enumerate(zip(paths, images)):
+            if i not in computed:
+                out.append(torch.load(path, map_location=image.device))
+                continue
+            feats = {k: v.to(self.dtype) for k, v in computed[i].items() if k in self.levels}
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            torch.save({k: v.cpu().clone() for k, v in feats.items()}, tmp)  # clone: not the batch's storage
+            os.replace(tmp, path)
+            out.append(feats)
         return out

@@ -3,11 +3,14 @@ stop the run if it is at chance (the most common KD failure is a teacher that di
 import json
 import logging
 import os
+from typing import Tuple
 
 from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
 from detectron2.engine import HookBase
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.utils import comm
+
+from ..utils.rng import forked_rng
 
 logger = logging.getLogger(__name__)
 
@@ -16,13 +19,14 @@ class TeacherAtChanceError(RuntimeError):
     """The teacher's validation AP is below ``DISTILL.TEACHER.SANITY_CHECK.MIN_AP``."""
 
 
-def evaluate_teacher(teacher, tcfg, dataset_name: str, num_images: int, output_dir: str) -> dict:
-    """COCO bbox/segm results of ``teacher`` on the first ``num_images`` images of ``dataset_name``,
-    read with the teacher's own input format and test size."""
+def evaluate_teacher(teacher, tcfg, dataset_name: str, num_images: int, output_dir: str) -> Tuple[dict, int]:
+    """(COCO bbox/segm results, number of images used) of ``teacher`` on the first ``num_images``
+    images of ``dataset_name`` (fewer if the split is smaller), read with the teacher's own input
+    format and test size."""
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     loader = build_detection_test_loader(dataset=dicts, mapper=DatasetMapper(tcfg, is_train=False))
     evaluator = COCOEvaluator(dataset_name, output_dir=output_dir, max_dets_per_image=tcfg.TEST.DETECTIONS_PER_IMAGE)
-    return inference_on_dataset(teacher, loader, evaluator)
+    return inference_on_dataset(teacher, loader, evaluator), len(dicts)
 
 
 class TeacherSanityCheck(HookBase):
@@ -40,17 +44,20 @@ class TeacherSanityCheck(HookBase):
         if not dataset:
             raise ValueError("DISTILL.TEACHER.SANITY_CHECK needs a dataset: set its DATASET or DATASETS.TEST")
         out = os.path.join(self.cfg.OUTPUT_DIR, "teacher_sanity_check")
-        results = evaluate_teacher(self.model.teacher, self.model.teacher_cfg, dataset, check.NUM_IMAGES, out)
+        with forked_rng():  # the training run draws what it would draw without the check
+            results, num_images = evaluate_teacher(
+                self.model.teacher, self.model.teacher_cfg, dataset, check.NUM_IMAGES, out
+            )
         # Only the main process holds results; every rank must take the same decision.
         ap = comm.all_gather(results["bbox"]["AP"] if comm.is_main_process() else None)[0]
         if comm.is_main_process():
             with open(os.path.join(self.cfg.OUTPUT_DIR, "teacher_sanity_check.json"), "w") as f:
-                report = {"dataset": dataset, "num_images": check.NUM_IMAGES, "bbox_AP": ap, "min_AP": check.MIN_AP}
+                report = {"dataset": dataset, "num_images": num_images, "bbox_AP": ap, "min_AP": check.MIN_AP}
                 json.dump(report, f, indent=2)
-        logger.info(f"Teacher sanity check on {check.NUM_IMAGES} images of {dataset}: bbox AP {ap:.2f}")
+        logger.info(f"Teacher sanity check on {num_images} images of {dataset}: bbox AP {ap:.2f}")
         if not ap >= check.MIN_AP:  # also catches NaN
             raise TeacherAtChanceError(
-                f"The teacher's bbox AP on {check.NUM_IMAGES} images of {dataset} is {ap:.2f} < "
+                f"The teacher's bbox AP on {num_images} images of {dataset} is {ap:.2f} < "
                 f"DISTILL.TEACHER.SANITY_CHECK.MIN_AP {check.MIN_AP}: it is at chance. Check that "
                 f"DISTILL.TEACHER.WEIGHTS ({self.cfg.DISTILL.TEACHER.WEIGHTS}) is the trained teacher for "
                 f"DISTILL.TEACHER.CONFIG ({self.cfg.DISTILL.TEACHER.CONFIG}) and the dataset's classes."

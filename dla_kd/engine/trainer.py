@@ -12,8 +12,11 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer
 from ..evaluation import format_results_table, save_eval_results
-from ..modeling.backbone.norm import FROZEN_NORMS
 from ..utils.events import current_iter
+from . import auto_scale
+from .distill_check import check_distill_section
+from .final_checkpoint import restore_final_checkpoint
+from .frozen_norms import check_frozen_norms_initialised
 from .optimizer import build_optimizer
 from .teacher_check import TeacherSanityCheck
 
@@ -27,8 +30,17 @@ class Trainer(DefaultTrainer):
       every dataset of ``DATASETS.TEST``; results go to ``<OUTPUT_DIR>/eval_<dataset>.json`` and
       (during training) to Detectron2's ``metrics.json``;
     * checkpoints: :class:`DLACheckpointer` (plain weights into a distillation student, format
-      converters); ``--resume`` restores model, optimizer, scheduler and iteration.
+      converters, atomic writes); ``--resume`` restores model, optimizer, scheduler and iteration,
+      and re-creates a missing or unreadable ``model_final.pth`` of a finished run
+      (``final_checkpoint.py``);
+    * ``DISTILL.*`` set on a plain model is refused (``distill_check.py``);
+    * weights order: a plain ``MODEL.WEIGHTS`` first, then a distillation student's teacher
+      copies again (``modeling/meta_arch/teacher_init.py``); then the per-module FrozenBN guard
+      (``frozen_norms.py``);
+    * ``SOLVER.REFERENCE_WORLD_SIZE`` also rescales the KD schedules (``auto_scale.py``).
     """
+
+    auto_scale_workers = staticmethod(auto_scale.auto_scale_workers)
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, except that DDP gets device_ids=None for CPU models (gloo) and
@@ -36,7 +48,8 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_distill_section(cfg)
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -51,17 +64,24 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        model = self._trainer.model
-        model = model.module if hasattr(model, "module") else model
+        model = _unwrap(self._trainer.model)
         if self.cfg.DISTILL.TEACHER.SANITY_CHECK.ENABLED and hasattr(model, "teacher"):
             hooks.insert(0, TeacherSanityCheck(self.cfg, model))
         return hooks
 
     def resume_or_load(self, resume=True):
+        """Detectron2's ``resume_or_load``. Unless resuming (the checkpoint's trained tensors are
+        kept as they are): after a plain MODEL.WEIGHTS, a distillation student's teacher copies are
+        applied again, then FrozenBN layers that no source initialised are refused."""
         super().resume_or_load(resume=resume)
-        pretrained = self.cfg.MODEL.WEIGHTS or self.cfg.MODEL.TIMM.PRETRAINED_PATH
-        if not (resume and self.checkpointer.has_checkpoint()) and not pretrained:
-            check_trainable_from_scratch(self._trainer.model)
+        if resume and self.checkpointer.has_checkpoint():
+            restore_final_checkpoint(self)
+            return
+        model = _unwrap(self._trainer.model)
+        loaded = self.checkpointer.last_load
+        if loaded is not None and not loaded.distillation and hasattr(model, "after_plain_weights"):
+            model.after_plain_weights(loaded.keys)
+        check_frozen_norms_initialised(model, loaded.keys if loaded is not None else ())
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -94,17 +114,8 @@ class Trainer(DefaultTrainer):
         return results
 
 
-def check_trainable_from_scratch(model) -> None:
-    """Refuse to train a randomly initialised model that contains FrozenBN: its statistics would
-    stay at their init values (mean 0, var 1) for the whole run."""
-    frozen = [name for name, m in model.named_modules() if isinstance(m, FROZEN_NORMS)]
-    if frozen:
-        raise ValueError(
-            f"The model has {len(frozen)} FrozenBN layers (e.g. {frozen[0]}) but MODEL.WEIGHTS (and "
-            "MODEL.TIMM.PRETRAINED_PATH) is empty: "
-            "FrozenBN needs pretrained weights. Point MODEL.WEIGHTS at a checkpoint, or train from "
-            "scratch with MODEL.RESNETS.NORM GN/BN/SyncBN (and MODEL.BACKBONE.FREEZE_AT 0)."
-        )
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
 
 
 def _ddp_device_ids(model):

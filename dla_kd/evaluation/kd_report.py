@@ -1,22 +1,35 @@
 """The KD comparison table: teacher, supervised student and distilled students evaluated on
-the same split, with "gap closed" = (KD - student) / (teacher - student)."""
+the same split, each trained with several seeds: mean and standard deviation over seeds of each
+run's COCO metrics, "gap closed" = (KD - student) / (teacher - student) on the means, and the
+distance to the supervised student in units of its seed standard deviation.
+
+A *run* is a config (teacher, supervised student, one distillation recipe); ``results`` below maps
+a run name to the list of its per-seed evaluation results as written by ``save_eval_results``
+(``{"bbox": {"AP": ..., "AP-<class>": ...}, "segm": {...}}``).
+"""
 import json
 import math
 import os
-from typing import Dict, List, Optional
+import statistics
+from typing import Dict, List, Optional, Sequence
 
 from .results import per_category_ap
 
 METRICS = ("AP", "AP50", "AP75")
 
 
-def load_eval(output_dir: str, dataset: str) -> Optional[Dict]:
-    """The ``eval_<dataset>.json`` a run wrote (see ``save_eval_results``), or None."""
+def load_eval(output_dir: str, dataset: str, final_iteration: Optional[int] = None) -> Optional[Dict]:
+    """The ``eval_<dataset>.json`` a run wrote (see ``save_eval_results``), or None. With
+    ``final_iteration`` only an evaluation at that iteration counts: periodic evaluations during
+    training (``TEST.EVAL_PERIOD``) write the same file at earlier iterations."""
     path = os.path.join(output_dir, f"eval_{dataset}.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return json.load(f)["results"]
+        payload = json.load(f)
+    if final_iteration is not None and payload.get("iteration") != final_iteration:
+        return None
+    return payload["results"]
 
 
 def gap_closed(kd: Optional[float], student: Optional[float], teacher: Optional[float]) -> Optional[float]:
@@ -26,45 +39,86 @@ def gap_closed(kd: Optional[float], student: Optional[float], teacher: Optional[
         return None
     return (kd - student) / (teacher - student)
 
+TASKS = ("bbox", "segm")
 
-def build_rows(results: Dict[str, Dict], teacher: str = "teacher", student: str = "student") -> List[Dict]:
-    """One row per run (insertion order): bbox/segm AP, AP50, AP75, per-class bbox AP, gap closed."""
-    rows = []
-    for name, res in results.items():
-        row = {"run": name}
-        for task in ("bbox", "segm"):
-            for m in METRICS:
-                row[f"{task}_{m}"] = res.get(task, {}).get(m)
-        row["per_class_bbox_AP"] = per_category_ap(res.get("bbox", {}))
-        row["per_class_segm_AP"] = per_category_ap(res.get("segm", {}))
-        rows.append(row)
+
+def mean_std(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
+    """Mean and sample standard deviation (n - 1) of the finite values; std is None for n < 2."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(vals) if len(vals) > 1 else None
+    return {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
+
+
+def aggregate_run(per_seed: List[Dict]) -> Dict:
+    """One run's metrics over seeds: ``{"bbox_AP": {"mean", "std", "n", "values"}, ...}`` and the
+    per-class bbox AP means."""
+    out = {}
+    for task in TASKS:
+        for m in METRICS:
+            values = [r.get(task, {}).get(m) for r in per_seed]
+            out[f"{task}_{m}"] = {**mean_std(values), "values": values}
+    classes = list(per_category_ap(per_seed[0].get("bbox", {}))) if per_seed else []
+    out["per_class_bbox_AP"] = {
+        c: mean_std([per_category_ap(r.get("bbox", {})).get(c) for r in per_seed])["mean"] for c in classes
+    }
+    return out
+
+
+def build_seed_rows(
+    results: Dict[str, List[Dict]], teacher: str = "teacher", student: str = "student"
+) -> List[Dict]:
+    """One row per run (insertion order) with mean/std per metric, gap closed on the means, and
+    ``{task}_delta_in_student_std`` = (run mean - student mean) / student std."""
+    rows = [{"run": name, "seeds": len(per_seed), **aggregate_run(per_seed)} for name, per_seed in results.items()]
     by_name = {r["run"]: r for r in rows}
     for row in rows:
-        for task in ("bbox", "segm"):
+        for task in TASKS:
             key = f"{task}_AP"
-            t = by_name.get(teacher, {}).get(key)
-            s = by_name.get(student, {}).get(key)
-            row[f"{task}_gap_closed"] = None if row["run"] in (teacher, student) else gap_closed(row[key], s, t)
+            t = by_name.get(teacher, {}).get(key, {}).get("mean")
+            s = by_name.get(student, {}).get(key, {})
+            own = row[key]["mean"]
+            special = row["run"] in (teacher, student)
+            row[f"{task}_gap_closed"] = None if special else gap_closed(own, s.get("mean"), t)
+            s_std = s.get("std")
+            row[f"{task}_delta_in_student_std"] = (
+                None if special or None in (own, s.get("mean")) or not s_std else (own - s["mean"]) / s_std
+            )
     return rows
 
 
-def _fmt(v, pct=False) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+def _fmt_ms(stat: Dict) -> str:
+    if stat.get("mean") is None:
         return "-"
-    return f"{100 * v:+.0f}%" if pct else f"{v:.1f}"
+    return f"{stat['mean']:.1f}" if stat.get("std") is None else f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
-def format_report(rows: List[Dict], title: str) -> str:
-    """Markdown: main table, then per-class bbox AP."""
-    head = ["run", "bbox AP", "AP50", "AP75", "segm AP", "AP50", "AP75", "gap closed (bbox)", "gap closed (segm)"]
-    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:+.0f}%"
+
+
+def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None) -> str:
+    """Markdown: main table (mean ± std over seeds), then per-class bbox AP means.
+    ``sizes``: run -> {"params_M", "gflops"} of the deployable model."""
+    sizes = sizes or {}
+    head = ["run", "seeds", "bbox AP", "AP50", "AP75", "segm AP", "AP50", "AP75",
+            "gap closed (bbox)", "gap closed (segm)", "Δ bbox / student std", "params (M)", "GFLOPs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["run"]] + [_fmt(r[f"{t}_{m}"]) for t in ("bbox", "segm") for m in METRICS]
-        cells += [_fmt(r["bbox_gap_closed"], pct=True), _fmt(r["segm_gap_closed"], pct=True)]
+        size = sizes.get(r["run"], {})
+        cells = [r["run"], str(r["seeds"])] + [_fmt_ms(r[f"{t}_{m}"]) for t in TASKS for m in METRICS]
+        cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"]), _fmt(r["bbox_delta_in_student_std"], "+.1f"),
+                  _fmt(size.get("params_M"), ".2f"), _fmt(size.get("gflops"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     classes = list(rows[0]["per_class_bbox_AP"]) if rows else []
     if classes:
-        lines += ["", "Per-class bbox AP:", "", "| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+        lines += ["", "Per-class bbox AP (mean over seeds):", "",
+                  "| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
         for r in rows:
-            lines.append("| " + " | ".join([r["run"]] + [_fmt(r["per_class_bbox_AP"].get(c)) for c in classes]) + " |")
+            lines.append("| " + " | ".join([r["run"]] + [_fmt(r["per_class_bbox_AP"].get(c), ".1f") for c in classes]) + " |")
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ from typing import Dict
 import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
+from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient
 from torch import nn
 
 from ..base import DistillContext, Distiller, register_distiller
@@ -14,16 +15,22 @@ from ..losses import (
     box_delta_l2_loss,
     box_giou_loss,
     box_l1_loss,
+    build_adapter,
+    crosskd_box_loss,
     kd_loss,
     logit_mse_loss,
     mask_logit_kd_loss,
-    roi_weights,
     select_class_deltas,
 )
 
 
 def _gt_classes(proposals) -> torch.Tensor:
     return cat([p.gt_classes for p in proposals], dim=0)
+
+
+def _fg_mask(gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(R,) bool: foreground RoIs (Detectron2 labels background ``num_classes``)."""
+    return (gt_classes >= 0) & (gt_classes < num_classes)
 
 
 def _proposal_boxes(proposals) -> torch.Tensor:
@@ -49,7 +56,11 @@ class RoIStageDistiller(Distiller):
 
 
 class WeightedLogitDistiller(RoIStageDistiller):
-    """Logit loss with DeFeat-style weights for positive / negative RoIs."""
+    """Logit loss over the RoIs with POS_WEIGHT / NEG_WEIGHT for foreground / background RoIs
+    (``losses.decoupled_mean``): 1 / 1 is the plain mean over all RoIs; any other pair is DeFeat's
+    decoupled head KD (ggjy/DeFeat.pytorch, mmdet/apis/train.py, ``KLDivergenceLoss`` with a mask
+    and the "KL-decouple" branch), each group divided by its own RoI count. DeFeat distils on the
+    teacher's sampled RoIs; here the student's."""
 
     @configurable
     def __init__(self, *, num_classes: int, pos_weight: float = 1.0, neg_weight: float = 1.0, temperature: float = 1.0):
@@ -65,8 +76,10 @@ class WeightedLogitDistiller(RoIStageDistiller):
             args["temperature"] = node.TEMPERATURE
         return args
 
-    def roi_weights(self, s) -> torch.Tensor:
-        return roi_weights(_gt_classes(s.proposals), self.num_classes, self.pos_weight, self.neg_weight)
+    def groups(self, s):
+        """Keyword arguments of the RoI reduction: foreground mask and the two weights."""
+        fg = _fg_mask(_gt_classes(s.proposals), self.num_classes)
+        return {"pos_mask": fg, "pos_weight": self.pos_weight, "neg_weight": self.neg_weight}
 
 
 @register_distiller("logit_kd")
@@ -74,7 +87,7 @@ class LogitKDDistiller(WeightedLogitDistiller):
     """Vanilla KD (Hinton et al. 2015): KL(softmax(t/T) || softmax(s/T)) * T^2 over K+1 classes."""
 
     def stage_loss(self, s, t, stage):
-        return kd_loss(s.scores, t.scores, self.temperature, weights=self.roi_weights(s))
+        return kd_loss(s.scores, t.scores, self.temperature, **self.groups(s))
 
 
 @register_distiller("logit_mse")
@@ -82,17 +95,20 @@ class LogitMSEDistiller(WeightedLogitDistiller):
     """MSE between the K+1 class logits."""
 
     def stage_loss(self, s, t, stage):
-        return logit_mse_loss(s.scores, t.scores, weights=self.roi_weights(s))
+        return logit_mse_loss(s.scores, t.scores, **self.groups(s))
 
 
 @register_distiller("box_kd")
 class BoxKDDistiller(RoIStageDistiller):
-    """Box-regression KD on foreground RoIs: the teacher's box for a class, decoded on the same
-    RoI with the teacher's own box transform, is the target of the student's box for that class.
+    """Box-regression KD on foreground RoIs (ours; no reference implementation): the teacher's box
+    for a class, decoded on the same RoI with the teacher's own box transform, is the target of
+    the student's box for that class.
 
-    LOSS "l2_deltas" / "l1": L2 / L1 in the student's delta space (teacher box re-encoded with
-    the student's transform: scale-free, and correct across Cascade stages with different
-    regression weights); "giou": GIoU between decoded boxes.
+    LOSS "l1" / "l2_deltas": L1 / squared error on box *deltas*, in the student's delta space
+    (teacher box re-encoded with the student's transform, as Detectron2's own L1 box loss
+    compares deltas: scale-free, and correct across Cascade stages with different regression
+    weights); "giou": GIoU between decoded boxes (pixels). All three are normalised as
+    Detectron2's ``box_reg_loss``: summed over foreground RoIs, divided by all sampled RoIs.
     CLASS "gt": ground-truth class; "teacher": the teacher's top foreground class;
     "agnostic": class-agnostic heads (either side may be agnostic for "gt"/"teacher").
     """
@@ -123,24 +139,30 @@ class BoxKDDistiller(RoIStageDistiller):
 
     def stage_loss(self, s, t, stage):
         gt = _gt_classes(s.proposals)
-        fg = (gt >= 0) & (gt < self.num_classes)
-        boxes = _proposal_boxes(s.proposals)[fg]
-        classes = t.scores[fg, : self.num_classes].argmax(dim=1) if self.class_choice == "teacher" else gt[fg]
-        t_boxes = t.predictor.box2box_transform.apply_deltas(select_class_deltas(t.deltas[fg], classes), boxes)
-        s_deltas = select_class_deltas(s.deltas[fg], classes)
+        fg = _fg_mask(gt, self.num_classes)
+        boxes = _proposal_boxes(s.proposals)
+        if self.class_choice == "teacher":
+            classes = t.scores[:, : self.num_classes].argmax(dim=1)
+        else:  # background rows get class 0: computed, then left out by ``fg``
+            classes = torch.where(fg, gt, torch.zeros_like(gt))
+        t_boxes = t.predictor.box2box_transform.apply_deltas(select_class_deltas(t.deltas, classes), boxes)
+        s_deltas = select_class_deltas(s.deltas, classes)
         transform = s.predictor.box2box_transform
         if self.loss == "giou":
-            return box_giou_loss(transform.apply_deltas(s_deltas, boxes), t_boxes)
+            return box_giou_loss(transform.apply_deltas(s_deltas, boxes), t_boxes, fg)
         target = transform.get_deltas(boxes, t_boxes)
         if self.loss == "l1":
-            return box_l1_loss(s_deltas, target)
-        return box_delta_l2_loss(s_deltas, target, classes, self.num_classes)
+            return box_l1_loss(s_deltas, target, fg)
+        return box_delta_l2_loss(s_deltas, target, classes, self.num_classes, fg)
 
 
 @register_distiller("mask_kd")
 class MaskKDDistiller(Distiller):
     """MSE between student and teacher mask logits of the ground-truth class on the student's
-    foreground RoIs."""
+    foreground RoIs (``losses.mask_logit_kd_loss``). Ours: we found no paper or reference code
+    of this form (DistilDoc has no mask KD; CrossKD's Mask R-CNN variant, jbwang1997/CrossKD
+    branch faster-rcnn ``mask_loss_with_kd``, is a different loss: the teacher's mask head on the
+    student's features, a quality-focal KD over all class channels)."""
 
     needs_masks = True
 
@@ -158,41 +180,67 @@ class MaskKDDistiller(Distiller):
 
 
 @register_distiller("crosskd")
-class CrossKDDistiller(RoIStageDistiller):
-    """CrossKD (Wang et al., CVPR 2024) for the ROI head: the student's box-head features go
-    through the teacher's frozen box predictor; that prediction is distilled (KD at TEMPERATURE)
-    toward the teacher's own prediction on the same RoIs. Gradients reach the student's box head
-    through the teacher predictor, whose parameters stay frozen. When the box-head widths differ,
-    a trainable linear adapter (per student stage; dropped at export) maps student features to
-    the teacher predictor's input width."""
+class CrossKDDistiller(Distiller):
+    """CrossKD (Wang et al., CVPR 2024), two-stage form of the authors' code: jbwang1997/CrossKD,
+    branch faster-rcnn, mmdet/models/detectors/crosskd_two_stage.py (``bbox_loss_with_kd``) with
+    configs/crosskd/crosskd_r18_faster-rcnn_r50_fpn_1x_coco.py.
+
+    The student's FPN features (box levels of the teacher, through a trainable 1x1-conv adapter
+    per level where the FPN widths differ; identity otherwise, as in the reference) go through the
+    teacher's whole frozen box branch -- pooler, box head, predictor -- on the student's sampled
+    RoIs: the "cross-head" prediction c. With t the teacher's own answer on the same RoIs (the
+    same teacher stage(s), see ``DISTILL.ROI.CASCADE_TEACHER_STAGE``), per student stage:
+
+    * ``loss_kd_crosskd_cls``: CLS_WEIGHT * kd_loss(c.scores, t.scores, TEMPERATURE) (KL summed
+      over the K+1 classes, x T^2, mean over all RoIs; reference: T 3, loss_weight 0.5).
+    * ``loss_kd_crosskd_reg``: REG_WEIGHT * crosskd_box_loss(c.deltas, t.deltas, t.scores)
+      (L1 on the teacher's top-class deltas weighted by its probability; reference: weight 1).
+
+    Gradients reach the adapters and the student's backbone/FPN through the frozen teacher head
+    (no teacher parameter requires grad); the student's own box head trains on its detection
+    losses only, as in the reference. Cascade students (``_stage{k}`` suffix): stage k runs on
+    stage k's RoIs, and its gradient into the student features is scaled by 1 / #stages, as
+    Detectron2's ``CascadeROIHeads`` scales each stage's pooled features.
+    """
+
+    needs_teacher_rois = True
 
     @configurable
-    def __init__(self, *, temperature: float, student_dims, teacher_dim: int):
+    def __init__(self, *, channels: Dict[str, tuple], temperature: float, cls_weight: float, reg_weight: float):
+        """channels: level -> (student width, teacher width) for the teacher's box levels."""
         super().__init__()
-        self.temperature = temperature
-        self.adapters = nn.ModuleList(
-            nn.Identity() if d == teacher_dim else nn.Linear(d, teacher_dim) for d in student_dims
-        )
+        self.adapters = nn.ModuleDict({n: build_adapter(cs, ct) for n, (cs, ct) in channels.items()})
+        self.temperature, self.cls_weight, self.reg_weight = temperature, cls_weight, reg_weight
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
-        t_dims = {p.cls_score.in_features for p in _box_predictors(teacher.roi_heads)}
-        if len(t_dims) != 1:
-            raise ValueError(f"CrossKD needs one box-predictor input width in the teacher, got {sorted(t_dims)}")
-        return {
-            "temperature": cfg.DISTILL.CROSSKD.TEMPERATURE,
-            "student_dims": [h.output_shape.channels for h in _box_heads(student.roi_heads)],
-            "teacher_dim": t_dims.pop(),
-        }
+        s_shapes, t_shapes = student.backbone.output_shape(), teacher.backbone.output_shape()
+        channels = {}
+        for n in teacher.roi_heads.box_in_features:
+            if n not in s_shapes or s_shapes[n].stride != t_shapes[n].stride:
+                raise ValueError(
+                    f"CrossKD pools the student's {n!r} with the teacher's box pooler: the student backbone must "
+                    f"output it at stride {t_shapes[n].stride} (it has {sorted(s_shapes)})"
+                )
+            channels[n] = (s_shapes[n].channels, t_shapes[n].channels)
+        node = cfg.DISTILL.CROSSKD
+        return {"channels": channels, "temperature": node.TEMPERATURE, "cls_weight": node.CLS_WEIGHT,
+                "reg_weight": node.REG_WEIGHT}
 
-    def stage_loss(self, s, t, stage):
-        cross_scores, _ = t.predictor(self.adapters[stage](s.box_features))
-        return kd_loss(cross_scores, t.scores, self.temperature)
-
-
-def _box_heads(roi_heads):
-    heads = roi_heads.box_head
-    return list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
+    def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
+        feats = {n: adapter(ctx.s_features[n]) for n, adapter in self.adapters.items()}
+        n_stages = len(ctx.s_stages)
+        losses = {}
+        for k, t in enumerate(ctx.t_stages):
+            if n_stages > 1:
+                feats_k = {n: _ScaleGradient.apply(f, 1.0 / n_stages) for n, f in feats.items()}
+            else:
+                feats_k = feats
+            c = ctx.teacher_box_answer(feats_k, k)
+            suffix = f"_stage{k}" if n_stages > 1 else ""
+            losses[f"loss_kd_{self.loss_name}_cls{suffix}"] = self.cls_weight * kd_loss(c.scores, t.scores, self.temperature)
+            losses[f"loss_kd_{self.loss_name}_reg{suffix}"] = self.reg_weight * crosskd_box_loss(c.deltas, t.deltas, t.scores)
+        return losses
 
 
 def _box_predictors(roi_heads):

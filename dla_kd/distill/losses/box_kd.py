@@ -1,8 +1,14 @@
-"""Box-regression KD on foreground RoIs: L2 on deltas, L1 / GIoU on decoded boxes."""
+"""Box-regression KD: L2 / L1 on box deltas, GIoU on decoded boxes, CrossKD's score-weighted L1.
 
-from typing import Optional
+``box_delta_l2_loss``, ``box_l1_loss`` and ``box_giou_loss`` are normalised as Detectron2's
+``FastRCNNOutputLayers.box_reg_loss`` (detectron2/modeling/roi_heads/fast_rcnn.py): summed over
+the foreground RoIs (and the 4 coordinates), divided by the number R of all sampled RoIs given.
+"""
+
+from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from ._utils import as_teacher, check_same_shape, connected_zero
 
@@ -23,6 +29,15 @@ def _fg_rows(x: torch.Tensor, fg_mask: Optional[torch.Tensor]) -> torch.Tensor:
     return x if fg_mask is None else x[fg_mask]
 
 
+def _sum_fg_over_all(s, t, fg_mask, what: str, per_element: Callable) -> torch.Tensor:
+    """Detectron2's ``box_reg_loss`` reduction: ``per_element(s_fg, t_fg)`` summed over the fg
+    rows, divided by R (all rows of ``s``). R = 0: a graph-connected zero."""
+    check_same_shape(s, t, what)
+    if s.shape[0] == 0:
+        return connected_zero(s)
+    return per_element(_fg_rows(s, fg_mask), _fg_rows(as_teacher(t, s), fg_mask)).sum() / s.shape[0]
+
+
 def box_delta_l2_loss(
     s_deltas: torch.Tensor,
     t_deltas: torch.Tensor,
@@ -30,39 +45,31 @@ def box_delta_l2_loss(
     num_classes: int,
     fg_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """L2 between the student's and teacher's regression deltas of one class per RoI.
+    """Squared error between the student's and teacher's regression deltas of one class per RoI.
 
     s_deltas, t_deltas: (R, 4K) class-specific or (R, 4) class-agnostic (same layout on both).
     classes: (R,) class whose deltas are compared (ground truth or teacher's top class; only read
-    on foreground RoIs). num_classes: K (used to check the layout). fg_mask: (R,) bool, None = all.
-    Loss = sum over fg RoIs and the 4 coordinates of (s - t)^2 / (4 * #fg), i.e. the mean over
-    fg RoIs of (sum of squares / 4). No fg RoI: a graph-connected zero. Scalar.
+    on foreground RoIs). num_classes: K (checks the layout).
+    fg_mask: (R,) bool, None = all. Loss = sum over fg RoIs and the 4 coordinates of (s - t)^2,
+    divided by R (all rows). R = 0: a graph-connected zero. Scalar.
     """
     check_same_shape(s_deltas, t_deltas, "box_delta_l2_loss")
     if s_deltas.shape[1] not in (4, 4 * num_classes):
         raise ValueError(f"deltas have {s_deltas.shape[1]} columns; expected 4 or 4*{num_classes}")
-    s = _fg_rows(s_deltas, fg_mask)
-    if s.shape[0] == 0:
-        return connected_zero(s_deltas)
-    t = _fg_rows(as_teacher(t_deltas, s_deltas), fg_mask)
-    cls = _fg_rows(classes, fg_mask)
-    s4, t4 = select_class_deltas(s, cls), select_class_deltas(t, cls)
-    return (s4 - t4).pow(2).sum() / (4 * s4.shape[0])
+    cls = classes.clamp(0, num_classes - 1)  # background rows: any column, left out by fg_mask
+    s4, t4 = select_class_deltas(s_deltas, cls), select_class_deltas(t_deltas, cls)
+    return _sum_fg_over_all(s4, t4, fg_mask, "box_delta_l2_loss", lambda a, b: (a - b).pow(2))
 
 
 def box_l1_loss(
-    s_boxes: torch.Tensor, t_boxes: torch.Tensor, fg_mask: Optional[torch.Tensor] = None
+    s_deltas: torch.Tensor, t_deltas: torch.Tensor, fg_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """L1 between decoded XYXY boxes (R, 4): mean over fg RoIs of mean_j |s_j - t_j| (pixels).
-
-    fg_mask: (R,) bool, None = all rows. Empty: a graph-connected zero. Scalar.
+    """L1 between (R, 4) box deltas (one class per RoI, one box transform on both sides): sum over
+    fg RoIs and the 4 coordinates of |s - t|, divided by R (all rows), as Detectron2's L1
+    ``box_reg_loss`` (smooth L1 with beta 0). fg_mask: (R,) bool, None = all rows. R = 0: a
+    graph-connected zero. Scalar.
     """
-    check_same_shape(s_boxes, t_boxes, "box_l1_loss")
-    s = _fg_rows(s_boxes, fg_mask)
-    if s.shape[0] == 0:
-        return connected_zero(s_boxes)
-    t = _fg_rows(as_teacher(t_boxes, s_boxes), fg_mask)
-    return (s - t).abs().mean()
+    return _sum_fg_over_all(s_deltas, t_deltas, fg_mask, "box_l1_loss", lambda a, b: (a - b).abs())
 
 
 def generalized_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -83,14 +90,39 @@ def generalized_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torc
 def box_giou_loss(
     s_boxes: torch.Tensor, t_boxes: torch.Tensor, fg_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """GIoU loss between decoded XYXY boxes (R, 4): mean over fg RoIs of 1 - GIoU(s, t).
-
-    Equals ``fvcore.nn.giou_loss(s, t, reduction="mean")`` (eps 1e-7) without its host-syncing
-    validity asserts. Empty: a graph-connected zero. Scalar.
+    """GIoU loss between decoded XYXY boxes (R, 4): sum over fg RoIs of 1 - GIoU(s, t), divided by
+    R (all rows), as Detectron2's "giou" ``box_reg_loss``; per box the same as
+    ``fvcore.nn.giou_loss`` (eps 1e-7) without its host-syncing validity asserts. R = 0: a
+    graph-connected zero. Scalar.
     """
-    check_same_shape(s_boxes, t_boxes, "box_giou_loss")
-    s = _fg_rows(s_boxes, fg_mask)
-    if s.shape[0] == 0:
-        return connected_zero(s_boxes)
-    t = _fg_rows(as_teacher(t_boxes, s_boxes), fg_mask)
-    return (1.0 - generalized_iou(s, t)).mean()
+    return _sum_fg_over_all(s_boxes, t_boxes, fg_mask, "box_giou_loss", lambda a, b: 1.0 - generalized_iou(a, b))
+
+
+def crosskd_box_loss(
+    cross_deltas: torch.Tensor, t_deltas: torch.Tensor, t_logits: torch.Tensor
+) -> torch.Tensor:
+    """CrossKD's box-regression KD (jbwang1997/CrossKD, branch faster-rcnn,
+    mmdet/models/detectors/crosskd_two_stage.py, ``bbox_loss_with_kd``, the "l1 loss" block).
+
+    On every RoI (foreground and background), with p = softmax(t_logits) over the K+1 classes,
+    the teacher's top foreground class k_i = argmax_{k<K} p_ik and its probability
+    w_i = max_{k<K} p_ik: ``sum_i w_i * sum_j |c_ij - t_ij| / (4 * sum_i w_i + eps)`` on the
+    deltas of class k_i (mmdet ``L1Loss`` with ``weight=w[:, None]``, ``avg_factor=4 * sum(w)``;
+    eps = float32 eps as mmdet's ``weight_reduce_loss``). Both deltas come from one predictor (the
+    teacher's), so they share a box transform.
+
+    cross_deltas, t_deltas: (R, 4K) class-specific or (R, 4) class-agnostic; t_logits: (R, K+1).
+    R = 0: a graph-connected zero. Scalar.
+    """
+    check_same_shape(cross_deltas, t_deltas, "crosskd_box_loss")
+    num_classes = t_logits.shape[1] - 1
+    if cross_deltas.shape[1] not in (4, 4 * num_classes):
+        raise ValueError(f"deltas have {cross_deltas.shape[1]} columns; expected 4 or 4*{num_classes}")
+    if cross_deltas.shape[0] == 0:
+        return connected_zero(cross_deltas)
+    probs = F.softmax(as_teacher(t_logits, cross_deltas), dim=1)[:, :num_classes]
+    weights, classes = probs.max(dim=1)
+    c4 = select_class_deltas(cross_deltas, classes)
+    t4 = select_class_deltas(as_teacher(t_deltas, cross_deltas), classes)
+    eps = torch.finfo(torch.float32).eps
+    return (weights[:, None] * (c4 - t4).abs()).sum() / (4 * weights.sum() + eps)

@@ -9,25 +9,38 @@ The fg / bg maps come from :func:`box_masks` (the official code builds them insi
 from rescaled boxes; see ``box_masks`` for the cell convention we use instead).
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._utils import as_teacher, check_same_shape
+from .valid import masked_sum
 
 
-def fgd_attention(x: torch.Tensor, temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def fgd_attention(
+    x: torch.Tensor, temperature: float, valid: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """FGD's spatial and channel attention of a feature map.
 
     x: (N, C, H, W). Returns (spatial (N, H, W), channel (N, C)):
     spatial = H*W * softmax_{hw}(mean_c |x| / T), channel = C * softmax_c(mean_{hw} |x| / T).
+    valid: (N, H, W) bool; hw then runs over each image's valid cells only (H*W becomes their
+    count, spatial is 0 on the other cells).
     """
     n, c, h, w = x.shape
     a = x.abs()
-    spatial = (h * w) * F.softmax((a.mean(dim=1) / temperature).reshape(n, -1), dim=1)
-    channel = c * F.softmax(a.mean(dim=(2, 3)) / temperature, dim=1)
+    logits = (a.mean(dim=1) / temperature).reshape(n, -1)
+    if valid is None:
+        spatial = (h * w) * F.softmax(logits, dim=1)
+        channel_mean = a.mean(dim=(2, 3))
+    else:
+        keep = valid.reshape(n, -1)
+        count = keep.sum(dim=1, keepdim=True)  # (N, 1)
+        spatial = count * F.softmax(logits.masked_fill(~keep, float("-inf")), dim=1)
+        channel_mean = (a * valid[:, None]).sum(dim=(2, 3)) / count
+    channel = c * F.softmax(channel_mean / temperature, dim=1)
     return spatial.reshape(n, h, w), channel
 
 
@@ -51,9 +64,13 @@ class _GlobalContext(nn.Module):
         nn.init.zeros_(self.channel_add[-1].weight)
         nn.init.zeros_(self.channel_add[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, C, H, W); valid: (N, H, W) bool cells the attention pooling may use (None: all)."""
         n, c, h, w = x.shape
-        att = F.softmax(self.conv_mask(x).reshape(n, 1, h * w), dim=2)  # (N, 1, HW)
+        logits = self.conv_mask(x).reshape(n, 1, h * w)
+        if valid is not None:
+            logits = logits.masked_fill(~valid.reshape(n, 1, h * w), float("-inf"))
+        att = F.softmax(logits, dim=2)  # (N, 1, HW)
         context = torch.bmm(x.reshape(n, c, h * w), att.transpose(1, 2))  # (N, C, 1)
         return x + self.channel_add(context.reshape(n, c, 1, 1))
 
@@ -73,7 +90,9 @@ class FGDLoss(nn.Module):
 
     forward(s (N, C_s, H, W), t (N, C_t, H, W), fg_weight_map (N, H, W), bg_weight_map (N, H, W))
     returns a dict of *weighted* scalar terms ``{"fg", "bg", "mask", "global"}``; their sum is
-    the official ``FeatureLoss`` value. Teacher features are detached.
+    the official ``FeatureLoss`` value. Teacher features are detached. ``valid`` (N, H, W) bool
+    restricts every term to the image content (attentions, context pooling and sums over the
+    valid cells; the maps must be 0 elsewhere, see ``box_masks(valid=...)``); None: all cells.
     """
 
     def __init__(
@@ -103,6 +122,7 @@ class FGDLoss(nn.Module):
         t: torch.Tensor,
         fg_weight_map: torch.Tensor,
         bg_weight_map: torch.Tensor,
+        valid: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         t = as_teacher(t, s)
         if self.align is not None:
@@ -111,8 +131,8 @@ class FGDLoss(nn.Module):
         n = s.shape[0]
         fg_map = fg_weight_map.to(s).unsqueeze(1)  # (N, 1, H, W)
         bg_map = bg_weight_map.to(s).unsqueeze(1)
-        spatial_t, channel_t = fgd_attention(t, self.temperature)
-        spatial_s, channel_s = fgd_attention(s, self.temperature)
+        spatial_t, channel_t = fgd_attention(t, self.temperature, valid)
+        spatial_s, channel_s = fgd_attention(s, self.temperature, valid)
 
         # Focal term: both features scaled by sqrt of the teacher's attentions and of the maps.
         att = (spatial_t.unsqueeze(1) * channel_t[:, :, None, None]).sqrt()  # (N, C, H, W)
@@ -123,7 +143,7 @@ class FGDLoss(nn.Module):
         mask_loss = (channel_s - channel_t).abs().sum() / n
         mask_loss = mask_loss + (spatial_s - spatial_t).abs().sum() / n
 
-        global_loss = (self.context_s(s) - self.context_t(t)).pow(2).sum() / n
+        global_loss = masked_sum((self.context_s(s, valid) - self.context_t(t, valid)).pow(2), valid) / n
 
         return {
             "fg": self.alpha * fg_loss,

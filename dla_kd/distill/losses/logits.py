@@ -1,8 +1,12 @@
 """Response-based KD on RoI class logits (Detectron2 layout: K foreground columns, background last).
 
-``kd_loss`` is also the CrossKD loss: CrossKD (Wang et al., CVPR 2024) feeds the student's
-box-head features through the teacher's frozen predictor and distils those "cross-head" logits
-to the teacher's own logits; the loss itself is this KL with temperature.
+``kd_loss`` is also CrossKD's classification term (its prediction is the teacher's box head run on
+the student's features; see ``distillers.roi.CrossKDDistiller``).
+
+RoI reduction (:func:`decoupled_mean`): the plain mean over all RoIs, or, when positive / negative
+RoI weights other than 1 / 1 are given, DeFeat's decoupled form with each group normalised by its
+own RoI count (ggjy/DeFeat.pytorch, ``mmdet/apis/train.py``: ``KLDivergenceLoss`` with a mask and
+the "KL-decouple" branch of ``batch_processor_kd``).
 """
 
 from typing import Optional
@@ -13,59 +17,65 @@ import torch.nn.functional as F
 from ._utils import as_teacher, check_same_shape, connected_zero
 
 
-def _weighted_mean(per_roi: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
-    if weights is None:
+def decoupled_mean(
+    per_roi: torch.Tensor,
+    pos_mask: Optional[torch.Tensor] = None,
+    pos_weight: float = 1.0,
+    neg_weight: float = 1.0,
+) -> torch.Tensor:
+    """Reduce a per-RoI loss ``x`` (R,) to a scalar.
+
+    ``pos_mask`` None or ``pos_weight == neg_weight == 1``: the plain mean ``sum_i x_i / R``.
+    Otherwise DeFeat's decoupled reduction: ``pos_weight * mean_{i in pos} x_i +
+    neg_weight * mean_{i in neg} x_i`` (pos_mask (R,) bool: foreground RoIs; neg = the rest), an
+    empty group adding 0 (DeFeat: its released weights are 2 / 2, ``head_cls_w`` /
+    ``head_cls_back_w`` in configs/kd_faster_rcnn/voc_stu_faster_rcnn_r50_decouple_neck.py).
+    R = 0: a graph-connected zero.
+    """
+    if per_roi.shape[0] == 0:
+        return connected_zero(per_roi)
+    if pos_mask is None or (pos_weight == 1.0 and neg_weight == 1.0):
         return per_roi.sum() / per_roi.shape[0]
-    if weights.shape != per_roi.shape:
-        raise ValueError(f"weights shape {tuple(weights.shape)} != ({per_roi.shape[0]},)")
-    return (weights.to(per_roi).detach() * per_roi).sum() / per_roi.shape[0]
+    if pos_mask.shape != per_roi.shape:
+        raise ValueError(f"pos_mask shape {tuple(pos_mask.shape)} != ({per_roi.shape[0]},)")
+    pos = pos_mask.to(device=per_roi.device, dtype=torch.bool)
+    total = connected_zero(per_roi)
+    for mask, weight in ((pos, pos_weight), (~pos, neg_weight)):
+        total = total + weight * per_roi[mask].sum() / mask.sum().clamp(min=1)
+    return total
 
 
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float = 1.0,
-    weights: Optional[torch.Tensor] = None,
+    pos_mask: Optional[torch.Tensor] = None,
+    pos_weight: float = 1.0,
+    neg_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Hinton KD per RoI, optionally weighted.
+    """Hinton KD per RoI, reduced by :func:`decoupled_mean`.
 
-    student_logits, teacher_logits: (R, K+1). kl_i = T^2 * KL(softmax(t_i/T) || softmax(s_i/T)).
-    weights: optional (R,) (e.g. :func:`roi_weights`), constant. Returns
-    ``sum_i w_i * kl_i / R`` (w = 1: the plain mean). R = 0: a graph-connected zero. Scalar.
+    student_logits, teacher_logits: (R, K+1). kl_i = T^2 * KL(softmax(t_i/T) || softmax(s_i/T))
+    (summed over the K+1 classes). Defaults: ``sum_i kl_i / R``. R = 0: a graph-connected zero.
+    Scalar.
     """
     check_same_shape(student_logits, teacher_logits, "kd_loss")
-    if student_logits.shape[0] == 0:
-        return connected_zero(student_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(as_teacher(teacher_logits, student_logits) / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * (temperature**2)  # (R,)
-    return _weighted_mean(kl, weights)
+    return decoupled_mean(kl, pos_mask, pos_weight, neg_weight)
 
 
 def logit_mse_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    weights: Optional[torch.Tensor] = None,
+    pos_mask: Optional[torch.Tensor] = None,
+    pos_weight: float = 1.0,
+    neg_weight: float = 1.0,
 ) -> torch.Tensor:
-    """MSE between logits: x_i = mean_k (s_ik - t_ik)^2; returns ``sum_i w_i * x_i / R``.
-
-    (R, K+1) inputs; weights optional (R,). R = 0: a graph-connected zero. Scalar.
+    """MSE between logits: x_i = mean_k (s_ik - t_ik)^2, reduced by :func:`decoupled_mean`
+    (defaults: ``sum_i x_i / R``). (R, K+1) inputs. R = 0: a graph-connected zero. Scalar.
     """
     check_same_shape(student_logits, teacher_logits, "logit_mse_loss")
-    if student_logits.shape[0] == 0:
-        return connected_zero(student_logits)
     per_roi = (student_logits - as_teacher(teacher_logits, student_logits)).pow(2).mean(dim=1)
-    return _weighted_mean(per_roi, weights)
-
-
-def roi_weights(
-    gt_classes: torch.Tensor, num_classes: int, pos_weight: float = 1.0, neg_weight: float = 1.0
-) -> torch.Tensor:
-    """(R,) float weights: ``pos_weight`` where ``0 <= gt_class < num_classes`` (foreground RoI),
-    ``neg_weight`` elsewhere (background: gt_class == num_classes in Detectron2)."""
-    pos = (gt_classes >= 0) & (gt_classes < num_classes)
-    return torch.where(
-        pos,
-        torch.full(gt_classes.shape, float(pos_weight), device=gt_classes.device),
-        torch.full(gt_classes.shape, float(neg_weight), device=gt_classes.device),
-    )
+    return decoupled_mean(per_roi, pos_mask, pos_weight, neg_weight)

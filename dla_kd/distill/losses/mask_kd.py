@@ -1,4 +1,5 @@
-"""Mask-logit KD (Mask R-CNN mask head)."""
+"""Mask-logit KD (Mask R-CNN mask head). Ours: no paper or reference implementation of this
+form was found (see ``distillers.roi.MaskKDDistiller``)."""
 
 import torch
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ._utils import as_teacher, check_same_shape
+from .valid import masked_sum
 
 
 def mgd_random_mask(
@@ -41,7 +42,9 @@ class MGDLoss(nn.Module):
     ``forward(s (N, C_s, H, W), t (N, C_t, H, W), generator=None)``: align, multiply by a random
     (N, 1, H, W) mask (:func:`mgd_random_mask`), generation block conv3x3-ReLU-conv3x3, then
     ``alpha * sum((gen - t)^2) / N``. Scalar. Teacher detached. ``mask`` can be passed instead of
-    drawing one (tests, reproducibility).
+    drawing one (tests, reproducibility). ``valid`` (N, H, W) bool: every input of the generation
+    block is zeroed outside it (the block sees each image alone, not the batch padding) and the
+    sum runs over the valid cells only.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class MGDLoss(nn.Module):
         t: torch.Tensor,
         generator: Optional[torch.Generator] = None,
         mask: Optional[torch.Tensor] = None,
+        valid: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         t = as_teacher(t, s)
         if self.align is not None:
@@ -78,5 +82,9 @@ class MGDLoss(nn.Module):
         n, _, h, w = t.shape
         if mask is None:
             mask = mgd_random_mask(n, h, w, self.mask_ratio, s.device, s.dtype, generator)
-        generated = self.generation(s * mask)
-        return self.alpha * (generated - t).pow(2).sum() / n
+        generated = s * mask
+        for layer in self.generation:
+            if valid is not None:  # zero outside the image, as a conv's padding of the image alone
+                generated = generated * valid[:, None]
+            generated = layer(generated)
+        return self.alpha * masked_sum((generated - t).pow(2), valid) / n

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._utils import as_teacher, check_same_shape, get_norm, kaiming_uniform_a1_
+from .valid import masked_mean, valid_extents
 
 
 class ABF(nn.Module):
@@ -111,6 +112,7 @@ def hcl_loss(
     student_levels: Sequence[torch.Tensor],
     teacher_levels: Sequence[torch.Tensor],
     pool_sizes: Sequence[int] = (4, 2, 1),
+    valid: Optional[Sequence[Optional[torch.Tensor]]] = None,
 ) -> torch.Tensor:
     """Hierarchical context loss (official ``hcl``), summed over levels.
 
@@ -118,15 +120,18 @@ def hcl_loss(
     ``mse(s, t) + sum_k w_k * mse(pool_k(s), pool_k(t))``, divided by ``1 + sum_k w_k``, where
     pool_k = adaptive_avg_pool2d to (k, k) for k in ``pool_sizes`` with k < H (others skipped)
     and w_k = 1/2, 1/4, ... over the *used* sizes in order. Scalar.
+    valid: per level an (N, H, W) bool mask of image content or None; the mse then runs over the
+    valid cells and pool_k pools each image's valid top-left rectangle.
     """
     if len(student_levels) != len(teacher_levels):
         raise ValueError("hcl_loss: different numbers of student and teacher levels")
     total = None
-    for fs, ft in zip(student_levels, teacher_levels):
+    for fs, ft, v in zip(student_levels, teacher_levels, valid or [None] * len(student_levels)):
         check_same_shape(fs, ft, "hcl_loss")
         ft = as_teacher(ft, fs)
         h = fs.shape[2]
-        loss = F.mse_loss(fs, ft, reduction="mean")
+        extents = None if v is None else valid_extents(v)
+        loss = F.mse_loss(fs, ft, reduction="mean") if v is None else masked_mean((fs - ft).pow(2), v)
         cnt, tot = 1.0, 1.0
         for k in pool_sizes:
             if k >= h:
@@ -135,8 +140,8 @@ def hcl_loss(
             loss = (
                 loss
                 + F.mse_loss(
-                    F.adaptive_avg_pool2d(fs, (k, k)),
-                    F.adaptive_avg_pool2d(ft, (k, k)),
+                    _pool(fs, k, extents),
+                    _pool(ft, k, extents),
                     reduction="mean",
                 )
                 * cnt
@@ -147,3 +152,11 @@ def hcl_loss(
     if total is None:
         raise ValueError("hcl_loss: no levels")
     return total
+
+
+def _pool(x: torch.Tensor, k: int, extents: Optional[List[Tuple[int, int]]]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, k, k) adaptive average; with ``extents`` ((rows, cols) per image)
+    each image's top-left rows x cols rectangle is pooled."""
+    if extents is None:
+        return F.adaptive_avg_pool2d(x, (k, k))
+    return torch.cat([F.adaptive_avg_pool2d(x[i : i + 1, :, :r, :c], (k, k)) for i, (r, c) in enumerate(extents)])

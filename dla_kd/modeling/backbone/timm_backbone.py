@@ -18,6 +18,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
+from ..init_sources import record_init_source
 from .beit import check_out_indices, dit_out_indices
 from .norm import convert_batchnorm
 from .timm_pretrained import load_timm_checkpoint
@@ -88,7 +89,8 @@ def build_timm_body(cfg, input_shape: ShapeSpec) -> nn.Module:
     extra = {"drop_path_rate": c.DROP_PATH_RATE} if c.DROP_PATH_RATE else {}
     body = create_timm_features(c.NAME, c.OUT_INDICES, in_chans=input_shape.channels or 3, **extra)
     if c.PRETRAINED_PATH:
-        load_timm_checkpoint(body, c.PRETRAINED_PATH, c.NAME)
+        report = load_timm_checkpoint(body, c.PRETRAINED_PATH, c.NAME)
+        record_init_source(body, report.loaded, "MODEL.TIMM.PRETRAINED_PATH")
     elif c.NORM == "FrozenBN" and any(isinstance(m, nn.BatchNorm2d) for m in body.modules()):
         logger.warning(
             f"MODEL.TIMM.NORM is FrozenBN but MODEL.TIMM.PRETRAINED_PATH is empty: the BatchNorm statistics "

@@ -1,17 +1,22 @@
 """``DistillGeneralizedRCNN``: a student ``GeneralizedRCNN`` trained with KD from a frozen teacher."""
+import functools
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, build_model
 from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ...distill.balance import LossBalancer
 from ...distill.base import DistillContext, build_distillers
 from ...distill.feature_cache import TeacherFeatureCache, cache_signature, check_deterministic_inputs
 from ...distill.schedule import LossWeightSchedule
+from ...distill.teacher_features import pad_each, paste, per_image_features
 from ...utils.events import current_iter, current_storage
+from ...utils.rng import forked_rng
 from .roi_outputs import (
     check_supported_roi_heads,
     mask_logits,
@@ -23,12 +28,11 @@ from .roi_outputs import (
 from .student import (
     build_student_cfg,
     check_compatible,
-    copy_teacher_heads,
-    init_from_teacher,
     teacher_feature_width,
     uses_simkd,
 )
 from .teacher import build_teacher, load_teacher_cfg, teacher_precision
+from .teacher_init import TeacherInit
 
 @META_ARCH_REGISTRY.register()
 class DistillGeneralizedRCNN(nn.Module):
@@ -39,11 +43,16 @@ class DistillGeneralizedRCNN(nn.Module):
       student: the teacher is not run.
     * ``teacher``: held outside the module tree, so it is not in ``state_dict()``,
       ``parameters()``, the optimizer or DDP; no parameter requires grad, it stays in eval mode
-      through ``.train()``, and it runs once per batch under ``torch.no_grad()``.
+      through ``.train()``, and it runs once per batch under ``torch.no_grad()``, in
+      ``DISTILL.TEACHER.DTYPE`` whatever autocast the trainer runs the student in.
     * ``distillers``: the losses of ``DISTILL.LOSSES`` (their adapters train with the student).
 
     Each model sees the batch normalised with its own ``PIXEL_MEAN/STD`` and channel order; both
-    are padded to the same size so feature levels align.
+    use the same padding constraints so feature levels align. The teacher's backbone runs image by
+    image (``distill.teacher_features``): its targets do not depend on the batch, and the feature
+    cache holds exactly what a live forward gives. Teacher, adapters and sanity check draw from
+    forked random streams: the student, its data and its losses are those of the plain run with
+    the same seed.
     """
 
     plain_checkpoint_prefix = "student."  # plain detector checkpoints load into the student
@@ -64,6 +73,9 @@ class DistillGeneralizedRCNN(nn.Module):
         student_cfg=None,
         teacher_cfg=None,
         feature_cache: Optional[TeacherFeatureCache] = None,
+        teacher_init: Optional[TeacherInit] = None,
+        teacher_levels: Optional[Sequence[str]] = None,
+        balancer: Optional[LossBalancer] = None,
     ):
         super().__init__()
         self.student = student
@@ -77,6 +89,9 @@ class DistillGeneralizedRCNN(nn.Module):
         self.student_cfg = student_cfg
         self.teacher_cfg = teacher_cfg
         self.feature_cache = feature_cache
+        self.teacher_init = teacher_init or TeacherInit()
+        # DISTILL.BALANCE: calibrated KD weights (buffers, so checkpoints and --resume keep them).
+        self.balancer = balancer
         check_supported_roi_heads(student.roi_heads)
         check_supported_roi_heads(teacher.roi_heads)
         self.stage_plan = teacher_stage_plan(
@@ -85,25 +100,27 @@ class DistillGeneralizedRCNN(nn.Module):
         self.needs_teacher_rois = any(d.needs_teacher_rois for d in distillers.values())
         self.needs_masks = any(d.needs_masks for d in distillers.values())
         self.padding = _common_padding(student.backbone, teacher.backbone)
+        # Teacher backbone levels a step reads (default: all).
+        self.teacher_levels = list(teacher.backbone.output_shape() if teacher_levels is None else teacher_levels)
 
     @classmethod
     def from_config(cls, cfg):
         tcfg = load_teacher_cfg(cfg)
         check_compatible(cfg, tcfg)
-        teacher = build_teacher(cfg, tcfg)
+        with forked_rng():  # the student is initialised from the RNG state of the plain run
+            teacher = build_teacher(cfg, tcfg)
         width = teacher_feature_width(teacher.backbone) if uses_simkd(cfg) else 0
         scfg = build_student_cfg(cfg, tcfg, width)
         student = build_model(scfg)
-        if uses_simkd(cfg):
-            copy_teacher_heads(student, teacher, trainable=cfg.DISTILL.SIMKD.TRAIN_HEADS)
-        if cfg.DISTILL.INIT_FROM_TEACHER.ENABLED:
-            init_from_teacher(student, teacher, list(cfg.DISTILL.INIT_FROM_TEACHER.PREFIXES))
-        distillers = build_distillers(cfg, student, teacher)
+        teacher_init = TeacherInit.from_config(cfg)
+        teacher_init(student, teacher)
+        with forked_rng():  # ... and so are the data loader's seed and the first steps
+            distillers = build_distillers(cfg, student, teacher)
         nodes = {name: cfg.DISTILL[name.upper()] for name in distillers}
         cache = None
+        levels = _teacher_levels_needed(cfg, teacher, distillers)
         if cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR:
             check_deterministic_inputs(cfg)
-            levels = _teacher_levels_needed(cfg, teacher, distillers)
             cache = TeacherFeatureCache(
                 cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR, levels, cache_signature(cfg, tcfg, levels),
                 cfg.DISTILL.TEACHER.FEATURE_CACHE.DTYPE,
@@ -123,7 +140,16 @@ class DistillGeneralizedRCNN(nn.Module):
             "student_cfg": scfg,
             "teacher_cfg": tcfg,
             "feature_cache": cache,
+            "teacher_init": teacher_init,
+            "teacher_levels": levels,
+            "balancer": LossBalancer.from_config(cfg, distillers) if cfg.DISTILL.BALANCE.ENABLED else None,
         }
+
+    def after_plain_weights(self, loaded_keys) -> List[str]:
+        """Apply the teacher copies again after a plain checkpoint filled ``loaded_keys`` (this
+        module's names): MODEL.WEIGHTS first, then the teacher (see ``teacher_init``)."""
+        loaded = [k[len(self.plain_checkpoint_prefix):] for k in loaded_keys if k.startswith(self.plain_checkpoint_prefix)]
+        return self.teacher_init.after_plain_weights(self.student, self.teacher, loaded)
 
     @property
     def device(self):
@@ -149,15 +175,22 @@ class DistillGeneralizedRCNN(nn.Module):
         t_images = [(x - self.teacher.pixel_mean) / self.teacher.pixel_std for x in t_images]
         return ImageList.from_tensors(s_images, padding_constraints=self.padding), t_images
 
-    def _teacher_features(self, batched_inputs, t_images, s_features) -> Dict[str, torch.Tensor]:
-        """Teacher backbone features, name -> (N, C, H, W) float32, live or from the cache."""
+    def _teacher_features(self, batched_inputs, t_images) -> Dict[str, torch.Tensor]:
+        """Teacher backbone features of ``self.teacher_levels``, name -> (N, C, H, W) float32,
+        computed image by image (``distill.teacher_features``), live or from the cache."""
+        if not self.teacher_levels:
+            return {}
+        singles = pad_each(t_images, self.padding)
+        compute = functools.partial(per_image_features, backbone=self.teacher.backbone, levels=self.teacher_levels)
         with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
             if self.feature_cache is None:
-                batch = ImageList.from_tensors(t_images, padding_constraints=self.padding)
-                return {k: v.float() for k, v in self.teacher.backbone(batch.tensor).items()}
-            singles = [ImageList.from_tensors([x], padding_constraints=self.padding).tensor[0] for x in t_images]
-            shapes = {k: tuple(s_features[k].shape[-2:]) for k in self.feature_cache.levels}
-            return self.feature_cache.features(batched_inputs, singles, shapes, self.teacher.backbone)
+                return paste(compute(singles))
+            return paste(self.feature_cache.features(batched_inputs, singles, compute))
+
+    def _teacher_box_answer(self, stages, features: Dict[str, torch.Tensor], k: int):
+        """The teacher stage(s) ``self.stage_plan[k]`` on student stage k's RoIs, pooled from
+        ``features`` -> ``BoxStageOutputs`` (``DistillContext.teacher_box_answer``)."""
+        return teacher_roi_forward(self.teacher.roi_heads, features, [stages[k]], [self.stage_plan[k]])[0]
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses (detection losses + weighted KD losses).
@@ -170,25 +203,26 @@ class DistillGeneralizedRCNN(nn.Module):
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         precision = teacher_precision(self.device, self.teacher_dtype)
         s_features = self.student.backbone(s_images.tensor)
-        t_features = self._teacher_features(batched_inputs, t_images, s_features)
+        t_features = self._teacher_features(batched_inputs, t_images)
         proposals, proposal_losses = self.student.proposal_generator(s_images, s_features, gt_instances)
         detector_losses, stages, mask_out = student_roi_forward(
             self.student.roi_heads, s_features, proposals, gt_instances
         )
+        _visualize_training(self.student, batched_inputs, proposals)
         ctx = DistillContext(
             s_features=s_features,
             t_features=t_features,
             gt_instances=gt_instances,
             image_shape=tuple(s_images.tensor.shape[-2:]),
+            image_sizes=list(s_images.image_sizes),
             s_stages=stages,
             s_mask=mask_out,
             teacher=self.teacher,
+            teacher_box_answer=functools.partial(self._teacher_box_answer, stages),
         )
         with torch.no_grad(), precision:
             if self.needs_teacher_rois:
-                ctx.t_stages = [
-                    _to_float(s) for s in teacher_roi_forward(self.teacher.roi_heads, t_features, stages, self.stage_plan)
-                ]
+                ctx.t_stages = [_to_float(ctx.teacher_box_answer(t_features, k)) for k in range(len(stages))]
             if self.needs_masks and mask_out is not None:
                 ctx.t_mask_logits = mask_logits(self.teacher.roi_heads, t_features, mask_out.proposals).float()
 
@@ -198,11 +232,20 @@ class DistillGeneralizedRCNN(nn.Module):
         losses = {k: v * det_scale for k, v in {**proposal_losses, **detector_losses}.items()}
         it = current_iter()
         storage = current_storage()
-        for name, distiller in self.distillers.items():
-            weight = self.loss_weights[name] * self.schedules[name](it)
+        kd_losses = {name: distiller(ctx) for name, distiller in self.distillers.items()}
+        if self.balancer is not None and self.balancer.calibrating:
+            self.balancer.observe(
+                sum({**proposal_losses, **detector_losses}.values()),
+                {name: sum(values.values()) for name, values in kd_losses.items() if values},
+                self.student.backbone.parameters(),
+                self.student.roi_heads.parameters(),
+            )
+        for name, values in kd_losses.items():
+            base = self.loss_weights[name] if self.balancer is None else self.balancer.weight(name)
+            weight = base * self.schedules[name](it)
             if storage is not None:
                 storage.put_scalar(f"kd_weight/{name}", weight, smoothing_hint=False)
-            for loss_name, value in distiller(ctx).items():
+            for loss_name, value in values.items():
                 if loss_name in losses:
                     raise KeyError(f"Distiller {name!r} returns {loss_name!r}, a name another loss already uses")
                 losses[loss_name] = value * weight
@@ -210,14 +253,25 @@ class DistillGeneralizedRCNN(nn.Module):
 
 
 def _teacher_levels_needed(cfg, teacher, distillers) -> List[str]:
-    """Teacher feature levels read in a step: the distilled levels, plus the teacher heads'
-    inputs when they answer on the student's RoIs."""
-    levels = set(cfg.DISTILL.FEATURE.IN_FEATURES)
+    """Teacher feature levels read in a step: the levels of the feature losses (each its own
+    ``DISTILL.<NAME>.IN_FEATURES``), plus the teacher heads' inputs when they answer on the
+    student's RoIs."""
+    levels = set().union(*(d.in_features for d in distillers.values()))
     if any(d.needs_teacher_rois for d in distillers.values()):
         levels |= set(teacher.roi_heads.box_in_features)
     if any(d.needs_masks for d in distillers.values()):
         levels |= set(teacher.roi_heads.mask_in_features)
     return sorted(levels)
+
+
+def _visualize_training(student: GeneralizedRCNN, batched_inputs, proposals) -> None:
+    """``VIS_PERIOD`` as ``GeneralizedRCNN.forward`` honours it: every VIS_PERIOD iterations
+    the student's ``visualize_training`` puts one image's GT boxes and RPN proposals into the
+    event storage."""
+    if student.vis_period > 0:
+        storage = get_event_storage()
+        if storage.iter % student.vis_period == 0:
+            student.visualize_training(batched_inputs, proposals)
 
 
 def _to_float(stage):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.modeling.roi_heads import CascadeROIHeads, StandardROIHeads
 from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient
 from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_loss
@@ -181,7 +182,8 @@ def teacher_stage_plan(num_student_stages: int, num_teacher_stages: int, choice:
 
     Equal stage counts pair stage k with stage k; a single-stage teacher answers every student
     stage; a Cascade teacher answering a single-stage student uses ``choice``: "last",
-    "average" (all stages, logits averaged by the caller) or a stage index.
+    "average" (all stages, combined by :func:`average_stage_scores` in the caller) or a stage
+    index.
     """
     if num_teacher_stages == num_student_stages:
         return [[k] for k in range(num_student_stages)]
@@ -206,13 +208,24 @@ def teacher_stage_plan(num_student_stages: int, num_teacher_stages: int, choice:
     return [[idx]]
 
 
+def average_stage_scores(scores: List[torch.Tensor]) -> torch.Tensor:
+    """The Cascade ensemble of Detectron2's inference (``CascadeROIHeads._forward_box``: the mean
+    of the stages' softmax probabilities p_bar), as logits: log(p_bar) ((R, K+1) each -> (R, K+1),
+    float32). softmax(log p_bar) = p_bar, so KD at temperature T targets p_bar^(1/T) / Z; p_bar
+    is clamped at the smallest normal float before the log (no -inf)."""
+    probs = torch.stack([F.softmax(s.float(), dim=1) for s in scores]).mean(0)
+    return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
+
+
 def teacher_roi_forward(
     roi_heads, features: Dict[str, torch.Tensor], student_stages: List[BoxStageOutputs], plan: List[List[int]]
 ) -> List[BoxStageOutputs]:
     """Teacher outputs aligned with ``student_stages``: for student stage k, the teacher stages
-    ``plan[k]`` run on the student's stage-k proposals. Several stages: logits are averaged;
-    deltas, box features and predictor come from the last stage (each Cascade stage has its own
-    box-regression weights, so deltas of different stages must not be averaged)."""
+    ``plan[k]`` run on the student's stage-k proposals (pooled from ``features``: the teacher's,
+    or the student's for CrossKD). Several stages: scores = :func:`average_stage_scores` (log of
+    the mean probability); deltas, box features and predictor come from the last stage (each
+    Cascade stage has its own box-regression weights, so deltas of different stages must not be
+    averaged)."""
     outputs = []
     for s_stage, t_stages in zip(student_stages, plan):
         runs = [teacher_box_outputs(roi_heads, features, s_stage.proposals, k) for k in t_stages]
@@ -223,7 +236,7 @@ def teacher_roi_forward(
             BoxStageOutputs(
                 s_stage.proposals,
                 runs[-1].box_features,
-                torch.stack([r.scores for r in runs]).mean(0),
+                average_stage_scores([r.scores for r in runs]),
                 runs[-1].deltas,
                 runs[-1].predictor,
             )

@@ -4,10 +4,12 @@ import logging
 from typing import List
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
 from torch import nn
 
+from ...checkpoint import plain_name
 from ...config import add_distill_config
+from ..init_sources import record_init_source
+from .class_check import check_same_classes
 
 logger = logging.getLogger(__name__)
 
@@ -55,37 +57,26 @@ def build_student_cfg(cfg, tcfg, teacher_channels: int) -> CfgNode:
 
 
 def check_compatible(cfg, tcfg) -> None:
-    """Teacher and student must agree on the class set (count, and names where datasets say)."""
-    s_k, t_k = cfg.MODEL.ROI_HEADS.NUM_CLASSES, tcfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if s_k != t_k:
-        raise ValueError(
-            f"Teacher/student class mismatch: the teacher ({cfg.DISTILL.TEACHER.CONFIG}) predicts {t_k} classes, "
-            f"the student {s_k} (MODEL.ROI_HEADS.NUM_CLASSES)"
-        )
-    s_classes, t_classes = _classes(cfg), _classes(tcfg)
-    if s_classes is not None and t_classes is not None and s_classes != t_classes:
-        raise ValueError(
-            f"Teacher/student dataset mismatch: the teacher was configured for {tcfg.DATASETS.TRAIN[0]} with classes "
-            f"{t_classes}, the student trains on {cfg.DATASETS.TRAIN[0]} with classes {s_classes}"
-        )
+    """Teacher and student must agree on the classes (:func:`check_same_classes`), the heads
+    the losses need and a convertible input format."""
+    check_same_classes(cfg, tcfg)
     if "mask_kd" in cfg.DISTILL.LOSSES and not (cfg.MODEL.MASK_ON and tcfg.MODEL.MASK_ON):
         raise ValueError("DISTILL.LOSSES has 'mask_kd' but the student or the teacher has no mask head (MODEL.MASK_ON)")
     if cfg.INPUT.FORMAT != tcfg.INPUT.FORMAT and {cfg.INPUT.FORMAT, tcfg.INPUT.FORMAT} != {"RGB", "BGR"}:
         raise ValueError(f"Cannot convert student input format {cfg.INPUT.FORMAT} to the teacher's {tcfg.INPUT.FORMAT}")
 
 
-def _classes(cfg):
-    if not cfg.DATASETS.TRAIN:
-        return None
-    return MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
-
-
-def copy_teacher_heads(student: nn.Module, teacher: nn.Module, trainable: bool) -> None:
+def copy_teacher_heads(student: nn.Module, teacher: nn.Module, trainable: bool) -> List[str]:
     """SimKD: the student's RPN and ROI heads become copies of the teacher's (frozen unless
-    ``trainable``)."""
+    ``trainable``). Returns the copied student names."""
+    copied = []
     for name in ("proposal_generator", "roi_heads"):
-        getattr(student, name).load_state_dict(getattr(teacher, name).state_dict())
+        state = getattr(teacher, name).state_dict()
+        getattr(student, name).load_state_dict(state)
         getattr(student, name).requires_grad_(trainable)
+        copied += [f"{name}.{k}" for k in state]
+    record_init_source(student, copied, "DISTILL.SIMKD (teacher heads)")
+    return copied
 
 
 def init_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: List[str]) -> List[str]:
@@ -95,7 +86,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: List[str
     t_state = teacher.state_dict()
     copied, skipped = [], []
     for name, value in student.state_dict().items():
-        t_name = name.replace("backbone.inner.", "backbone.", 1)
+        t_name = plain_name(name)
         if not any(t_name.startswith(p) for p in prefixes):
             continue
         if t_name in t_state and t_state[t_name].shape == value.shape:
@@ -106,4 +97,5 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: List[str
     logger.info(f"Initialised {len(copied)} student tensors from the teacher; {len(skipped)} did not match: {skipped[:5]}")
     if not copied:
         raise ValueError(f"DISTILL.INIT_FROM_TEACHER: no student tensor under {prefixes} matches the teacher's shapes")
+    record_init_source(student, copied, "DISTILL.INIT_FROM_TEACHER")
     return copied

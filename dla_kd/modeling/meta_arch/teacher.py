@@ -70,8 +70,13 @@ def build_teacher(cfg, tcfg) -> nn.Module:
 
 
 def teacher_precision(device: torch.device, dtype_name: str):
-    """Autocast context for the teacher forward: half precision on CUDA if asked, fp32 on CPU."""
+    """Autocast context of the teacher forward (``DISTILL.TEACHER.DTYPE``): half precision on CUDA
+    if asked; otherwise autocast switched *off* on the device, so that a float32 teacher (and every
+    CPU teacher) computes in float32 also inside the trainer's autocast (``SOLVER.AMP.ENABLED``).
+    The teacher's inputs are float32 (``teacher_features.pad_each``)."""
     dtype = _HALF_DTYPES[dtype_name]
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
+    if dtype is not None and device.type == "cuda":
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()

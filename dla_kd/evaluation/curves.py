@@ -1,0 +1,74 @@
+"""Learning curves from Detectron2's ``metrics.json``: the periodic evaluations (``TEST.EVAL_PERIOD``)
+log ``bbox/AP`` (and ``segm/AP``) with their iteration; this reads them back, averages over seeds
+and draws them (matplotlib, headless)."""
+import json
+import os
+import statistics
+from typing import Dict, List, Sequence, Tuple
+
+Curve = List[Tuple[int, float]]  # (iteration, AP) sorted by iteration
+
+
+def read_curve(output_dir: str, metric: str = "bbox/AP") -> Curve:
+    """(iteration, value) of every logged ``metric`` in ``<output_dir>/metrics.json``; when a
+    resumed run logged an iteration twice, the last entry wins."""
+    path = os.path.join(output_dir, "metrics.json")
+    points: Dict[int, float] = {}
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill mid-write
+                continue
+            if metric in entry and "iteration" in entry:
+                points[int(entry["iteration"])] = float(entry[metric])
+    return sorted(points.items())
+
+
+def mean_curve(curves: Sequence[Curve]) -> Curve:
+    """Mean over seeds at the iterations every curve has."""
+    curves = [dict(c) for c in curves if c]
+    if not curves:
+        return []
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(it, statistics.fmean(c[it] for c in curves)) for it in common]
+
+
+def plateau_change(curve: Curve, fraction: float = 1 / 3) -> float:
+    """Largest |AP - final AP| over the evaluations in the last ``fraction`` of the schedule (the
+    benchmark's convergence criterion: below 1 AP)."""
+    if not curve:
+        return float("nan")
+    last_iter, last = curve[-1]
+    # Iterations are 0-based (the evaluation after iteration i has seen i + 1 iterations).
+    start = (last_iter + 1) - (last_iter + 1) * fraction
+    return max(abs(v - last) for it, v in curve if it + 1 >= start)
+
+
+def plot_curves(curves: Dict[str, Curve], path: str, title: str, ylabel: str = "bbox AP") -> str:
+    """One line per named curve, written as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, curve in curves.items():
+        if curve:
+            xs, ys = zip(*curve)
+            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

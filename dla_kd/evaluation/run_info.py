@@ -1,0 +1,62 @@
+"""What a long report ran on and how long it took, across interrupted invocations."""
+import json
+import os
+import platform
+import time
+from typing import Dict
+
+INVOCATIONS_FILE = "invocations.json"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_environment(threads: int, jobs: int) -> Dict:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "jobs": jobs,
+        "threads_per_job": max(1, threads // max(1, jobs)),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def record_invocation(output_dir: str, started: float, final: bool = False) -> float:
+    """Record this invocation (started at ``started``, still running unless ``final``) in
+    ``<output_dir>/invocations.json`` and return the wall time of all invocations in seconds.
+    An invocation killed before its end keeps the time of its last record."""
+    path = os.path.join(output_dir, INVOCATIONS_FILE)
+    entries = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            entries = json.load(f)
+    now = time.time()
+    entries = [e for e in entries if e["start"] != started]
+    entries.append({"start": started, "end": now, "finished": final, "load_average_1min": os.getloadavg()[0]})
+    os.makedirs(output_dir, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(sorted(entries, key=lambda e: e["start"]), f, indent=2)
+    os.replace(tmp, path)
+    return sum(e["end"] - e["start"] for e in entries)
+
+
+def invocation_count(output_dir: str) -> int:
+    path = os.path.join(output_dir, INVOCATIONS_FILE)
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        return len(json.load(f))

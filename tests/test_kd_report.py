@@ -1,0 +1,102 @@
+"""tools/kd_report.py: teacher once, student and KD runs once per seed (seed-major), collected when
+finished, resumed otherwise; report with mean ± std, sizes, curves, environment and wall time."""
+import json
+import os
+import sys
+
+import pytest
+
+from tiny_models import MICRO, TINY, load_tool, write_config
+
+# A stand-in for tools/train_net.py: records its call, writes a final evaluation whose AP encodes
+# the run and seed, a learning curve in metrics.json and a loadable model_final.pth.
+FAKE_TRAIN_NET = r'''
+import json, os, sys
+import torch
+args = sys.argv[1:]
+out, seed = args[args.index("OUTPUT_DIR") + 1], int(args[args.index("SEED") + 1])
+config = os.path.basename(args[args.index("--config-file") + 1])
+os.makedirs(out, exist_ok=True)
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args}) + "\n")
+base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0}[config] + seed
+final = int(os.environ["FAKE_FINAL_ITER"])
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    for it, frac in ((final // 2, 0.5), (final, 1.0)):
+        f.write(json.dumps({"iteration": it, "bbox/AP": base * frac}) + "\n")
+res = {t: {"AP": base, "AP50": base + 20, "AP75": base - 5, "AP-Text": base} for t in ("bbox", "segm")}
+with open(os.path.join(out, "eval_synthetic_doclaynet_val.json"), "w") as f:
+    json.dump({"iteration": final, "results": res}, f)
+torch.save({"model": {}}, os.path.join(out, "model_final.pth"))
+'''
+
+
+@pytest.fixture
+def report_setup(tmp_path, monkeypatch):
+    teacher = write_config(str(tmp_path / "teacher.yaml"), TINY, ["SOLVER.MAX_ITER", "4"])
+    student = write_config(str(tmp_path / "student.yaml"), TINY, ["SOLVER.MAX_ITER", "4"])
+    distill = write_config(str(tmp_path / "fitnet.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", teacher, "DISTILL.LOSSES", "['fitnet']",
+    ])
+    fake = tmp_path / "fake_train_net.py"
+    fake.write_text(FAKE_TRAIN_NET)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_FINAL_ITER", "3")
+    kd_report = load_tool("kd_report")
+    monkeypatch.setattr(kd_report, "TRAIN_NET", str(fake))
+    out = tmp_path / "report"
+    argv = ["kd_report.py", "--teacher", teacher, "--student", student, "--distill", distill,
+            "--output", str(out), "--seeds", "1", "2", "--threads", "1", "--publish", str(out / "pub"), *MICRO]
+    return kd_report, argv, out, calls
+
+
+def _calls(path):
+    return [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
+
+
+def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    order = [(c["config"], c["seed"]) for c in _calls(calls)]
+    # The teacher once (first seed), then every run's first seed before any second seed.
+    assert order == [("teacher.yaml", 1), ("student.yaml", 1), ("fitnet.yaml", 1),
+                     ("student.yaml", 2), ("fitnet.yaml", 2)]
+    assert os.path.isfile(out / "student" / "seed2" / "model_final.pth")
+    report = json.load(open(out / "report.json"))
+    rows = {r["run"]: r for r in report["rows"]}
+    assert rows["student"]["bbox_AP"]["mean"] == pytest.approx(41.5)  # 41, 42
+    assert rows["student"]["bbox_AP"]["std"] == pytest.approx(0.5 ** 0.5)
+    assert rows["fitnet"]["bbox_gap_closed"] == pytest.approx(5.0 / 19.5)  # (46.5 - 41.5) / (61 - 41.5)
+    assert rows["teacher"]["seeds"] == 1
+    # The deployable models' sizes: the distilled student is the student's size.
+    assert report["sizes"]["fitnet"]["params_M"] == pytest.approx(report["sizes"]["student"]["params_M"])
+    assert report["sizes"]["teacher"]["params_M"] == pytest.approx(report["sizes"]["student"]["params_M"])
+    assert report["curves"]["student"] == [[1, pytest.approx(20.75)], [3, pytest.approx(41.5)]]
+    assert set(report["curves"]) == {"teacher", "student", "fitnet"}
+    assert open(out / "curves.png", "rb").read(4) == b"\x89PNG"
+    assert sorted(os.listdir(out / "pub")) == ["curves.png", "report.json", "report.md"]
+    env = report["environment"]
+    assert env["cpu_count"] == os.cpu_count() and env["threads_per_job"] == 1 and env["invocations"] == 1
+    md = open(out / "report.md").read()
+    assert "| fitnet | 2 | 46.5 ± 0.7 |" in md and "Hardware:" in md and "Command: `tools/kd_report.py" in md
+    # A second invocation collects everything and trains nothing.
+    kd_report.main()
+    assert len(_calls(calls)) == 5
+    assert json.load(open(out / "report.json"))["environment"]["invocations"] == 2
+
+
+def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, monkeypatch):
+    kd_report, argv, out, calls = report_setup
+    run_dir = out / "student" / "seed1"
+    run_dir.mkdir(parents=True)
+    # An interrupted run: a periodic evaluation at iteration 1 and a checkpoint to resume from.
+    (run_dir / "eval_synthetic_doclaynet_val.json").write_text(
+        json.dumps({"iteration": 1, "results": {"bbox": {"AP": 1.0}}}))
+    (run_dir / "last_checkpoint").write_text("model_0000001.pth")
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    student_calls = [c for c in _calls(calls) if c["config"] == "student.yaml" and c["seed"] == 1]
+    assert student_calls == [{"config": "student.yaml", "seed": 1, "resume": True}]
