@@ -1,10 +1,14 @@
-"""Shared fixtures: a tiny synthetic datasets root."""
+"""Shared fixtures: a tiny synthetic datasets root, a tiny detector (checkpoint and export)."""
 import os
 
 import pytest
 import torch
+from detectron2.modeling import build_model
 
 from dla_kd.data.synthetic import generate_dataset
+from dla_kd.engine import load_config
+from dla_kd.export import export_model
+from tiny_models import TINY, write_config
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +38,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory):
+    """(config, weights, TorchScript export folder) of a tiny random-init Mask R-CNN with 10
+    detections per image (score threshold 0)."""
+    folder = tmp_path_factory.mktemp("detector")
+    config = write_config(str(folder / "model.yaml"), TINY,
+                          ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10"])
+    torch.manual_seed(0)
+    weights = str(folder / "model.pth")
+    torch.save({"model": build_model(load_config(config)).state_dict()}, weights)
+    exported = str(folder / "torchscript")
+    export_model(load_config(config), weights, "torchscript", exported, check=False)
+    return config, weights, exported

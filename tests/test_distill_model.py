@@ -1,6 +1,5 @@
 """DistillGeneralizedRCNN: frozen teacher, gradients, zero KD for a copied student, the teacher
 answering on the student's RoIs, inference = student alone, extraction, build-time errors."""
-import os
 
 import pytest
 import torch
@@ -223,15 +222,34 @@ def test_extracted_student_predicts_identically(tmp_path, losses):
         assert torch.equal(a["instances"].pred_masks, b["instances"].pred_masks)
 
 
+# Batches of labelled images, or with unlabeled images (DISTILL.UNLABELED): (unlabeled image
+# indices, DISTILL.UNLABELED opts). The random teacher's 5 best detections score about 1/12:
+# SCORE_THRESH 0 keeps them as boxes, 2 keeps none (no foreground anywhere: the leanest step).
+# An all-unlabeled batch with teacher boxes and pseudo labels: tests/test_unlabeled.py.
+UNLABELED_BATCHES = {
+    "labelled": ((), []),
+    "mixed": ((1,), ["DISTILL.UNLABELED.SCORE_THRESH", "0.0"]),
+    "unlabeled_no_teacher_boxes": ((0, 1), ["DISTILL.UNLABELED.SCORE_THRESH", "2.0"]),
+}
+
+
 @pytest.mark.parametrize("name", ALL_LOSSES)
-@pytest.mark.parametrize("detection_losses", [True, False])
-def test_every_trainable_parameter_gets_a_gradient(tmp_path, name, detection_losses):
-    """What DDP without find_unused_parameters needs, for each method and in distill-only mode."""
+@pytest.mark.parametrize("detection_losses,batch", [(True, "labelled"), (False, "labelled")]
+                         + [(True, kind) for kind in UNLABELED_BATCHES if kind != "labelled"])
+def test_every_trainable_parameter_gets_a_gradient(tmp_path, name, detection_losses, batch):
+    """What DDP without find_unused_parameters needs, for each method, in distill-only mode and in
+    batches with unlabeled images (all of them unlabeled, with and without teacher boxes)."""
     config, weights = _teacher(tmp_path)
+    unlabeled, opts = UNLABELED_BATCHES[batch]
+    if unlabeled:
+        opts = opts + ["DISTILL.UNLABELED.RATIO", "0.5", "DISTILL.TEACHER.OPTS", "['TEST.DETECTIONS_PER_IMAGE', '5']"]
     cfg = distill_cfg(config, [name], teacher_weights=weights,
-                      opts=["DISTILL.DETECTION_LOSSES", str(detection_losses)])
+                      opts=["DISTILL.DETECTION_LOSSES", str(detection_losses)] + opts)
     model = build_model(cfg).train()
-    losses = _losses(model)
+    inputs = fake_batch()
+    for i in unlabeled:
+        del inputs[i]["instances"]
+    losses = _losses(model, inputs)
     sum(losses.values()).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing[:5]

@@ -18,7 +18,7 @@ from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
 from dla_kd.export import TorchRunner, build_deployable_model, compare_detections, load_exported, preprocess
 from dla_kd.export.samples import read_image_rgb
-from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, save_pages, tool_main, write_config
+from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, onnx_nodes, save_pages, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,15 +95,6 @@ def test_export_round_trip(exported, fmt):
     assert_same_detections(ref, out)
     assert out.pred_masks.shape == ref.pred_masks.shape
     assert (out.pred_masks - ref.pred_masks).abs().max() < 1e-3
-
-
-def onnx_nodes(graph):
-    """All nodes of an ONNX graph, those of If/Loop subgraphs included."""
-    for node in graph.node:
-        yield node
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                yield from onnx_nodes(sub)
 
 
 def test_onnx_graph_holds_nms_and_half_pixel_roialign(exported):

@@ -2,6 +2,7 @@
 finished, resumed otherwise; report with mean ± std, sizes, curves, environment and wall time."""
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -77,7 +78,7 @@ def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
     assert report["curves"]["student"] == [[1, pytest.approx(20.75)], [3, pytest.approx(41.5)]]
     assert set(report["curves"]) == {"teacher", "student", "fitnet"}
     assert open(out / "curves.png", "rb").read(4) == b"\x89PNG"
-    assert sorted(os.listdir(out / "pub")) == ["curves.png", "report.json", "report.md"]
+    assert sorted(os.listdir(out / "pub")) == ["curves.png", "invocations.json", "report.json", "report.md", "runs"]
     env = report["environment"]
     assert env["cpu_count"] == os.cpu_count() and env["threads_per_job"] == 1 and env["invocations"] == 1
     md = open(out / "report.md").read()
@@ -100,3 +101,26 @@ def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, mo
     kd_report.main()
     student_calls = [c for c in _calls(calls) if c["config"] == "student.yaml" and c["seed"] == 1]
     assert student_calls == [{"config": "student.yaml", "seed": 1, "resume": True}]
+
+
+def test_a_fresh_machine_collects_published_runs(report_setup, monkeypatch):
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    pub = out / "pub"
+    # Each finished run is published with the teacher it learned from.
+    assert os.path.isfile(pub / "runs" / "fitnet" / "seed2" / "eval_synthetic_doclaynet_val.json")
+    record = json.load(open(pub / "runs" / "fitnet" / "seed1" / "teacher.json"))
+    assert len(record["sha256"]) == 64 and record["bbox_AP"] == 61.0
+    assert not os.path.isfile(pub / "runs" / "student" / "seed1" / "teacher.json")
+    # A new session: the output folder is gone, the published folder (committed) is there.
+    shutil.rmtree(out / "teacher")
+    shutil.rmtree(out / "student")
+    shutil.rmtree(out / "fitnet")
+    kd_report.main()
+    again = [(c["config"], c["seed"]) for c in _calls(calls)][5:]
+    assert again == [("teacher.yaml", 1)]  # the teacher's weights are needed again; no student run
+    report = json.load(open(pub / "report.json"))
+    assert {r["run"]: r["seeds"] for r in report["rows"]} == {"teacher": 1, "student": 2, "fitnet": 2}
+    assert report["teachers"][0]["runs"] == 2 and report["environment"]["invocations"] == 2
+    assert set(report["curves"]) == {"teacher", "student", "fitnet"}

@@ -9,7 +9,6 @@ import numpy as np
 import pypdfium2 as pdfium
 import pytest
 import torch
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 
@@ -17,35 +16,13 @@ import dla_kd
 from dla_kd import Predictor
 from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
-from dla_kd.export import ModelSpec, export_model
+from dla_kd.export import ModelSpec
 from dla_kd.predict.visualize import draw_detections
-from tiny_models import MICRO, TINY, TINY_CASCADE, save_pages, tool_main, write_config
+from tiny_models import MICRO, TINY, TINY_CASCADE, make_pdf, save_pages, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOCLAYNET = {c["id"]: c["name"] for c in DOCLAYNET_CATEGORIES}
-TOP_K = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10"]
-
-
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory):
-    """(config, weights, TorchScript export folder) of a tiny random-init Mask R-CNN."""
-    folder = tmp_path_factory.mktemp("detector")
-    config = write_config(str(folder / "model.yaml"), TINY, TOP_K)
-    torch.manual_seed(0)
-    weights = str(folder / "model.pth")
-    torch.save({"model": build_model(load_config(config)).state_dict()}, weights)
-    exported = str(folder / "torchscript")
-    export_model(load_config(config), weights, "torchscript", exported, check=False)
-    return config, weights, exported
-
-
-def make_pdf(path, sizes, seed=1):
-    """A PDF with one noise page per (H, W) pixel size, 72 dpi: page size in points = pixels."""
-    rng = np.random.default_rng(seed)
-    pages = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-    pages[0].save(path, "PDF", resolution=72.0, save_all=True, append_images=pages[1:])
-    return path
 
 
 def check_record(record, height, width, page=None, dpi=None):
@@ -80,7 +57,8 @@ def test_images_folders_and_pdf_pages_to_json_and_png(detector, tmp_path):
 
     out = str(tmp_path / "out")
     status = tool_main("predict")(["--config-file", config, "--input", single, str(folder), "--output", out,
-                                   "--dpi", "144", "--no-progress", "MODEL.WEIGHTS", weights])
+                                   "--dpi", "144", "--output-format", "polygons", "--no-progress",
+                                   "MODEL.WEIGHTS", weights])
     assert status == 0
     # name -> (height, width, page, dpi): PDF pages rendered at 144 dpi are twice their point size
     expected = {"page0": (210, 160, None, None), "scan": (140, 180, None, None),
@@ -101,11 +79,11 @@ def test_exported_model_writes_the_same_json(detector, tmp_path):
     page = save_pages(str(tmp_path), [(170, 130)])[0]
     out = str(tmp_path / "out")
     assert tool_main("predict")(["--exported", exported, "--input", page, "--output", out, "--no-vis",
-                                 "--mask-format", "rle", "--no-progress"]) == 0
+                                 "--output-format", "rle", "--no-progress"]) == 0
     record = json.load(open(os.path.join(out, "page0.json")))
     checkpoint = Predictor.from_checkpoint(config, weights)
     image = np.asarray(Image.open(page).convert("RGB"))
-    reference = checkpoint.record(checkpoint(image), os.path.abspath(page), mask_format="rle")
+    reference = checkpoint.record(checkpoint(image), os.path.abspath(page), output_format="rle")
     assert record["backend"] == "torchscript" and reference["backend"] == "pytorch"
     assert {k: v for k, v in record.items() if k not in ("backend", "detections")} == \
            {k: v for k, v in reference.items() if k not in ("backend", "detections")}
@@ -163,7 +141,9 @@ def test_predictor_api_and_score_filter(detector, tmp_path):
     image = np.asarray(Image.open(save_pages(str(tmp_path), [(130, 170)])[0]))
     instances = predictor(image)
     assert len(instances) > 0 and tuple(instances.image_size) == (130, 170)
-    assert instances.pred_masks.shape == (len(instances), 130, 170) and instances.pred_masks.dtype == torch.bool
+    assert len(instances.pred_masks) == len(instances)  # pasted one at a time: PageMasks, not (N, H, W)
+    mask = instances.pred_masks.paste(0)
+    assert mask.shape == (130, 170) and mask.dtype == bool
     strict = Predictor(predictor.runner, predictor.spec, min_score=1.01)
     none = strict(image)
     assert len(none) == 0 and strict.record(none, "x.png")["detections"] == []

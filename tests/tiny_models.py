@@ -91,6 +91,17 @@ def tool_main(name: str):
     return load_tool(name).main
 
 
+def onnx_nodes(graph):
+    """All nodes of an ONNX graph, those of If/Loop subgraphs included."""
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from onnx_nodes(sub)
+
+
 def save_pages(folder, sizes, seed=0):
     """Noise pages of (H, W) ``sizes`` saved as PNG; returns their paths."""
     rng = np.random.default_rng(seed)
@@ -100,3 +111,11 @@ def save_pages(folder, sizes, seed=0):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def make_pdf(path, sizes, seed=1):
+    """A PDF with one noise page per (H, W) pixel size, 72 dpi: page size in points = pixels."""
+    rng = np.random.default_rng(seed)
+    pages = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    pages[0].save(path, "PDF", resolution=72.0, save_all=True, append_images=pages[1:])
+    return path

@@ -11,13 +11,12 @@ detections does: it is reported). The page (synthetic) is resized to --short-sid
 --output, the benchmarked files to --output/models.
 """
 import argparse
-import logging
 import os
-import sys
 
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd.engine import load_config
 from dla_kd.export.benchmark import benchmark, markdown_table, write_report
+from dla_kd.utils.cli import run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "synthetic", "mask_rcnn_R_18_GN_tiny_doclaynet.yaml")
@@ -45,11 +44,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import warnings
-
-    from detectron2.utils.logger import setup_logger
-
-    warnings.filterwarnings("ignore", message="torch.meshgrid")  # Detectron2's anchor generator
-
-    setup_logger(name="dla_kd", abbrev_name="dla_kd")
-    sys.exit(main())
+    run_tool(main)

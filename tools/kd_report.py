@@ -12,8 +12,9 @@ seed standard deviation, and each deployable model's parameters and GFLOPs; plus
         --distill configs/synthetic/bench/distill/[a-z]*.yaml --output output/kd_benchmark \\
         --seeds 42 1 2 --jobs 2 --threads 2 [--teacher-weights W] [--collect-only] [KEY VALUE ...]
 
-The teacher trains into ``<output>/teacher``, every other run into ``<output>/<name>/seed<k>``,
-all first seeds before any second seed. A finished run (its final evaluation exists and its
+The teacher trains into ``<output>/teacher``, every other run into ``<output>/<name>/seed<k>``:
+the supervised seeds beside the teacher (with --jobs > 1), then the distillation runs, all first
+seeds before any second seed. A finished run (its final evaluation exists and its
 model_final.pth loads) is not repeated, an interrupted one resumes from its last
 checkpoint (which re-creates a truncated or missing final file). The teacher's checkpoint is
 checked to load before any student uses it. Runs side by side with --num-gpus > 1 each get a free
@@ -37,7 +38,14 @@ from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import build_seed_rows, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
-from dla_kd.evaluation.run_info import invocation_count, record_invocation, run_environment
+from dla_kd.evaluation.run_info import (
+    TEACHER_FILE,
+    invocation_count,
+    read_teacher_record,
+    record_invocation,
+    run_environment,
+    write_teacher_record,
+)
 from dla_kd.export.student import deployable_cfg
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
@@ -47,16 +55,38 @@ def run_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None, final_iteration=None):
+PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE)
+
+
+def publish_run(output_dir: str, published_dir: str, dataset: str) -> None:
+    """Copy what a finished run's row and curve need (final evaluation, metrics, config, the
+    teacher it was distilled from) from ``output_dir`` to ``published_dir``: a later session on a
+    fresh machine collects the run from there instead of training it again."""
+    os.makedirs(published_dir, exist_ok=True)
+    for name in (f"eval_{dataset}.json", *PUBLISHED_FILES):
+        if os.path.isfile(os.path.join(output_dir, name)):
+            shutil.copyfile(os.path.join(output_dir, name), os.path.join(published_dir, name))
+
+
+def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None, final_iteration=None,
+        published_dir=None):
     """Train + evaluate (or only evaluate) one config unless already done; returns its results.
     ``threads``: torch threads of the run (OMP_NUM_THREADS), default: inherited.
     ``final_iteration``: the evaluation that counts as "done" (periodic evaluations during
-    training write the same file at earlier iterations)."""
+    training write the same file at earlier iterations). ``published_dir``: where a finished run
+    is copied (``publish_run``) and, when ``output_dir`` has not finished, collected from."""
     final = os.path.join(output_dir, "model_final.pth")
     done = load_eval(output_dir, dataset, final_iteration=final_iteration)
+    if done is None and published_dir:
+        published = load_eval(published_dir, dataset, final_iteration=final_iteration)
+        if published is not None:
+            print(f"[kd_report] {output_dir}: finished earlier, collected from {published_dir}")
+            return published
     problem = None if done is None or eval_only else checkpoint_problem(final)
     if done is not None and problem is None:
         print(f"[kd_report] {output_dir}: done, collected")
+        if published_dir:
+            publish_run(output_dir, published_dir, dataset)
         return done
     if done is not None:
         print(f"[kd_report] {output_dir}: evaluated, but {problem}: resuming the run", flush=True)
@@ -81,6 +111,8 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
         print(f"[kd_report] {output_dir}: FAILED: {problem}", flush=True)
         return None
     print(f"[kd_report] {output_dir}: finished in {(time.time() - start) / 60:.1f} min", flush=True)
+    if published_dir:
+        publish_run(output_dir, published_dir, dataset)
     return load_eval(output_dir, dataset, final_iteration=final_iteration)
 
 
@@ -97,11 +129,14 @@ def main():
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="student/KD runs trained side by side after the teacher (CPU: threads/jobs each)")
+                        help="runs trained side by side, the teacher included (CPU: threads/jobs each); "
+                             "supervised seeds train beside the teacher, distillation runs wait for it")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads to share between jobs")
     parser.add_argument("--curves", type=int, default=2, help="learning curves of this many best KD runs")
     parser.add_argument("--publish", default="",
-                        help="also copy report.md, report.json and curves.png to this folder (e.g. under results/)")
+                        help="a folder under results/: report.md, report.json and curves.png are copied there, and "
+                             "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
+                             "a later invocation (also on a fresh machine) collects it")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
     started = time.time()
@@ -114,8 +149,47 @@ def main():
     kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
     runs = {"student": (args.student, list(args.opts))}
     runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
-    # Seed-major order: every run's first seed before any second seed, so partial results compare.
-    plan = [(name, seed) for seed in args.seeds for name in runs]
+    # Supervised seeds first (they need no teacher, so they train beside it), then the
+    # distillation runs seed-major: every run's first seed before any second seed.
+    plan = [("student", seed) for seed in args.seeds]
+    plan += [(name, seed) for seed in args.seeds for name in runs if name != "student"]
+
+    def published(name, seed=None):
+        if not args.publish:
+            return None
+        return os.path.join(args.publish, "runs", name, *([f"seed{seed}"] if seed is not None else []))
+
+    def run_dirs(name, seed=None):
+        """Where a run's files are: this machine's output folder, then the published copy."""
+        local = os.path.join(args.output, name, *([f"seed{seed}"] if seed is not None else []))
+        return [d for d in (local, published(name, seed)) if d]
+
+    teacher_dir = os.path.join(args.output, "teacher")
+
+    def train_teacher():
+        """The teacher's evaluation (trained here, or only evaluated with --teacher-weights); None
+        when it failed or its checkpoint cannot be used."""
+        if args.collect_only:
+            final_iter = None if args.teacher_weights else teacher_final
+            return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
+                         if r is not None), None)
+        threads = max(1, args.threads // args.jobs)
+        if args.teacher_weights:
+            opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
+            return run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=threads)
+        opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
+        # Trained here whatever was published: the distillation runs need its weights.
+        result = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, threads=threads,
+                     final_iteration=teacher_final)
+        # A teacher trained here must have left a complete final checkpoint (--teacher-weights files,
+        # possibly .pkl or bare state dicts, were just loaded strictly by the teacher's evaluation).
+        problem = checkpoint_problem(teacher_weights) if result is not None else "its run failed"
+        if problem:
+            print(f"[kd_report] the teacher cannot be used: {problem}", flush=True)
+            return None
+        if args.publish:
+            publish_run(teacher_dir, published("teacher"), dataset)
+        return result
 
     def execute(item):
         name, seed = item
@@ -123,35 +197,32 @@ def main():
         out = os.path.join(args.output, name, f"seed{seed}")
         opts = ["SEED", str(seed)] + opts
         if args.collect_only:
-            return item, load_eval(out, dataset, final_iteration=student_final)
+            return item, next((r for r in (load_eval(d, dataset, final_iteration=student_final)
+                                           for d in run_dirs(name, seed)) if r is not None), None)
+        if name != "student":
+            teacher = teacher_future.result()  # distillation waits for the teacher
+            if teacher is None:
+                return item, None
+            if not args.teacher_weights:
+                write_teacher_record(out, teacher_weights, teacher)
         threads = max(1, args.threads // args.jobs)
-        return item, run(config, out, opts, dataset, args.num_gpus, threads=threads, final_iteration=student_final)
+        return item, run(config, out, opts, dataset, args.num_gpus, threads=threads, final_iteration=student_final,
+                         published_dir=published(name, seed))
 
-    # The teacher first (every distillation run needs it), then the rest side by side.
-    teacher_dir = os.path.join(args.output, "teacher")
-    if args.collect_only:
-        teacher = load_eval(teacher_dir, dataset, final_iteration=None if args.teacher_weights else teacher_final)
-    elif args.teacher_weights:
-        opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
-        teacher = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=args.threads)
-    else:
-        opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
-        teacher = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, threads=args.threads,
-                      final_iteration=teacher_final)
-    if teacher is None and not args.collect_only:
-        raise SystemExit("[kd_report] the teacher run failed; nothing to distill from")
-    # A teacher trained here must have left a complete final checkpoint (--teacher-weights files,
-    # possibly .pkl or bare state dicts, were just loaded strictly by the teacher's evaluation).
-    problem = None if args.collect_only or args.teacher_weights else checkpoint_problem(teacher_weights)
-    if problem:
-        raise SystemExit(f"[kd_report] the teacher cannot be used: {problem}")
     results = {}
-    report = BenchmarkReport(args, dataset, runs, started)
-    report.write(teacher, results)
+    report = BenchmarkReport(args, dataset, runs, started, run_dirs)
+    # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for item, res in pool.map(execute, plan):
+        teacher_future = pool.submit(train_teacher)
+        futures = [pool.submit(execute, item) for item in plan]
+        report.write(None, results)
+        for future in futures:
+            item, res = future.result()
             results[item] = res
-            report.write(teacher, results)
+            report.write(teacher_future.result() if teacher_future.done() else None, results)
+    teacher = teacher_future.result()
+    if teacher is None and not args.collect_only:
+        raise SystemExit("[kd_report] the teacher run failed or cannot be used; nothing was distilled")
     report.write(teacher, results, final=True)
 
 
@@ -166,8 +237,8 @@ class BenchmarkReport:
     """Writes ``report.{md,json}`` (mean ± std over seeds, model sizes, settings, wall time) and
     ``curves.png`` into ``--output`` after every finished run."""
 
-    def __init__(self, args, dataset, runs, started):
-        self.args, self.dataset, self.runs, self.started = args, dataset, runs, started
+    def __init__(self, args, dataset, runs, started, run_dirs):
+        self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
         self.sizes = {}
         for name, config in [("teacher", args.teacher)] + [(n, c) for n, (c, _) in runs.items()]:
             try:
@@ -184,14 +255,16 @@ class BenchmarkReport:
         missing = [f"{n}/seed{s}" for (n, s), res in results.items() if res is None]
         curves = self._curves(rows)
         meta = run_environment(args.threads, args.jobs)
-        meta["wall_time_h"] = record_invocation(args.output, self.started, final) / 3600
-        meta["invocations"] = invocation_count(args.output)
+        # Kept with the published report when there is one: sessions on fresh machines add up.
+        meta["wall_time_h"] = record_invocation(args.publish or args.output, self.started, final) / 3600
+        meta["invocations"] = invocation_count(args.publish or args.output)
+        teachers = self._teachers(results)
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c) for name, c in curves.items()}
         with open(os.path.join(args.output, "report.json"), "w") as f:
             json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
-                       "sizes": self.sizes, "rows": rows, "curves": curves,
+                       "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers,
                        "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
@@ -199,6 +272,9 @@ class BenchmarkReport:
             md += ["Learning curves (bbox AP during training, mean over seeds): `curves.png`. Largest change "
                    "of bbox AP over the last third of the schedule: "
                    + ", ".join(f"{k} {v:.2f}" for k, v in convergence.items()) + ".", ""]
+        if teachers:
+            md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
+                   + "; ".join(f"`{t['sha256'][:12]}`: {t['bbox_AP']}, {t['runs']} run(s)" for t in teachers) + ".", ""]
         md += [f"Command: `{meta['command']}`", "",
                f"Hardware: {meta['cpu']} ({meta['cpu_count']} cores), torch {meta['torch']}, {args.jobs} job(s) "
                f"side by side with {max(1, args.threads // args.jobs)} thread(s) each; wall time so far "
@@ -215,19 +291,32 @@ class BenchmarkReport:
                 if os.path.isfile(os.path.join(args.output, name)):
                     shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
 
+    def _teachers(self, results):
+        """Distinct teachers (by weights sha256) of the finished distillation runs."""
+        seen = {}
+        for (name, seed), res in results.items():
+            record = read_teacher_record(self.run_dirs(name, seed)) if res is not None and name != "student" else None
+            if record:
+                entry = seen.setdefault(record["sha256"], {**record, "runs": 0})
+                entry["runs"] += 1
+        return list(seen.values())
+
     def _curves(self, rows):
         """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs."""
         kd = sorted((r for r in rows if r["run"] not in ("teacher", "student") and r["bbox_AP"]["mean"] is not None),
                     key=lambda r: -r["bbox_AP"]["mean"])[: self.args.curves]
         names = ["teacher", "student"] + [r["run"] for r in kd]
-        curves = {"teacher": read_curve(os.path.join(self.args.output, "teacher"))}
+        curves = {"teacher": _first_curve(self.run_dirs("teacher"))}
         for name in names[1:]:
-            curves[name] = mean_curve([read_curve(os.path.join(self.args.output, name, f"seed{s}"))
-                                       for s in self.args.seeds])
+            curves[name] = mean_curve([_first_curve(self.run_dirs(name, s)) for s in self.args.seeds])
         curves = {k: v for k, v in curves.items() if v}
         if curves:
             plot_curves(curves, os.path.join(self.args.output, "curves.png"), f"bbox AP on {self.dataset}")
         return curves
+
+
+def _first_curve(dirs):
+    return next((c for c in (read_curve(d) for d in dirs) if c), [])
 
 
 if __name__ == "__main__":

@@ -4,13 +4,24 @@
     python tools/predict.py --config-file CFG --input a.png scans/ doc.pdf --output out/ \\
         MODEL.WEIGHTS path/to/model_final.pth          # plain or distillation checkpoint
     python tools/predict.py --exported export/model.onnx --input doc.pdf --output out/
-                                                       # or model.ts; export_info.json next to it
+                                   # or model.ts / model.int8.onnx (or the folder); export_info.json next to it
 
-KEY VALUE config overrides (incl. MODEL.WEIGHTS) go last. Folders: their images and PDFs (not
-recursive). PDF pages are rendered at --dpi. For every page, ``out/<name>.json`` (COCO-style:
-page size, per detection dataset category id and name, bbox XYWH, score, segmentation as polygons
-or RLE; the same schema for every backend, see dla_kd/predict/records.py) and ``out/<name>.png``
-(boxes and masks coloured by category). ``out/summary.json`` lists pages written and failures.
+KEY VALUE config overrides (incl. MODEL.WEIGHTS) go last. --budget fast|accurate and overrides of
+MODEL.RPN.POST_NMS_TOPK_TEST, MODEL.ROI_HEADS.SCORE_THRESH_TEST, TEST.DETECTIONS_PER_IMAGE,
+INPUT.MIN_SIZE_TEST/MAX_SIZE_TEST set the test-time budget of a checkpoint (also of a distillation
+student); an exported model keeps the budget and test size of its export (export_info.json).
+
+Folders: their images and PDFs (not recursive). PDF pages are rendered at --dpi, in --workers
+processes while the model runs. For every page, ``out/<name>.json`` (COCO-style: page size, per
+detection dataset category id and name, bbox XYWH, score, segmentation as --output-format; the
+same schema for every backend, see dla_kd/predict/records.py) and ``out/<name>.png`` (boxes and
+masks coloured by category). ``out/summary.json`` lists pages written and failures, the time
+taken and pages/s.
+
+--output-format: ``rle`` (default; COCO compressed RLE, pycocotools decodes it), ``polygons``
+(every contour point: large), ``boxes`` (no masks, no mask pasting: the fastest).
+--batch-size pages share a forward with a checkpoint (PyTorch; pages of the same size);
+exported TorchScript/ONNX graphs take one image, so their pages are run one at a time.
 
 A file that cannot be read (unreadable image, corrupt PDF, PDF without pages, missing path) is
 reported with the reason and the other files are still processed. At the end, failures are listed.
@@ -19,14 +30,17 @@ Exit status: 0 all pages written; 1 some files or pages failed (listed at the en
 2 nothing run (the model could not be loaded, e.g. weights not matching the config).
 """
 import argparse
-import logging
 import sys
 
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd import Predictor
+from dla_kd.export.budget import BUDGETS, Budget, split_budget_overrides
 from dla_kd.export.cli import split_config_overrides
-from dla_kd.predict import MASK_FORMATS
-from dla_kd.predict.batch import DEFAULT_DPI
+from dla_kd.predict import OUTPUT_FORMATS
+from dla_kd.predict.batch import DEFAULT_BATCH_SIZE, DEFAULT_DPI, DEFAULT_WORKERS
+from dla_kd.predict.records import DEFAULT_OUTPUT_FORMAT
+from dla_kd.predict.visualize import DEFAULT_VIS_MAX_SIZE
+from dla_kd.utils.cli import run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders, PDFs")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution (default %(default)s)")
-    parser.add_argument("--mask-format", choices=MASK_FORMATS, default="polygon", help="segmentation in the JSON")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default=DEFAULT_OUTPUT_FORMAT,
+                        help="segmentation in the JSON: rle, polygons or none (boxes) (default %(default)s)")
+    parser.add_argument("--vis-max-size", type=int, default=DEFAULT_VIS_MAX_SIZE,
+                        help="pictures of larger pages are scaled down to this longest side; 0: page size "
+                             "(default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="pages per forward, checkpoints only (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="processes loading/rendering pages ahead; 0: none (default %(default)s)")
     parser.add_argument("--min-score", type=float, default=None, help="drop detections below this score")
     parser.add_argument("--no-vis", action="store_true", help="do not write PNG pictures")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+                        help="checkpoints: test-time budget preset (fast: <= 300 proposals, <= 50 detections)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, incl. MODEL.WEIGHTS")
     return parser
@@ -49,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 def load_predictor(args) -> Predictor:
     if args.exported:
         return Predictor.from_exported(args.exported, args.threads, min_score=args.min_score)
-    return Predictor.from_checkpoint(args.config_file, opts=args.opts, min_score=args.min_score)
+    budget = Budget(args.budget or "accurate", split_budget_overrides(args.opts)[0])
+    return Predictor.from_checkpoint(args.config_file, opts=args.opts, budget=budget, min_score=args.min_score)
 
 
 def main(argv=None) -> int:
@@ -58,16 +83,21 @@ def main(argv=None) -> int:
     args.input, args.opts = split_config_overrides(args.input, args.opts)
     if not args.input:
         parser.error("--input needs at least one image, folder or PDF")
-    if args.exported and args.opts:
-        parser.error("config overrides apply to --config-file checkpoints, not to --exported models")
+    if args.exported and (args.opts or args.budget):
+        parser.error("config overrides and --budget apply to --config-file checkpoints, not to --exported models: "
+                     "an export keeps the budget it was exported with (export again with --budget / KEY VALUE)")
     try:
         predictor = load_predictor(args)
     except Exception as e:  # config, checkpoint or export info: nothing can run, say why
         print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    summary = predictor.predict_files(args.input, args.output, dpi=args.dpi, mask_format=args.mask_format,
-                                      visualize=not args.no_vis, progress=not args.no_progress)
-    print(f"{len(summary.written)} pages written to {args.output} ({predictor.backend})")
+    summary = predictor.predict_files(args.input, args.output, dpi=args.dpi, output_format=args.output_format,
+                                      visualize=not args.no_vis, progress=not args.no_progress,
+                                      batch_size=args.batch_size, workers=args.workers,
+                                      vis_max_size=args.vis_max_size)
+    per_forward = f"up to {args.batch_size} pages per forward" if predictor.batch_forward else "one page per forward"
+    print(f"{len(summary.written)} pages written to {args.output} ({predictor.backend}, {per_forward}) in "
+          f"{summary.seconds:.1f} s: {summary.pages_per_second:.2f} pages/s")
     if summary.failures:
         print(f"{len(summary.failures)} failed:", file=sys.stderr)
         for failure in summary.failures:
@@ -77,12 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import warnings
-
-    from detectron2.utils.logger import setup_logger
-
-    warnings.filterwarnings("ignore", message="torch.meshgrid")  # Detectron2's anchor generator
-
-    setup_logger(name="dla_kd", abbrev_name="dla_kd")
-    logging.getLogger("dla_kd").setLevel(logging.WARNING)
-    sys.exit(main())
+    run_tool(main, quiet=True)

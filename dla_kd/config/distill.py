@@ -117,6 +117,33 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.BALANCE.ITERS = 20  # calibration iterations (norms averaged over them)
     _C.DISTILL.BALANCE.TARGET = 1.0  # |weight x g_kd| / |g_det| after calibration
 
+    # ---- pages without annotations (DATASETS.UNLABELED) -------------------------------------
+    # dla_kd/modeling/meta_arch/unlabeled.py. A training batch holds labelled pages (DATASETS.TRAIN)
+    # and unlabeled pages (DATASETS.UNLABELED); on an unlabeled page there is no ground-truth
+    # detection loss, feature losses compare the whole page, and the teacher's own detections
+    # stand in for the boxes the losses need. Every loss is computed on each part of the batch
+    # separately and logged as <name> (labelled) and unlabeled/<name>; a part's KD losses are
+    # weighted by its share of the batch's images (together: the batch mean).
+    _C.DISTILL.UNLABELED = CN()
+    # Share of each batch's images taken from DATASETS.UNLABELED: 0.5 = half of them; 1.0 = only
+    # unlabeled pages (DATASETS.TRAIN then only names the classes); 0 = off. Per worker, batch b
+    # (SOLVER.IMS_PER_BATCH / #workers) holds round(b x RATIO) unlabeled images (at least one) and
+    # the rest labelled (at least one unless RATIO is 1): two Detectron2 loaders (each with its own
+    # aspect-ratio grouping), one batch of each concatenated per step (dla_kd/data/mixed_loader.py).
+    _C.DISTILL.UNLABELED.RATIO = 0.0
+    # The teacher's detections (its own inference: RPN + ROI heads, MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    # and TEST.DETECTIONS_PER_IMAGE of the teacher's config) scoring at least this are an
+    # unlabeled page's boxes: FGD/DeFeat foreground masks, the RoI sampling of ROI KD (logit/box/
+    # mask KD, CrossKD: foreground = matched to a teacher box, class = the teacher's class) and,
+    # with PSEUDO_LABELS, the pseudo ground truth.
+    _C.DISTILL.UNLABELED.SCORE_THRESH = 0.5
+    # True: those detections train the student's detection losses (RPN, box, mask: masks from the
+    # teacher's mask head binarised at 0.5, the box itself for a teacher without one), weighted by
+    # PSEUDO_LABEL_WEIGHT. False: the student's detection losses on unlabeled pages are computed
+    # (so every parameter still gets a gradient each step) and multiplied by 0.
+    _C.DISTILL.UNLABELED.PSEUDO_LABELS = False
+    _C.DISTILL.UNLABELED.PSEUDO_LABEL_WEIGHT = 1.0
+
     # ---- shared settings ---------------------------------------------------------------------
     _C.DISTILL.FEATURE = CN()
     # FPN levels distilled by feature losses whose own DISTILL.<NAME>.IN_FEATURES is empty.

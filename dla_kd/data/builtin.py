@@ -13,18 +13,26 @@ synthetic_{style}_{split} synthetic/{style}/{split}.json   synthetic/{style}/{sp
 
 DocLayNet splits keep the primary annotation only (``precedence == 0``); the
 ``doclaynet_{split}_all_annotators`` variants keep the redundant double/triple annotations too.
-Synthetic splits are generated on first use when absent (deterministic for their seed).
+Synthetic splits are generated on first use when absent (deterministic for their seed);
+``synthetic_{style}_unlabeled`` registers only the page images of its split (for
+``DATASETS.UNLABELED``).
+
+Pages of your own: :func:`register_unlabeled_pages` (folders of images and PDFs, no
+annotations) and :func:`register_pseudo_labeled` (a teacher's detections written by
+``tools/pseudo_label.py``, above a score threshold).
 """
 import fcntl
 import logging
 import os
 from contextlib import contextmanager
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .categories import get_categories, metadata_from_categories
 from .coco_layout import load_layout_coco_json
+from .pseudo_labeled import load_pseudo_labeled
+from .unlabeled import load_unlabeled_pages, without_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,13 @@ SYNTHETIC_SPLITS = {
     # train1k: the KD benchmark's training pages (configs/synthetic/bench, results/kd_benchmark)
     for split, num_images, seed in (("train", 400, 0), ("val", 100, 1), ("train1k", 1000, 0))
 }
+# name -> (style, split, number of pages, seed): synthetic pages registered without annotations
+# (DATASETS.UNLABELED); "publaynet" pages are the other-domain case for a DocLayNet-style teacher.
+SYNTHETIC_UNLABELED_SPLITS = {
+    f"synthetic_{style}_unlabeled": (style, "unlabeled", 1000, 2) for style in ("publaynet", "doclaynet")
+}
+# Rendered PDF pages of register_unlabeled_pages go here unless a cache folder is given.
+ENV_PAGE_CACHE = "DLA_KD_PAGE_CACHE"
 
 
 def _register(name: str, table: str, loader: Callable[[], List[Dict]], **extra_metadata) -> None:
@@ -112,6 +127,65 @@ def register_synthetic(name: str, style: str, split: str, num_images: int, seed:
     _register(name, style, load, synthetic=True)
 
 
+def register_synthetic_unlabeled(name: str, style: str, split: str, num_images: int, seed: int,
+                                 root: str = None) -> None:
+    """Register the page images of a synthetic split (generated on first use, see
+    :func:`register_synthetic`) without their annotations, as unlabeled pages."""
+
+    def load():
+        out_dir = os.path.join(root or datasets_root(), "synthetic", style)
+        json_file = ensure_synthetic_split(out_dir, style, split, num_images, seed)
+        return without_annotations(load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(style), name))
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(unlabeled=True, synthetic=True)
+
+
+def page_cache_dir(name: str) -> str:
+    """Default cache folder of the rendered pages of unlabeled dataset ``name``:
+    ``$DLA_KD_PAGE_CACHE/<name>``, else ``<datasets root>/page_cache/<name>``."""
+    return os.path.join(os.getenv(ENV_PAGE_CACHE) or os.path.join(datasets_root(), "page_cache"), name)
+
+
+def register_unlabeled_pages(name: str, paths: Sequence[str], dpi: float = 150.0, cache_dir: Optional[str] = None) -> None:
+    """Register the pages of ``paths`` (folders searched recursively, image files, PDFs rendered
+    at ``dpi``) as a dataset without annotations, for ``DATASETS.UNLABELED``. Relative paths are
+    resolved against the datasets root at use time. Rendered pages are cached as PNG in
+    ``cache_dir`` (default :func:`page_cache_dir`); unreadable files and empty pages are listed in
+    a warning and skipped (``dla_kd/data/pages.py``)."""
+
+    def load():
+        root = datasets_root()
+        folder = cache_dir or page_cache_dir(name)
+        with _file_lock(os.path.join(folder, ".lock")):  # several ranks load at once
+            return load_unlabeled_pages([os.path.join(root, p) for p in paths], dpi, folder, name)
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(unlabeled=True, page_sources=list(paths), dpi=dpi)
+
+
+def register_pseudo_labeled(
+    name: str, table: str, json_file: str, image_root: Optional[str] = None, score_thresh: float = 0.5,
+    teacher_weights: Optional[str] = None,
+) -> None:
+    """Register a pseudo-label file of ``tools/pseudo_label.py`` as a labelled training dataset
+    of category table ``table``, keeping detections scoring at least ``score_thresh``.
+    ``image_root`` defaults to the file's folder (rendered pages are relative to it, image files
+    absolute). A file for other classes than ``table``'s, or, with ``teacher_weights``, written by
+    another teacher, is refused with the reason (``dla_kd/data/pseudo_labeled.py``). Relative
+    paths are resolved against the datasets root at use time."""
+
+    def load():
+        root = datasets_root()
+        path = os.path.join(root, json_file)
+        images = os.path.join(root, image_root) if image_root else os.path.dirname(path)
+        return load_pseudo_labeled(
+            path, images, table, get_categories(table), score_thresh, name, teacher_weights=teacher_weights
+        )
+
+    _register(name, table, load, pseudo_labels=json_file, score_thresh=score_thresh)
+
+
 def register_all() -> None:
     for name, (table, json_file, image_root) in {**PUBLAYNET_SPLITS, **DOCLAYNET_SPLITS}.items():
         register_layout_coco(name, table, json_file, image_root)
@@ -119,6 +193,8 @@ def register_all() -> None:
         register_layout_coco(f"{name}_all_annotators", table, json_file, image_root, precedence_policy="all")
     for name, (style, split, num_images, seed) in SYNTHETIC_SPLITS.items():
         register_synthetic(name, style, split, num_images, seed)
+    for name, (style, split, num_images, seed) in SYNTHETIC_UNLABELED_SPLITS.items():
+        register_synthetic_unlabeled(name, style, split, num_images, seed)
     # PRImA: COCO jsons written by tools/convert_prima_to_coco.py from PRImA/XML (dla_kd/data/prima.py).
     for split in ("train", "val"):
         register_layout_coco(f"prima_{split}", "prima", f"PRImA/annotations-{split}.json", "PRImA/Images")

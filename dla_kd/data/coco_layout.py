@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from detectron2.structures import BoxMode
 
@@ -68,6 +68,7 @@ def load_layout_coco_json(
     *,
     precedence_policy: str = "primary",
     check_image_files: bool = True,
+    annotation_filter: Optional[Callable[[Dict], bool]] = None,
 ) -> List[Dict]:
     """Load and validate a COCO-format layout annotation file.
 
@@ -111,7 +112,12 @@ def load_layout_coco_json(
     records = _load_images(json_file, image_root, data["images"], check_image_files)
     if check_image_files:
         _check_image_files(json_file, list(records.values()))
-    dropped = _attach_annotations(json_file, records, data["annotations"], id_to_contiguous, precedence_policy)
+    annotations = data["annotations"]
+    if annotation_filter is not None:
+        annotations = [ann for ann in annotations if annotation_filter(ann)]
+        filtered = len(data["annotations"]) - len(annotations)
+        logger.info(f"{json_file}: {filtered} of {len(data['annotations'])} annotations filtered out")
+    dropped = _attach_annotations(json_file, records, annotations, id_to_contiguous, precedence_policy)
 
     num_anns = sum(len(r["annotations"]) for r in records.values())
     logger.info(

@@ -1,6 +1,6 @@
-"""A ``DISTILL`` section on a plain model: set but never used, so the run would train a plain
-detector without a word (even with a teacher path that does not exist). Refused unless
-``DISTILL.ALLOW_UNUSED``."""
+"""A ``DISTILL`` section (or ``DATASETS.UNLABELED``) on a plain model: set but never used, so the
+run would train a plain detector without a word (even with a teacher path that does not exist).
+Refused unless ``DISTILL.ALLOW_UNUSED``."""
 import logging
 from typing import Iterator, List, Tuple
 
@@ -22,12 +22,14 @@ def _flatten(node, prefix: str) -> Iterator[Tuple[str, object]]:
 
 
 def changed_distill_keys(cfg: CfgNode) -> List[str]:
-    """``DISTILL.*`` keys of ``cfg`` that differ from their defaults (``ALLOW_UNUSED`` aside)."""
+    """``DISTILL.*`` keys of ``cfg`` that differ from their defaults (``ALLOW_UNUSED`` aside), and
+    ``DATASETS.UNLABELED`` when it names datasets (only distillation reads it)."""
     defaults = CfgNode()
     add_distill_config(defaults)
     default_values = dict(_flatten(defaults.DISTILL, "DISTILL."))
     changed = [k for k, v in _flatten(cfg.DISTILL, "DISTILL.") if default_values.get(k) != v]
-    return [k for k in changed if k != "DISTILL.ALLOW_UNUSED"]
+    unlabeled = ["DATASETS.UNLABELED"] if cfg.DATASETS.get("UNLABELED") else []
+    return [k for k in changed if k != "DISTILL.ALLOW_UNUSED"] + unlabeled
 
 
 def check_distill_section(cfg: CfgNode) -> None:

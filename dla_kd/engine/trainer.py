@@ -3,7 +3,6 @@ evaluation of layout datasets, results written as JSON, and dla-kd's checkpointe
 import logging
 import os
 import weakref
-from collections import OrderedDict
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
@@ -11,10 +10,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer
+from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
-from .distill_check import check_distill_section
+from .distill_check import DISTILL_META_ARCHITECTURE, check_distill_section
 from .final_checkpoint import restore_final_checkpoint
 from .frozen_norms import check_frozen_norms_initialised
 from .optimizer import build_optimizer
@@ -37,7 +37,9 @@ class Trainer(DefaultTrainer):
     * weights order: a plain ``MODEL.WEIGHTS`` first, then a distillation student's teacher
       copies again (``modeling/meta_arch/teacher_init.py``); then the per-module FrozenBN guard
       (``frozen_norms.py``);
-    * ``SOLVER.REFERENCE_WORLD_SIZE`` also rescales the KD schedules (``auto_scale.py``).
+    * ``SOLVER.REFERENCE_WORLD_SIZE`` also rescales the KD schedules (``auto_scale.py``);
+    * a distillation run with ``DATASETS.UNLABELED`` trains on batches that mix labelled and
+      unlabeled pages at ``DISTILL.UNLABELED.RATIO`` (``data/mixed_loader.py``).
     """
 
     auto_scale_workers = staticmethod(auto_scale.auto_scale_workers)
@@ -82,6 +84,12 @@ class Trainer(DefaultTrainer):
         if loaded is not None and not loaded.distillation and hasattr(model, "after_plain_weights"):
             model.after_plain_weights(loaded.keys)
         check_frozen_norms_initialised(model, loaded.keys if loaded is not None else ())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
+            return build_mixed_train_loader(cfg)
+        return super().build_train_loader(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -45,8 +45,9 @@ def plateau_change(curve: Curve, fraction: float = 1 / 3) -> float:
     if not curve:
         return float("nan")
     last_iter, last = curve[-1]
-    # Iterations are 0-based (the evaluation after iteration i has seen i + 1 iterations).
-    start = (last_iter + 1) - (last_iter + 1) * fraction
+    # The evaluation logged at iteration i has seen i + 1 iterations; the final one is logged at
+    # MAX_ITER - 1 or MAX_ITER (after training), so the schedule is taken as last_iter long.
+    start = last_iter - last_iter * fraction
     return max(abs(v - last) for it, v in curve if it + 1 >= start)
 
 

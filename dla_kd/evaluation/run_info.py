@@ -1,9 +1,11 @@
 """What a long report ran on and how long it took, across interrupted invocations."""
+import functools
+import hashlib
 import json
 import os
 import platform
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 INVOCATIONS_FILE = "invocations.json"
 
@@ -60,3 +62,40 @@ def invocation_count(output_dir: str) -> int:
         return 0
     with open(path) as f:
         return len(json.load(f))
+
+
+TEACHER_FILE = "teacher.json"
+
+
+@functools.lru_cache(maxsize=8)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file (cached by path, size and mtime)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_teacher_record(output_dir: str, weights: str, teacher_results: Optional[Dict]) -> None:
+    """``<output_dir>/teacher.json``: which teacher a distillation run learns from (weights file
+    and its sha256, the teacher's bbox AP), so runs of different sessions (each may retrain the
+    teacher on a fresh machine) can be told apart."""
+    st = os.stat(weights)
+    record = {
+        "weights": os.path.abspath(weights),
+        "sha256": file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns),
+        "bbox_AP": (teacher_results or {}).get("bbox", {}).get("AP"),
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, TEACHER_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def read_teacher_record(run_dirs) -> Optional[Dict]:
+    """The first ``teacher.json`` found in ``run_dirs`` (None entries skipped)."""
+    for d in run_dirs:
+        if d and os.path.isfile(os.path.join(d, TEACHER_FILE)):
+            with open(os.path.join(d, TEACHER_FILE)) as f:
+                return json.load(f)
+    return None

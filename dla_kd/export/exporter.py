@@ -8,11 +8,15 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import CfgNode
 
+from .ap_check import NOT_CHECKED, APCheck, check_dataset
+from .budget import Budget
+from .calibration import DEFAULT_CALIBRATION_IMAGES, page_loaders
 from .check import BOX_TOL, MASK_TOL, SCORE_TOL, Comparison, check_runners
+from .errors import ExportError
 from .info import build_export_info, write_export_info
 from .onnx import DEFAULT_OPSET, export_onnx
 from .processing import preprocess
-from .runtime import TorchRunner, exported_runner
+from .runtime import OnnxRunner, TorchRunner, exported_runner
 from .samples import read_image_rgb, synthetic_page
 from .scripting import export_scripted
 from .spec import ModelSpec
@@ -23,6 +27,19 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "torchscript-script": "model.ts"}
 FORMATS = tuple(MODEL_FILES)
+INT8_FILE = "model.int8.onnx"
+
+
+@dataclass
+class Int8Options:
+    """int8 ONNX export: calibrated on ``calibration_images`` pages of ``calibration`` (a folder or
+    a registered dataset), checked by ``check`` (bbox AP against the float model; None: not checked)."""
+
+    calibration: str
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    per_channel: bool = True
+    reduce_range: bool = False
+    check: Optional[APCheck] = None
 
 
 @dataclass
@@ -35,8 +52,9 @@ class ExportResult:
 
     @property
     def check_passed(self) -> Optional[bool]:
-        """True/False after a check, None if the check was skipped."""
-        return self.info["check"]["passed"]
+        """True/False after the checks (PyTorch comparison, int8 AP), None if none ran."""
+        results = [c["passed"] for c in (self.info["check"], self.info.get("int8_check", {})) if c.get("passed") is not None]
+        return all(results) if results else None
 
 
 def architecture_of(cfg: CfgNode, model) -> Dict:
@@ -75,22 +93,35 @@ def export_model(
     box_tol: float = BOX_TOL,
     score_tol: float = SCORE_TOL,
     mask_tol: float = MASK_TOL,
+    budget: Optional[Budget] = None,
+    int8: Optional[Int8Options] = None,
 ) -> ExportResult:
     """Export the deployable model of ``cfg`` with ``weights`` (plain or distillation checkpoint)
     to ``fmt`` ("torchscript" or "onnx" by tracing, "torchscript-script" by scripting) in
     ``output_dir``: ``model.ts``/``model.onnx``, ``student_config.yaml``, ``export_info.json``.
     Traced on the first sample image (a synthetic page if none); with ``check``, every sample is
     run through PyTorch and the exported file and the detections compared (result in
-    ``info["check"]``; the caller decides what a failure means).
+    ``info["check"]``; the caller decides what a failure means). A test-time ``budget`` is applied
+    to the deployed config before tracing (``info["budget"]``). With ``int8`` (ONNX only), the
+    float ``model.onnx`` is also quantized to ``model.int8.onnx`` (:mod:`.quantize`), the file
+    ``export_info.json`` describes, and with ``check`` and ``int8.check`` their bbox APs are
+    compared (``info["int8_check"]``).
 
     Raises :class:`.errors.ExportError` if the format cannot express the model, and the errors of
     ``build_deployable_model`` (e.g. ``IncompleteCheckpointError``) for weights not matching ``cfg``.
     """
     if fmt not in MODEL_FILES:
         raise ValueError(f"Unknown export format {fmt!r}; choose from {FORMATS}")
+    if int8 is not None and fmt != "onnx":
+        raise ExportError(f"int8 quantization is for ONNX exports (onnxruntime), not {fmt}")
     pages = [read_image_rgb(p) for p in sample_images]  # unreadable samples fail before any work
-    plain_cfg, model = build_deployable_model(cfg, weights)
+    budget = budget or Budget()
+    plain_cfg, model = build_deployable_model(cfg, weights, budget)
     spec = ModelSpec.from_cfg(plain_cfg, model.backbone.size_divisibility)
+    if int8 is not None:  # a missing calibration source or check dataset fails before any work too
+        calibration = page_loaders(int8.calibration, int8.calibration_images)
+        if check and int8.check is not None:
+            check_dataset(int8.check.dataset, spec)
     sources = list(sample_images) or ["<synthetic page>"]
     pages = pages or [synthetic_page(spec.dataset)]
     images = [preprocess(page, spec) for page in pages]
@@ -112,6 +143,7 @@ def export_model(
         source["distill_losses"] = list(cfg.DISTILL.LOSSES)
     info = build_export_info(fmt, path, spec, names, model, architecture_of(plain_cfg, model), source,
                              opset if fmt == "onnx" else None)
+    info["budget"] = budget.describe(plain_cfg)
 
     comparisons = []
     info["check"] = {"passed": None, "skipped": True}
@@ -129,5 +161,32 @@ def export_model(
         if not any(c.n_reference for c in comparisons):
             logger.warning("The check compared no detections (none on the sample pages): give --sample-image "
                            "pages the model detects on for a meaningful check")
+    if int8 is not None:
+        path = export_int8(model, path, names, spec, calibration, int8, check, info)
     info_path = write_export_info(info, output_dir)
     return ExportResult(path, config_path, info_path, info, comparisons)
+
+
+def export_int8(model, float_path: str, names: List[str], spec: ModelSpec, calibration: List, int8: Int8Options,
+                check: bool, info: Dict) -> str:
+    """Quantize the float ONNX file ``float_path`` next to it (``INT8_FILE``), AP-check it, and make
+    ``info`` describe it (``file``, ``quantization``, ``int8_check``); returns its path."""
+    from .quantize import PageReader, quantize_onnx  # onnxruntime: an optional dependency (dla-kd[export])
+
+    folder = os.path.dirname(float_path)
+    path = os.path.join(folder, INT8_FILE)
+    start = time.perf_counter()
+    quantization = quantize_onnx(float_path, path, model, PageReader(calibration, spec), int8.per_channel,
+                                 int8.reduce_range)
+    logger.info(f"Quantized to int8 ({quantization['nodes']['int8']} int8 nodes) in {time.perf_counter() - start:.1f} s")
+    info["quantization"] = {
+        **quantization, "calibration": {"source": int8.calibration, "images": len(calibration)},
+        "float_file": os.path.basename(float_path), "float_file_size_bytes": os.path.getsize(float_path),
+    }
+    info.update(file=INT8_FILE, file_size_bytes=os.path.getsize(path),
+                export_method=info["export_method"] + "; int8: onnxruntime static quantization (QDQ)")
+    if check and int8.check is not None:
+        info["int8_check"] = int8.check.run(OnnxRunner(float_path, names), OnnxRunner(path, names), spec, folder)
+    else:
+        info["int8_check"] = NOT_CHECKED if check else {**NOT_CHECKED, "reason": "AP not checked: checks disabled"}
+    return path

@@ -5,7 +5,11 @@ Keys: ``format``, ``file``, ``file_size_bytes``, ``export_method``, ``onnx_opset
 pixel mean/std are baked in), ``outputs`` (name, shape, dtype, meaning, in order), ``in_graph``
 and ``left_to_caller`` (the steps on each side), ``class_names``, ``spec`` (a
 :class:`.spec.ModelSpec`: what :func:`.runtime.load_exported` needs), ``student`` (tensor counts),
-``source`` (config and weights exported), ``versions``, and ``check`` (the comparison with PyTorch).
+``source`` (config and weights exported), ``versions``, ``budget`` (test-time budget: preset,
+overrides, values in the graph and on the caller's side, see :mod:`.budget`) and ``check`` (the
+comparison with PyTorch). int8 exports add ``quantization`` (see :mod:`.quantize`; ``file`` is
+then the int8 model, ``quantization.float_file`` the float one) and ``int8_check`` (bbox AP of
+both, their delta, or why AP was not checked; see :mod:`.ap_check`).
 """
 import json
 import os

@@ -3,11 +3,13 @@ image (resized, model input format, see :func:`.processing.preprocess`) to raw I
 (``pred_boxes`` XYXY, ``scores``, ``pred_classes``, ``pred_masks`` (N, 1, M, M) probabilities).
 
 * :class:`TorchRunner`: a PyTorch ``GeneralizedRCNN`` (``GeneralizedRCNN.inference`` without
-  post-processing, exactly what was traced);
+  post-processing, exactly what was traced); also several images in one forward (``batch``);
 * :class:`TorchScriptRunner`: a traced ``.ts`` file;
 * :class:`ScriptedRunner`: a scripted ``.ts`` file (called with a tuple of image dicts);
 * :class:`OnnxRunner`: an ``.onnx`` file in onnxruntime (CPU; as many threads as torch by default).
 
+:func:`run_batch` runs several images: one forward where the runner takes a batch (PyTorch), one
+call per image otherwise (the exported graphs take one image).
 :func:`load_exported` opens an export folder or file with its ``export_info.json``.
 """
 import json
@@ -31,6 +33,11 @@ class TorchRunner:
     def __call__(self, image: torch.Tensor) -> Instances:
         with torch.no_grad():
             return raw_inference(self.model, image.to(self.model.device))
+
+    def batch(self, images: List[torch.Tensor]) -> List[Instances]:
+        """Raw detections of several images in one forward (padded together as in training)."""
+        with torch.no_grad():
+            return self.model.inference([{"image": im.to(self.model.device)} for im in images], do_postprocess=False)
 
 
 class TorchScriptRunner:
@@ -76,6 +83,13 @@ class OnnxRunner:
     def __call__(self, image: torch.Tensor) -> Instances:
         outputs = self.session.run(self.output_names, {INPUT_NAME: image.detach().cpu().numpy()})
         return outputs_to_instances({n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs)})
+
+
+def run_batch(runner, images: List[torch.Tensor]) -> List[Instances]:
+    """Raw detections of each image: one forward with ``runner.batch`` where it has one, else one
+    call per image."""
+    batch = getattr(runner, "batch", None)
+    return batch(images) if batch is not None and len(images) > 1 else [runner(im) for im in images]
 
 
 RUNNERS = {"torchscript": TorchScriptRunner, "torchscript-script": ScriptedRunner, "onnx": OnnxRunner}

@@ -2,7 +2,7 @@
 (student backbone [+ SimKD projector and reused teacher heads]) for a distillation config."""
 import logging
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -11,6 +11,7 @@ from detectron2.modeling import build_backbone, build_model
 from ..checkpoint import load_weights_strict
 from ..modeling.meta_arch.student import build_student_cfg, teacher_feature_width, uses_simkd
 from ..modeling.meta_arch.teacher import load_teacher_cfg
+from .budget import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,13 @@ def deployable_cfg(cfg: CfgNode) -> CfgNode:
     return build_student_cfg(cfg, tcfg, width)
 
 
-def build_deployable_model(cfg: CfgNode, weights: str):
+def build_deployable_model(cfg: CfgNode, weights: str, budget: Optional[Budget] = None):
     """(plain config, plain model in eval mode with ``weights`` fully loaded). ``weights`` may be
-    a plain checkpoint or a distillation checkpoint (its student is taken)."""
+    a plain checkpoint or a distillation checkpoint (its student is taken). A test-time ``budget``
+    is applied to the plain config (after a SimKD student took its teacher's head settings)."""
     scfg = deployable_cfg(cfg)
+    if budget is not None:
+        scfg = budget.apply(scfg)
     model = build_model(scfg)
     load_weights_strict(model, weights, "Weights (MODEL.WEIGHTS)")
     return scfg, model.eval()

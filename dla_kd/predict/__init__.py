@@ -3,6 +3,6 @@
 from .batch import RunSummary, predict_files
 from .inputs import Failure, InputError
 from .predictor import Predictor
-from .records import MASK_FORMATS, page_record
+from .records import OUTPUT_FORMATS, page_record
 
-__all__ = ["Predictor", "predict_files", "RunSummary", "Failure", "InputError", "MASK_FORMATS", "page_record"]
+__all__ = ["Predictor", "predict_files", "RunSummary", "Failure", "InputError", "OUTPUT_FORMATS", "page_record"]

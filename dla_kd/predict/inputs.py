@@ -2,14 +2,14 @@
 
 :func:`collect_sources` turns the paths given into sources (opening every PDF once, so that a
 corrupt or empty one is reported before any prediction and the page total is known) and failures;
-:func:`iter_pages` yields each page of a source with a loader that decodes or renders it, so that
-one bad page does not stop the others.
+:func:`iter_pages` yields a :class:`PageJob` for each page of a source and :func:`load_page`
+decodes or renders one, so that one bad page does not stop the others. Jobs are plain data: they
+are loaded in worker processes too (:mod:`.prefetch`; PDFium is not thread-safe, so not threads).
 """
-import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -103,6 +103,15 @@ def collect_sources(paths: Sequence[str]) -> Tuple[List[Source], List[Failure]]:
     return sources, failures
 
 
+@dataclass(frozen=True)
+class PageJob:
+    """One page to load: a whole image file (``page`` None) or PDF page ``page`` (1-based) rendered
+    at ``dpi``."""
+    path: str
+    page: Optional[int]
+    dpi: Optional[float] = None
+
+
 def render_pdf_page(pdf, index: int, dpi: float, path: str = "") -> np.ndarray:
     """(H, W, 3) uint8 RGB of page ``index`` (0-based) rendered at ``dpi``."""
     try:
@@ -116,14 +125,29 @@ def render_pdf_page(pdf, index: int, dpi: float, path: str = "") -> np.ndarray:
     return np.asarray(image)
 
 
-def iter_pages(source: Source, dpi: float) -> Iterator[Tuple[Optional[int], Callable[[], np.ndarray]]]:
-    """Yield (page number (1-based) or None for an image, loader -> (H, W, 3) uint8 RGB)."""
+def iter_pages(source: Source, dpi: float) -> Iterator[PageJob]:
+    """The pages of ``source``: the image, or every PDF page at ``dpi``."""
     if source.kind == "image":
-        yield None, functools.partial(read_image_rgb, source.path)
-        return
-    pdf = _open_pdf(source.path)
-    try:
-        for i in range(len(pdf)):
-            yield i + 1, functools.partial(render_pdf_page, pdf, i, dpi, source.path)
-    finally:
-        pdf.close()
+        yield PageJob(source.path, None)
+    else:
+        yield from (PageJob(source.path, i + 1, dpi) for i in range(source.num_pages))
+
+
+_open_documents: Dict[str, object] = {}  # the PDF this process renders from, kept open between its pages
+
+
+def load_page(job: PageJob) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a page; InputError / UnreadableImageError name the file. The PDF
+    stays open for its next pages (:func:`close_documents` closes it)."""
+    if job.page is None:
+        return read_image_rgb(job.path)
+    if job.path not in _open_documents:
+        close_documents()
+        _open_documents[job.path] = _open_pdf(job.path)
+    return render_pdf_page(_open_documents[job.path], job.page - 1, job.dpi, job.path)
+
+
+def close_documents() -> None:
+    """Close the PDF :func:`load_page` keeps open in this process."""
+    while _open_documents:
+        _open_documents.popitem()[1].close()

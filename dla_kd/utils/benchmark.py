@@ -3,7 +3,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -32,6 +32,37 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int) -> Dict[str, f
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _proc_status_mb(field: str) -> Optional[float]:
+    """A memory field (``VmHWM``, ``VmRSS``) of /proc/self/status in MiB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start measuring the peak resident set size afresh (Linux: ``/proc/self/clear_refs``);
+    False where the peak cannot be reset (then :func:`peak_rss_mb` is the process's peak)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_mb() -> Dict[str, float]:
+    """This process's resident set size now and its peak since :func:`reset_peak_rss` (MiB)."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is None:
+        return {"peak_rss_mb": peak_memory_mb("cpu")["peak_rss_mb"]}
+    return {"rss_mb": _proc_status_mb("VmRSS"), "peak_rss_mb": peak}
 
 
 def peak_memory_mb(device: str) -> Dict[str, float]:

@@ -1,7 +1,8 @@
 """``DistillGeneralizedRCNN``: a student ``GeneralizedRCNN`` trained with KD from a frozen teacher."""
+import contextlib
 import functools
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -33,6 +34,25 @@ from .student import (
 )
 from .teacher import build_teacher, load_teacher_cfg, teacher_precision
 from .teacher_init import TeacherInit
+from .unlabeled import (
+    UnlabeledSettings,
+    batch_parts,
+    detection_targets,
+    select,
+    teacher_detections,
+    teacher_inference_levels,
+)
+
+
+class PartLosses(NamedTuple):
+    """Unweighted losses of a part of the batch (``unlabeled.BatchPart``) and what the step
+    visualises: detection losses, KD losses per distiller, the student's proposals, the targets."""
+
+    detection: Dict[str, torch.Tensor]
+    kd: Dict[str, Dict[str, torch.Tensor]]
+    proposals: List
+    targets: List
+
 
 @META_ARCH_REGISTRY.register()
 class DistillGeneralizedRCNN(nn.Module):
@@ -53,6 +73,10 @@ class DistillGeneralizedRCNN(nn.Module):
     cache holds exactly what a live forward gives. Teacher, adapters and sanity check draw from
     forked random streams: the student, its data and its losses are those of the plain run with
     the same seed.
+
+    Inputs without ``"instances"`` (``DATASETS.UNLABELED`` pages, with ``DISTILL.UNLABELED.RATIO``
+    > 0) are distilled with the teacher's detections as their boxes (``unlabeled.py``); their
+    losses are computed and logged apart from the labelled images' (``unlabeled/<name>``).
     """
 
     plain_checkpoint_prefix = "student."  # plain detector checkpoints load into the student
@@ -76,6 +100,7 @@ class DistillGeneralizedRCNN(nn.Module):
         teacher_init: Optional[TeacherInit] = None,
         teacher_levels: Optional[Sequence[str]] = None,
         balancer: Optional[LossBalancer] = None,
+        unlabeled: Optional[UnlabeledSettings] = None,
     ):
         super().__init__()
         self.student = student
@@ -92,6 +117,8 @@ class DistillGeneralizedRCNN(nn.Module):
         self.teacher_init = teacher_init or TeacherInit()
         # DISTILL.BALANCE: calibrated KD weights (buffers, so checkpoints and --resume keep them).
         self.balancer = balancer
+        # DISTILL.UNLABELED (None: every input must have "instances").
+        self.unlabeled = unlabeled
         check_supported_roi_heads(student.roi_heads)
         check_supported_roi_heads(teacher.roi_heads)
         self.stage_plan = teacher_stage_plan(
@@ -143,6 +170,7 @@ class DistillGeneralizedRCNN(nn.Module):
             "teacher_init": teacher_init,
             "teacher_levels": levels,
             "balancer": LossBalancer.from_config(cfg, distillers) if cfg.DISTILL.BALANCE.ENABLED else None,
+            "unlabeled": UnlabeledSettings.from_config(cfg),
         }
 
     def after_plain_weights(self, loaded_keys) -> List[str]:
@@ -175,17 +203,22 @@ class DistillGeneralizedRCNN(nn.Module):
         t_images = [(x - self.teacher.pixel_mean) / self.teacher.pixel_std for x in t_images]
         return ImageList.from_tensors(s_images, padding_constraints=self.padding), t_images
 
-    def _teacher_features(self, batched_inputs, t_images) -> Dict[str, torch.Tensor]:
-        """Teacher backbone features of ``self.teacher_levels``, name -> (N, C, H, W) float32,
-        computed image by image (``distill.teacher_features``), live or from the cache."""
+    def _teacher_per_image(self, batched_inputs, t_images) -> List[Dict[str, torch.Tensor]]:
+        """Teacher backbone features of ``self.teacher_levels`` for each image alone, name ->
+        (C, h, w) at its own padded size (``distill.teacher_features``), live or from the cache."""
         if not self.teacher_levels:
-            return {}
+            return [{} for _ in t_images]
         singles = pad_each(t_images, self.padding)
         compute = functools.partial(per_image_features, backbone=self.teacher.backbone, levels=self.teacher_levels)
         with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
             if self.feature_cache is None:
-                return paste(compute(singles))
-            return paste(self.feature_cache.features(batched_inputs, singles, compute))
+                return compute(singles)
+            return self.feature_cache.features(batched_inputs, singles, compute)
+
+    def _teacher_features(self, batched_inputs, t_images) -> Dict[str, torch.Tensor]:
+        """The batch's teacher features, name -> (N, C, H, W) float32 (:meth:`_teacher_per_image`
+        pasted top-left into zero maps)."""
+        return paste(self._teacher_per_image(batched_inputs, t_images))
 
     def _teacher_box_answer(self, stages, features: Dict[str, torch.Tensor], k: int):
         """The teacher stage(s) ``self.stage_plan[k]`` on student stage k's RoIs, pooled from
@@ -193,70 +226,111 @@ class DistillGeneralizedRCNN(nn.Module):
         return teacher_roi_forward(self.teacher.roi_heads, features, [stages[k]], [self.stage_plan[k]])[0]
 
     def forward(self, batched_inputs: List[Dict]):
-        """Training: dict of losses (detection losses + weighted KD losses).
-        Inference: exactly the student's output (list of dicts with "instances")."""
+        """Training: dict of losses (detection losses + weighted KD losses; those of unlabeled
+        inputs prefixed ``unlabeled/``). Inference: exactly the student's output (list of dicts
+        with "instances")."""
         if not self.training:
             return self.student(batched_inputs)
-        if "instances" not in batched_inputs[0]:
-            raise ValueError("Distillation training needs ground-truth 'instances' in every input")
+        parts = batch_parts(batched_inputs, self.unlabeled, self.detection_losses)
         s_images, t_images = self._preprocess(batched_inputs)
-        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        precision = teacher_precision(self.device, self.teacher_dtype)
         s_features = self.student.backbone(s_images.tensor)
-        t_features = self._teacher_features(batched_inputs, t_images)
-        proposals, proposal_losses = self.student.proposal_generator(s_images, s_features, gt_instances)
-        detector_losses, stages, mask_out = student_roi_forward(
-            self.student.roi_heads, s_features, proposals, gt_instances
-        )
-        _visualize_training(self.student, batched_inputs, proposals)
+        t_per_image = self._teacher_per_image(batched_inputs, t_images)
+        t_features = paste(t_per_image)
+        targets = self._targets(batched_inputs, t_per_image, s_images.image_sizes)
+        storage = current_storage()
+        results = []
+        for part in parts:
+            with storage.name_scope(part.name) if storage is not None and part.name else contextlib.nullcontext():
+                results.append(self._part_losses(part, s_images, s_features, t_features, targets))
+        _visualize_training(self.student, batched_inputs, parts[0].index, results[0])
+        return self._weighted_losses(parts, results)
+
+    def _targets(self, batched_inputs, t_per_image, image_sizes) -> List:
+        """Per image: its ground truth, or for an unlabeled image the teacher's detections
+        (``unlabeled.detection_targets``)."""
+        targets = [x["instances"].to(self.device) if "instances" in x else None for x in batched_inputs]
+        missing = [i for i, t in enumerate(targets) if t is None]
+        if missing:
+            mask_on = self.student.roi_heads.mask_on
+            with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
+                detections = teacher_detections(
+                    self.teacher, [t_per_image[i] for i in missing], [image_sizes[i] for i in missing],
+                    self.unlabeled.score_thresh, mask_on,
+                )
+            for i, found in zip(missing, detections):
+                targets[i] = detection_targets(found, mask_on)
+        return targets
+
+    def _part_losses(self, part, s_images: ImageList, s_features, t_features, targets) -> PartLosses:
+        """Unweighted detection and KD losses of the images of ``part`` (``unlabeled.BatchPart``),
+        with ``targets`` (ground truth or teacher detections) as their boxes."""
+        images, s_feats, t_feats = select(part, s_images, s_features, t_features)
+        gt = targets if part.index is None else [targets[i] for i in part.index]
+        proposals, proposal_losses = self.student.proposal_generator(images, s_feats, gt)
+        detector_losses, stages, mask_out = student_roi_forward(self.student.roi_heads, s_feats, proposals, gt)
         ctx = DistillContext(
-            s_features=s_features,
-            t_features=t_features,
-            gt_instances=gt_instances,
-            image_shape=tuple(s_images.tensor.shape[-2:]),
-            image_sizes=list(s_images.image_sizes),
+            s_features=s_feats,
+            t_features=t_feats,
+            gt_instances=gt,
+            image_shape=tuple(images.tensor.shape[-2:]),
+            image_sizes=list(images.image_sizes),
             s_stages=stages,
             s_mask=mask_out,
             teacher=self.teacher,
             teacher_box_answer=functools.partial(self._teacher_box_answer, stages),
         )
-        with torch.no_grad(), precision:
+        with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
             if self.needs_teacher_rois:
-                ctx.t_stages = [_to_float(ctx.teacher_box_answer(t_features, k)) for k in range(len(stages))]
+                ctx.t_stages = [_to_float(ctx.teacher_box_answer(t_feats, k)) for k in range(len(stages))]
             if self.needs_masks and mask_out is not None:
-                ctx.t_mask_logits = mask_logits(self.teacher.roi_heads, t_features, mask_out.proposals).float()
-
-        # Detection losses always stay in the graph (x0 in "distill only" mode) so that every
-        # trainable parameter gets a gradient each step: DDP needs no find_unused_parameters.
-        det_scale = 1.0 if self.detection_losses else 0.0
-        losses = {k: v * det_scale for k, v in {**proposal_losses, **detector_losses}.items()}
-        it = current_iter()
-        storage = current_storage()
+                ctx.t_mask_logits = mask_logits(self.teacher.roi_heads, t_feats, mask_out.proposals).float()
         kd_losses = {name: distiller(ctx) for name, distiller in self.distillers.items()}
+        return PartLosses({**proposal_losses, **detector_losses}, kd_losses, proposals, gt)
+
+    def _weighted_losses(self, parts, results: List[PartLosses]) -> Dict[str, torch.Tensor]:
+        """Detection losses x the part's ``det_scale``; KD losses x their weight (configured or
+        balanced, times the schedule) x the part's share of the batch; names prefixed per part."""
         if self.balancer is not None and self.balancer.calibrating:
             self.balancer.observe(
-                sum({**proposal_losses, **detector_losses}.values()),
-                {name: sum(values.values()) for name, values in kd_losses.items() if values},
+                sum(part.det_reference * sum(r.detection.values()) for part, r in zip(parts, results) if part.det_reference),
+                {
+                    name: sum(part.share * sum(r.kd[name].values()) for part, r in zip(parts, results))
+                    for name in self.distillers if results[0].kd[name]
+                },
                 self.student.backbone.parameters(),
                 self.student.roi_heads.parameters(),
             )
-        for name, values in kd_losses.items():
+        it = current_iter()
+        storage = current_storage()
+        weights = {}
+        for name in self.distillers:
             base = self.loss_weights[name] if self.balancer is None else self.balancer.weight(name)
-            weight = base * self.schedules[name](it)
+            weights[name] = base * self.schedules[name](it)
             if storage is not None:
-                storage.put_scalar(f"kd_weight/{name}", weight, smoothing_hint=False)
-            for loss_name, value in values.items():
-                if loss_name in losses:
-                    raise KeyError(f"Distiller {name!r} returns {loss_name!r}, a name another loss already uses")
-                losses[loss_name] = value * weight
+                storage.put_scalar(f"kd_weight/{name}", weights[name], smoothing_hint=False)
+        # Detection losses always stay in the graph (x0 in "distill only" mode and on unlabeled
+        # images without pseudo labels) so that every trainable parameter gets a gradient each
+        # step: DDP needs no find_unused_parameters.
+        losses = {}
+        for part, result in zip(parts, results):
+            losses.update({part.prefix + k: v * part.det_scale for k, v in result.detection.items()})
+        for part, result in zip(parts, results):
+            for name, values in result.kd.items():
+                for loss_name, value in values.items():
+                    key = part.prefix + loss_name
+                    if key in losses:
+                        raise KeyError(f"Distiller {name!r} returns {loss_name!r}, a name another loss already uses")
+                    losses[key] = value * (weights[name] * part.share)
         return losses
 
 
 def _teacher_levels_needed(cfg, teacher, distillers) -> List[str]:
     """Teacher feature levels read in a step: the levels of the feature losses (each its own
     ``DISTILL.<NAME>.IN_FEATURES``), plus the teacher heads' inputs when they answer on the
-    student's RoIs."""
+    student's RoIs or detect on unlabeled pages."""
     levels = set().union(*(d.in_features for d in distillers.values()))
+    if cfg.DISTILL.UNLABELED.RATIO > 0:  # the teacher detects on unlabeled pages
+        levels |= teacher_inference_levels(teacher)
     if any(d.needs_teacher_rois for d in distillers.values()):
         levels |= set(teacher.roi_heads.box_in_features)
     if any(d.needs_masks for d in distillers.values()):
@@ -264,14 +338,17 @@ def _teacher_levels_needed(cfg, teacher, distillers) -> List[str]:
     return sorted(levels)
 
 
-def _visualize_training(student: GeneralizedRCNN, batched_inputs, proposals) -> None:
+def _visualize_training(student: GeneralizedRCNN, batched_inputs, index, first: PartLosses) -> None:
     """``VIS_PERIOD`` as ``GeneralizedRCNN.forward`` honours it: every VIS_PERIOD iterations
-    the student's ``visualize_training`` puts one image's GT boxes and RPN proposals into the
-    event storage."""
+    the student's ``visualize_training`` puts one image's GT boxes (on an unlabeled image: the
+    teacher's) and RPN proposals into the event storage. ``first``: the losses of the batch's
+    first part, whose images are ``index`` (None: all)."""
     if student.vis_period > 0:
         storage = get_event_storage()
         if storage.iter % student.vis_period == 0:
-            student.visualize_training(batched_inputs, proposals)
+            images = index or range(len(batched_inputs))
+            inputs = [dict(batched_inputs[i], instances=t.to("cpu")) for i, t in zip(images, first.targets)]
+            student.visualize_training(inputs, first.proposals)
 
 
 def _to_float(stage):

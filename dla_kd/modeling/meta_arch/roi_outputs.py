@@ -131,8 +131,9 @@ def _run_cascade(roi_heads: CascadeROIHeads, features, proposals, targets):
         stages.append(BoxStageOutputs(stage_proposals, box_features, scores, deltas, roi_heads.box_predictor[k]))
     losses = {}
     storage = get_event_storage()
+    outer = getattr(storage, "_current_prefix", "")  # nested in an enclosing scope ("unlabeled/")
     for k, s in enumerate(stages):
-        with storage.name_scope(f"stage{k}"):
+        with storage.name_scope(f"{outer}stage{k}"):
             stage_losses = s.predictor.losses((s.scores, s.deltas), s.proposals)
         losses.update({f"{name}_stage{k}": v for name, v in stage_losses.items()})
     return losses, stages, proposals

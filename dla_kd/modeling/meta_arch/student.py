@@ -51,7 +51,9 @@ def build_student_cfg(cfg, tcfg, teacher_channels: int) -> CfgNode:
         scfg.MODEL.PROJECTED_BACKBONE.NORM = simkd.NORM
         for key in TEACHER_HEAD_KEYS:
             scfg.MODEL[key] = copy.deepcopy(tcfg.MODEL[key])
-    add_distill_config(scfg)  # reset: the student alone distils nothing
+    add_distill_config(scfg)  # reset: the student alone distils nothing ...
+    if "UNLABELED" in scfg.DATASETS:
+        scfg.DATASETS.UNLABELED = ()  # ... and reads no unlabeled pages
     scfg.freeze()
     return scfg
 

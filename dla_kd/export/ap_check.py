@@ -1,0 +1,116 @@
+"""Is the int8 model as good as the float one? Both ONNX files run in onnxruntime on N pages of a
+registered dataset with annotations (spread over it), with the export's pre/post-processing; their
+detections are scored by Detectron2's ``COCOEvaluator`` (bbox AP, as in training evaluation). The
+check fails when the int8 AP is more than ``max_ap_drop`` AP points below the float AP: int8
+boxes are not expected to equal float ones within a pixel tolerance, the accuracy is what counts.
+"""
+import contextlib
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+
+from .calibration import dataset_records
+from .errors import ExportError
+from .processing import postprocess, preprocess
+from .samples import read_image_rgb
+from .spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHECK_IMAGES = 50
+DEFAULT_MAX_AP_DROP = 1.0  # AP points (0-100)
+AP_CHECK_DIR = "ap_check"  # in the export folder: <model>/coco_instances_results.json, the dataset as COCO json
+NOT_CHECKED = {"checked": False, "passed": None,
+               "reason": "AP not checked: no --check-dataset given (a registered dataset with annotations)"}
+
+
+def _metrics(results: Dict, detections: int) -> Dict[str, float]:
+    """AP, AP50, AP75 of COCOEvaluator's bbox results; NaN (no detection at all) counts as 0."""
+    bbox = results.get("bbox", {})
+    values = {k: float(bbox.get(k, math.nan)) for k in ("AP", "AP50", "AP75")}
+    return {**{k: 0.0 if math.isnan(v) else v for k, v in values.items()}, "detections": detections}
+
+
+@contextlib.contextmanager
+def _own_coco_json(dataset: str):
+    """COCOEvaluator converts a dataset without ``json_file`` to COCO json in its output folder and
+    sets ``json_file`` in the global metadata; here that file is the export's: unset it again."""
+    meta = MetadataCatalog.get(dataset)
+    had_json = "json_file" in meta.as_dict()
+    try:
+        yield
+    finally:
+        if not had_json and "json_file" in meta.as_dict():
+            delattr(meta, "json_file")
+
+
+def check_dataset(dataset: str, spec: ModelSpec, n_images: int = 1) -> list:
+    """``n_images`` records of ``dataset`` (see :func:`.calibration.dataset_records`); it must have
+    annotations and the model's classes, in order."""
+    records = dataset_records(dataset, n_images)
+    classes = list(MetadataCatalog.get(dataset).get("thing_classes", []))
+    if classes != spec.class_names:
+        raise ExportError(f"Check dataset {dataset!r} has the classes {classes}, the model {spec.class_names}")
+    if not any(r.get("annotations") for r in records):
+        raise ExportError(f"Check dataset {dataset!r} has no annotations: AP cannot be computed")
+    return records
+
+
+def bbox_ap(runners: Dict[str, Callable], spec: ModelSpec, dataset: str, n_images: int,
+            output_dir: str) -> Tuple[Dict, int]:
+    """({name: {"AP", "AP50", "AP75", "detections"}}, pages evaluated) of every runner (see
+    :mod:`.runtime`) on ``n_images`` pages of ``dataset``; evaluator files go to ``output_dir/<name>``."""
+    records = check_dataset(dataset, spec, n_images)
+    with _own_coco_json(dataset):
+        evaluators = {name: COCOEvaluator(dataset, tasks=("bbox",), distributed=False, max_dets_per_image=spec.detections_per_image,
+                                          output_dir=os.path.join(output_dir, name)) for name in runners}
+    for evaluator in evaluators.values():
+        evaluator.reset()
+    counts = dict.fromkeys(runners, 0)
+    for record in records:
+        page = read_image_rgb(record["file_name"])
+        image = preprocess(page, spec)
+        for name, runner in runners.items():
+            raw = runner(image)
+            if raw.has("pred_masks"):  # bbox AP: no mask pasting
+                raw.remove("pred_masks")
+            instances = postprocess(raw, page.shape[:2], spec)
+            counts[name] += len(instances)
+            evaluators[name].process([{"image_id": record["image_id"]}], [{"instances": instances}])
+    ids = [r["image_id"] for r in records]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and summary
+        results = {name: e.evaluate(img_ids=ids) for name, e in evaluators.items()}
+    return {name: _metrics(results[name], counts[name]) for name in runners}, len(ids)
+
+
+@dataclass
+class APCheck:
+    """The int8 model's bbox AP on ``images`` pages of ``dataset`` may be at most ``max_ap_drop``
+    AP points below the float model's."""
+
+    dataset: str
+    images: int = DEFAULT_CHECK_IMAGES
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP
+
+    def run(self, float_runner: Callable, int8_runner: Callable, spec: ModelSpec, output_dir: str) -> Dict:
+        """What ``export_info.json`` records under ``int8_check``."""
+        aps, n_images = bbox_ap({"float": float_runner, "int8": int8_runner}, spec, self.dataset, self.images,
+                      os.path.join(output_dir, AP_CHECK_DIR))
+        delta = aps["int8"]["AP"] - aps["float"]["AP"]
+        result = {
+            "checked": True, "passed": -delta <= self.max_ap_drop,
+            "metric": "COCO bbox AP (detectron2 COCOEvaluator), both models in onnxruntime",
+            "dataset": self.dataset, "images": n_images,
+            "float_ap": aps["float"]["AP"], "int8_ap": aps["int8"]["AP"], "ap_delta": delta,
+            "max_ap_drop": self.max_ap_drop, "float": aps["float"], "int8": aps["int8"],
+        }
+        (logger.info if result["passed"] else logger.error)(
+            f"int8 check on {result['images']} pages of {self.dataset}: bbox AP {result['int8_ap']:.2f} (int8) vs "
+            f"{result['float_ap']:.2f} (float), delta {delta:+.2f} (allowed drop {self.max_ap_drop})")
+        return result

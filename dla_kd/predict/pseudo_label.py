@@ -1,0 +1,201 @@
+"""Offline pseudo-labelling: a teacher's detections on pages of your own, as a COCO file with
+scores that trains like a labelled dataset (``dla_kd.data.register_pseudo_labeled``).
+
+Layout of the output folder::
+
+    pages/                   PDF pages rendered at --dpi (dla_kd/data/pages.py; images stay where they are)
+    pseudo_labels.jsonl      the journal: a header line (teacher, classes, threshold), then one line per page
+    pseudo_labels.json       the COCO file (written atomically from the journal at the end of a run)
+
+The journal makes a run resumable: each labelled page is appended as one line and flushed to
+disk (fsync) before the next page; a line cut short by a kill is dropped on the next run, which
+labels only the pages the journal lacks. The header must match the current run (same teacher
+weights/config or exported model, classes, minimum score, DPI), else the run is refused: a folder
+holds the labels of one teacher. The COCO ``info`` records that teacher
+(``dla_kd.data.pseudo_labeled``) and every annotation its ``score`` and its mask as polygons
+(Detectron2's default ``INPUT.MASK_FORMAT``); ``file_name`` is relative to the output folder for
+rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
+every page labelled into this folder.
+"""
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from tqdm import tqdm
+
+from ..data.pages import Skipped, collect_pages
+from ..data.pseudo_labeled import PSEUDO_LABELS_KIND, PseudoLabelMismatchError, file_fingerprint
+from ..data.synthetic.coco import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_FILE = "pseudo_labels.jsonl"
+LABELS_FILE = "pseudo_labels.json"
+PAGES_DIR = "pages"
+EXPORTED_MODEL_FILES = ("model.ts", "model.onnx")
+
+
+@dataclass
+class PseudoLabelSummary:
+    json_file: str
+    labelled: int = 0  # pages labelled by this run
+    resumed: int = 0  # pages labelled by an earlier run into the same folder
+    skipped: List[Skipped] = field(default_factory=list)  # unusable files and pages (dla_kd/data/pages.py)
+    failures: List[Skipped] = field(default_factory=list)  # pages the teacher failed on (retried next run)
+
+
+def _model_file(path: str) -> str:
+    if not os.path.isdir(path):
+        return path
+    for name in EXPORTED_MODEL_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"no {' or '.join(EXPORTED_MODEL_FILES)} in {path}")
+
+
+def teacher_record(class_names: Sequence[str], config_file: Optional[str] = None, weights: Optional[str] = None,
+                   exported: Optional[str] = None) -> Dict:
+    """What identifies the teacher in the COCO ``info``: its config, weights or exported model
+    (path, size, mtime, sha256) and class names in order."""
+    return {
+        "config": os.path.abspath(config_file) if config_file else None,
+        "weights": file_fingerprint(weights) if weights else None,
+        "exported": file_fingerprint(_model_file(exported)) if exported else None,
+        "classes": list(class_names),
+    }
+
+
+def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} before, {b!r} now")
+    return out
+
+
+def polygons(detection: Dict, height: int, width: int) -> Optional[List[List[float]]]:
+    """The detection's mask as polygons (what Detectron2's default ``INPUT.MASK_FORMAT``
+    "polygon" trains on): kept when the record has polygons, traced from an RLE mask, the box
+    itself when nothing of the mask is left; None for a model without masks."""
+    from detectron2.utils.visualizer import GenericMask
+
+    segmentation = detection.get("segmentation")
+    if segmentation is None:
+        return None
+    if isinstance(segmentation, dict):
+        segmentation = [[round(float(v), 2) for v in poly] for poly in GenericMask(segmentation, height, width).polygons]
+    if not segmentation:
+        x, y, w, h = detection["bbox"]
+        segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    return segmentation
+
+
+class Journal:
+    """``pseudo_labels.jsonl``: header, then one JSON line per labelled page (see module docstring)."""
+
+    def __init__(self, path: str, header: Dict):
+        self.path, self.header, self.records = path, header, []
+        if os.path.isfile(path):
+            self._load()
+        else:
+            self._append({"header": header, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _load(self) -> None:
+        good = 0  # bytes of complete lines
+        with open(self.path, "rb") as f:
+            lines = f.read().split(b"\n")
+        for line in lines[:-1]:  # the part after the last newline is incomplete
+            try:
+                item = json.loads(line)
+            except ValueError:
+                break
+            if good == 0:
+                found = item.get("header", {})
+                changed = _differences(found, self.header)
+                if changed:
+                    raise PseudoLabelMismatchError(
+                        f"{self.path} holds pseudo labels of another teacher or setting ({'; '.join(changed)}). "
+                        "Write to another --output folder, or delete it to start again."
+                    )
+            else:
+                self.records.append(item)
+            good += len(line) + 1
+        if good == 0:
+            raise PseudoLabelMismatchError(f"{self.path} has no readable header line; delete it to start again")
+        if good < sum(len(line) + 1 for line in lines) - 1:
+            logger.warning(f"{self.path}: dropping an incomplete last line (an interrupted run)")
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def _append(self, item: Dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(item, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add(self, record: Dict) -> None:
+        self._append(record)
+        self.records.append(record)
+
+    def done(self) -> set:
+        return {r["file_name"] for r in self.records}
+
+
+def coco_from_journal(journal: Journal, output_dir: str) -> Dict:
+    """The COCO dict of every page in the journal (ids in journal order)."""
+    images, annotations = [], []
+    root = os.path.abspath(output_dir) + os.sep
+    for image_id, record in enumerate(journal.records, start=1):
+        file_name = record["file_name"]
+        images.append({
+            "id": image_id, "width": record["width"], "height": record["height"],
+            "file_name": file_name[len(root):] if file_name.startswith(root) else file_name,
+            "source_file": record["source"], "page": record["page"],
+        })
+        for det in record["detections"]:
+            ann = {k: det[k] for k in ("category_id", "bbox", "score", "area")}
+            if det.get("segmentation") is not None:
+                ann["segmentation"] = det["segmentation"]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann, "iscrowd": 0})
+    header = journal.header
+    return {"info": header["info"], "images": images, "annotations": annotations, "categories": header["categories"]}
+
+
+def pseudo_label(predictor, paths: Sequence[str], output_dir: str, teacher: Dict, dpi: float = 150.0,
+                 min_score: float = 0.05, progress: bool = True) -> PseudoLabelSummary:
+    """Label every page of ``paths`` (images, folders searched recursively, PDFs rendered at
+    ``dpi`` into ``output_dir/pages``) with ``predictor`` (a :class:`dla_kd.Predictor` whose
+    ``min_score`` is ``min_score``), resuming an earlier run into ``output_dir``; write
+    ``output_dir/pseudo_labels.json``. ``teacher``: :func:`teacher_record`."""
+    from detectron2.data.detection_utils import read_image
+
+    os.makedirs(output_dir, exist_ok=True)
+    categories = [{"id": c.id, "name": c.name} for c in predictor.spec.categories]
+    info = {"description": PSEUDO_LABELS_KIND, "teacher": teacher, "min_score": min_score, "dpi": dpi}
+    journal = Journal(os.path.join(output_dir, JOURNAL_FILE), {"info": info, "categories": categories})
+    pages, skipped = collect_pages(paths, dpi, os.path.join(output_dir, PAGES_DIR), progress=progress, desc="render")
+    done = journal.done()
+    todo = [p for p in pages if p.file_name not in done]
+    summary = PseudoLabelSummary(os.path.join(output_dir, LABELS_FILE), resumed=len(pages) - len(todo), skipped=skipped)
+    if summary.resumed:
+        logger.info(f"{output_dir}: {summary.resumed} pages already labelled, {len(todo)} to go")
+    for page in tqdm(todo, desc="pseudo-label", unit="page", disable=not progress, dynamic_ncols=True):
+        try:
+            image = read_image(page.file_name, format="RGB")
+            record = predictor.record(predictor(image), page.file_name)
+        except Exception as e:  # one bad page must not stop the run; it is retried next time
+            logger.debug("pseudo-labelling failed", exc_info=True)
+            summary.failures.append(Skipped(page.source, page.page, f"{type(e).__name__}: {e}"))
+            continue
+        detections = [dict(d, segmentation=polygons(d, page.height, page.width)) for d in record["detections"]]
+        journal.add({"file_name": page.file_name, "width": page.width, "height": page.height,
+                     "source": page.source, "page": page.page, "detections": detections})
+        summary.labelled += 1
+    write_json_atomic(coco_from_journal(journal, output_dir), summary.json_file)
+    return summary

@@ -1,0 +1,108 @@
+"""tools/benchmark_deploy.py: every model x budget x backend row measured (AP from the same
+detections as the backend gives, budgets that reach the graph and the input size, latencies and
+file sizes), resumable row by row, and the targets computed from the rows as issue 12 states them."""
+import json
+import os
+
+import pytest
+
+from dla_kd.export.deploy_benchmark import BACKENDS, DeployModel, NamedBudget, bar_checks
+from tiny_models import save_random_weights, tool_main, write_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ALL_DETECTIONS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20"]
+LEAN = "lean=fast:TEST.DETECTIONS_PER_IMAGE=3,INPUT.MIN_SIZE_TEST=96,INPUT.MAX_SIZE_TEST=120"
+
+
+@pytest.fixture(scope="module")
+def deploy_run(tmp_path_factory, synthetic_root):
+    folder = tmp_path_factory.mktemp("deploy")
+    config = write_config(str(folder / "model.yaml"), opts=ALL_DETECTIONS)
+    weights = save_random_weights(config, str(folder / "model.pth"))
+    out = str(folder / "bench")
+    argv = ["--output", out, "--dataset", "synthetic_doclaynet_val", "--ap-images", "2",
+            "--model", f"tiny={config}:{weights}", "--budget", "accurate", "--budget", LEAN,
+            "--threads", "1", "--runs", "1", "--warmup", "0", "--calibration", "synthetic_doclaynet_train",
+            "--calibration-images", "2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETECTRON2_DATASETS", synthetic_root)
+        assert tool_main("benchmark_deploy")(argv) == 0
+        yield out, argv
+
+
+def _report(out):
+    with open(os.path.join(out, "deploy.json")) as f:
+        return json.load(f)
+
+
+def test_every_row_measured_with_its_budget(deploy_run):
+    out, _ = deploy_run
+    rows = _report(out)["rows"]
+    assert [(r["budget"], r["backend"]) for r in rows] == [(b, k) for b in ("accurate", "lean") for k in BACKENDS]
+    for r in rows:
+        assert r["ap_images"] == 2 and 0.0 <= r["bbox_AP"] <= 100.0
+        assert all(v > 0 for v in r["latency_ms"].values()) and set(r["latency_ms"]) == {"test_size_1t_ms", "800px_1t_ms"}
+        assert r["file_size_mb"] == pytest.approx(os.path.getsize(os.path.join(out, r["file"])) / 1e6)
+        assert r["peak_rss_mb"] > 100
+        assert max(r["input_size_800px"]) > 500  # the 800-px page, whatever the test size
+    by = {(r["budget"], r["backend"]): r for r in rows}
+    for budget, per_page, size in (("accurate", 20, (128, 160)), ("lean", 3, (96, 120))):
+        assert by[budget, "pytorch"]["budget_values"]["TEST.DETECTIONS_PER_IMAGE"] == per_page
+        assert by[budget, "pytorch"]["test_size"] == list(size)
+        assert min(by[budget, "pytorch"]["input_size_test"]) <= size[0]
+        # The float backends give the same detections: the same count (score threshold 0: a full page each).
+        counts = {by[budget, b]["detections"] for b in ("pytorch", "torchscript", "onnx")}
+        assert counts == {2 * per_page}
+    # int8 file: quantized weights, about a quarter of the float file.
+    assert by["accurate", "onnx-int8"]["file_size_mb"] < 0.5 * by["accurate", "onnx"]["file_size_mb"]
+    for name in ("deploy.md", "deploy.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_second_call_measures_only_missing_rows(deploy_run):
+    out, argv = deploy_run
+    rows_dir = os.path.join(out, "rows")
+    kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
+    assert len(kept) == 8
+    os.remove(os.path.join(rows_dir, "tiny__lean__onnx.json"))
+    assert tool_main("benchmark_deploy")(argv) == 0
+    for f, mtime in kept.items():
+        if f != "tiny__lean__onnx.json":
+            assert os.path.getmtime(os.path.join(rows_dir, f)) == mtime, f
+    assert os.path.isfile(os.path.join(rows_dir, "tiny__lean__onnx.json"))
+    assert len(_report(out)["rows"]) == 8
+
+
+def _row(model, budget, backend, ap, ms):
+    return {"model": model, "budget": budget, "backend": backend, "bbox_AP": ap, "latency_ms": {"800px_2t_ms": ms}}
+
+
+def test_targets_from_rows():
+    rows = [
+        _row("teacher", "accurate", "pytorch", 50.0, 900.0),
+        _row("student", "accurate", "pytorch", 40.0, 400.0),
+        _row("student", "accurate", "onnx", 40.0, 300.0),
+        _row("student", "accurate", "onnx-int8", 39.5, 150.0),
+        _row("student", "lean", "onnx", 38.0, 200.0),  # faster but 2 AP below the student: not eligible
+        _row("student", "lean", "onnx-int8", 35.0, 100.0),
+    ]
+    checks = bar_checks(rows, "teacher", 2)
+    vs_teacher = checks[0]
+    assert vs_teacher["row"] == "accurate/onnx-int8" and vs_teacher["speedup"] == pytest.approx(6.0)
+    assert vs_teacher["ap_delta"] == pytest.approx(-0.5) and vs_teacher["passed"]
+    int8 = {c["row"]: c for c in checks[1:]}
+    assert int8["accurate/onnx-int8"]["speedup"] == pytest.approx(2.0) and int8["accurate/onnx-int8"]["passed"]
+    assert int8["lean/onnx-int8"]["speedup"] == pytest.approx(2.0) and not int8["lean/onnx-int8"]["passed"]  # -3 AP
+
+
+def test_model_and_budget_arguments(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        DeployModel.parse(f"s={__file__}:{tmp_path}/missing.pth")
+    with pytest.raises(ValueError, match="NAME=CONFIG:WEIGHTS"):
+        DeployModel.parse("no-weights.yaml")
+    lean = NamedBudget.parse("lean=fast:MODEL.RPN.POST_NMS_TOPK_TEST=100")
+    assert (lean.label, lean.budget.preset, lean.budget.overrides) == ("lean", "fast", ["MODEL.RPN.POST_NMS_TOPK_TEST", "100"])
+    assert NamedBudget.parse("fast").label == "fast" and NamedBudget.parse("fast").budget.preset == "fast"
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS"):
+        NamedBudget.parse("x=fast:MODEL.WEIGHTS=a.pth")
