@@ -59,5 +59,5 @@ def test_unknown_level_names_the_key_in_use():
 
 def test_teacher_cache_levels_are_the_union_of_the_losses_levels():
     pkd, cwd = _build("pkd"), _build("cwd")
-    assert _teacher_levels_needed(None, None, {"pkd": pkd}) == list(P2_P5)
-    assert _teacher_levels_needed(None, None, {"pkd": pkd, "cwd": cwd}) == list(P2_P6)
+    assert _teacher_levels_needed(None, {"pkd": pkd}) == list(P2_P5)
+    assert _teacher_levels_needed(None, {"pkd": pkd, "cwd": cwd}) == list(P2_P6)

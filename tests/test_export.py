@@ -112,7 +112,7 @@ def test_predictor_gives_the_same_json_for_every_backend(exported):
     _, model, pages, dirs = exported
     checkpoint = Predictor(TorchRunner(model), load_exported(dirs["onnx"])[1])
     page = read_image_rgb(pages[1])
-    records = [p.record(p(page), pages[1], mask_format="rle") for p in
+    records = [p.record(p(page), pages[1], output_format="rle") for p in
                (checkpoint, Predictor.from_exported(dirs["torchscript"]), Predictor.from_exported(dirs["onnx"]))]
     assert [r["backend"] for r in records] == ["pytorch", "torchscript", "onnx"]
     ref = records[0]

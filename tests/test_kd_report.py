@@ -12,14 +12,15 @@ from tiny_models import MICRO, TINY, load_tool, write_config
 # A stand-in for tools/train_net.py: records its call, writes a final evaluation whose AP encodes
 # the run and seed, a learning curve in metrics.json and a loadable model_final.pth.
 FAKE_TRAIN_NET = r'''
-import json, os, sys
+import json, os, sys, time
 import torch
+start = time.time()
 args = sys.argv[1:]
 out, seed = args[args.index("OUTPUT_DIR") + 1], int(args[args.index("SEED") + 1])
 config = os.path.basename(args[args.index("--config-file") + 1])
 os.makedirs(out, exist_ok=True)
-with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args}) + "\n")
+if config == "teacher.yaml":
+    time.sleep(float(os.environ.get("FAKE_TEACHER_SECONDS", "0")))
 base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0}[config] + seed
 final = int(os.environ["FAKE_FINAL_ITER"])
 with open(os.path.join(out, "metrics.json"), "w") as f:
@@ -29,6 +30,9 @@ res = {t: {"AP": base, "AP50": base + 20, "AP75": base - 5, "AP-Text": base} for
 with open(os.path.join(out, "eval_synthetic_doclaynet_val.json"), "w") as f:
     json.dump({"iteration": final, "results": res}, f)
 torch.save({"model": {}}, os.path.join(out, "model_final.pth"))
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args,
+                        "start": start, "end": time.time()}) + "\n")
 '''
 
 
@@ -62,9 +66,10 @@ def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     kd_report.main()
     order = [(c["config"], c["seed"]) for c in _calls(calls)]
-    # The teacher once (first seed), then every run's first seed before any second seed.
-    assert order == [("teacher.yaml", 1), ("student.yaml", 1), ("fitnet.yaml", 1),
-                     ("student.yaml", 2), ("fitnet.yaml", 2)]
+    # The teacher once (first seed), the supervised seeds, then every distillation run's first
+    # seed before any second seed.
+    assert order == [("teacher.yaml", 1), ("student.yaml", 1), ("student.yaml", 2), ("fitnet.yaml", 1),
+                     ("fitnet.yaml", 2)]
     assert os.path.isfile(out / "student" / "seed2" / "model_final.pth")
     report = json.load(open(out / "report.json"))
     rows = {r["run"]: r for r in report["rows"]}
@@ -99,8 +104,8 @@ def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, mo
     (run_dir / "last_checkpoint").write_text("model_0000001.pth")
     monkeypatch.setattr(sys, "argv", argv)
     kd_report.main()
-    student_calls = [c for c in _calls(calls) if c["config"] == "student.yaml" and c["seed"] == 1]
-    assert student_calls == [{"config": "student.yaml", "seed": 1, "resume": True}]
+    student_calls = [c["resume"] for c in _calls(calls) if c["config"] == "student.yaml" and c["seed"] == 1]
+    assert student_calls == [True]
 
 
 def test_a_fresh_machine_collects_published_runs(report_setup, monkeypatch):
@@ -118,9 +123,25 @@ def test_a_fresh_machine_collects_published_runs(report_setup, monkeypatch):
     shutil.rmtree(out / "student")
     shutil.rmtree(out / "fitnet")
     kd_report.main()
-    again = [(c["config"], c["seed"]) for c in _calls(calls)][5:]
-    assert again == [("teacher.yaml", 1)]  # the teacher's weights are needed again; no student run
+    assert len(_calls(calls)) == 5  # nothing trained again, not even the teacher: no run needs it
     report = json.load(open(pub / "report.json"))
     assert {r["run"]: r["seeds"] for r in report["rows"]} == {"teacher": 1, "student": 2, "fitnet": 2}
     assert report["teachers"][0]["runs"] == 2 and report["environment"]["invocations"] == 2
     assert set(report["curves"]) == {"teacher", "student", "fitnet"}
+
+
+def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_setup, monkeypatch):
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setenv("FAKE_TEACHER_SECONDS", "4")
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--jobs", "2"] + argv[1:])
+    kd_report.main()
+    runs = {(c["config"], c["seed"]): c for c in _calls(calls)}
+    teacher = runs["teacher.yaml", 1]
+    assert runs["student.yaml", 1]["start"] < teacher["end"]  # the other slot, while the teacher trains
+    assert runs["fitnet.yaml", 1]["start"] >= teacher["end"] and runs["fitnet.yaml", 2]["start"] >= teacher["end"]
+    # A distillation run left to train on a fresh machine needs the teacher again.
+    os.remove(out / "pub" / "runs" / "fitnet" / "seed2" / "eval_synthetic_doclaynet_val.json")
+    for name in ("teacher", "student", "fitnet"):
+        shutil.rmtree(out / name)
+    kd_report.main()
+    assert [(c["config"], c["seed"]) for c in _calls(calls)][5:] == [("teacher.yaml", 1), ("fitnet.yaml", 2)]

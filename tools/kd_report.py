@@ -68,6 +68,26 @@ def publish_run(output_dir: str, published_dir: str, dataset: str) -> None:
             shutil.copyfile(os.path.join(output_dir, name), os.path.join(published_dir, name))
 
 
+def _finished(output_dir, dataset, final_iteration=None, eval_only=False, published_dir=None, verbose=True):
+    """(results, None) of a run that need not run again: its final evaluation is in
+    ``output_dir`` with a loadable final checkpoint (published to ``published_dir`` on the way), or
+    in ``published_dir``. Else (local results or None, the problem with the local checkpoint).
+    ``verbose``: say so, and publish (else only look)."""
+    done = load_eval(output_dir, dataset, final_iteration=final_iteration)
+    if done is None and published_dir:
+        published = load_eval(published_dir, dataset, final_iteration=final_iteration)
+        if published is not None:
+            if verbose:
+                print(f"[kd_report] {output_dir}: finished earlier, collected from {published_dir}")
+            return published, None
+    problem = None if done is None or eval_only else checkpoint_problem(os.path.join(output_dir, "model_final.pth"))
+    if done is not None and problem is None and verbose:
+        print(f"[kd_report] {output_dir}: done, collected")
+        if published_dir:
+            publish_run(output_dir, published_dir, dataset)
+    return done, problem
+
+
 def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None, final_iteration=None,
         published_dir=None):
     """Train + evaluate (or only evaluate) one config unless already done; returns its results.
@@ -75,18 +95,8 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
     ``final_iteration``: the evaluation that counts as "done" (periodic evaluations during
     training write the same file at earlier iterations). ``published_dir``: where a finished run
     is copied (``publish_run``) and, when ``output_dir`` has not finished, collected from."""
-    final = os.path.join(output_dir, "model_final.pth")
-    done = load_eval(output_dir, dataset, final_iteration=final_iteration)
-    if done is None and published_dir:
-        published = load_eval(published_dir, dataset, final_iteration=final_iteration)
-        if published is not None:
-            print(f"[kd_report] {output_dir}: finished earlier, collected from {published_dir}")
-            return published
-    problem = None if done is None or eval_only else checkpoint_problem(final)
+    done, problem = _finished(output_dir, dataset, final_iteration, eval_only, published_dir)
     if done is not None and problem is None:
-        print(f"[kd_report] {output_dir}: done, collected")
-        if published_dir:
-            publish_run(output_dir, published_dir, dataset)
         return done
     if done is not None:
         print(f"[kd_report] {output_dir}: evaluated, but {problem}: resuming the run", flush=True)
@@ -106,7 +116,7 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
     if proc.returncode != 0:
         print(f"[kd_report] {output_dir}: FAILED (exit code {proc.returncode}), see {log_path}", flush=True)
         return None
-    problem = None if eval_only else checkpoint_problem(final)
+    problem = None if eval_only else checkpoint_problem(os.path.join(output_dir, "model_final.pth"))
     if problem:
         print(f"[kd_report] {output_dir}: FAILED: {problem}", flush=True)
         return None
@@ -166,10 +176,20 @@ def main():
 
     teacher_dir = os.path.join(args.output, "teacher")
 
+    def finished(name, seed):
+        done, problem = _finished(os.path.join(args.output, name, f"seed{seed}"), dataset, student_final,
+                                  published_dir=published(name, seed), verbose=False)
+        return done is not None and problem is None
+
+    def needs_teacher():
+        """Whether a distillation run still has to train (else the teacher is only collected)."""
+        return not all(finished(name, seed) for name, seed in plan if name != "student")
+
     def train_teacher():
         """The teacher's evaluation (trained here, or only evaluated with --teacher-weights); None
-        when it failed or its checkpoint cannot be used."""
-        if args.collect_only:
+        when it failed or its checkpoint cannot be used. Only collected when every distillation
+        run has finished (on a fresh machine: from the published folder)."""
+        if args.collect_only or (not args.teacher_weights and not needs_teacher()):
             final_iter = None if args.teacher_weights else teacher_final
             return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
                          if r is not None), None)
@@ -199,8 +219,8 @@ def main():
         if args.collect_only:
             return item, next((r for r in (load_eval(d, dataset, final_iteration=student_final)
                                            for d in run_dirs(name, seed)) if r is not None), None)
-        if name != "student":
-            teacher = teacher_future.result()  # distillation waits for the teacher
+        if name != "student" and not finished(name, seed):
+            teacher = teacher_future.result()  # a distillation run to train waits for the teacher
             if teacher is None:
                 return item, None
             if not args.teacher_weights:

@@ -145,7 +145,7 @@ class DistillGeneralizedRCNN(nn.Module):
             distillers = build_distillers(cfg, student, teacher)
         nodes = {name: cfg.DISTILL[name.upper()] for name in distillers}
         cache = None
-        levels = _teacher_levels_needed(cfg, teacher, distillers)
+        levels = _teacher_levels_needed(teacher, distillers, cfg.DISTILL.UNLABELED.RATIO > 0)
         if cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR:
             check_deterministic_inputs(cfg)
             cache = TeacherFeatureCache(
@@ -324,12 +324,12 @@ class DistillGeneralizedRCNN(nn.Module):
         return losses
 
 
-def _teacher_levels_needed(cfg, teacher, distillers) -> List[str]:
+def _teacher_levels_needed(teacher, distillers, detects_unlabeled: bool = False) -> List[str]:
     """Teacher feature levels read in a step: the levels of the feature losses (each its own
     ``DISTILL.<NAME>.IN_FEATURES``), plus the teacher heads' inputs when they answer on the
-    student's RoIs or detect on unlabeled pages."""
+    student's RoIs or detect on unlabeled pages (``detects_unlabeled``)."""
     levels = set().union(*(d.in_features for d in distillers.values()))
-    if cfg.DISTILL.UNLABELED.RATIO > 0:  # the teacher detects on unlabeled pages
+    if detects_unlabeled:
         levels |= teacher_inference_levels(teacher)
     if any(d.needs_teacher_rois for d in distillers.values()):
         levels |= set(teacher.roi_heads.box_in_features)
