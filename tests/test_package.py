@@ -1,5 +1,6 @@
 """Package-level behaviour: the Detectron2 import guard, the KD report arithmetic and curves."""
 import json
+import math
 import subprocess
 import sys
 
@@ -72,6 +73,8 @@ def test_learning_curves_from_metrics_json(tmp_path):
     assert mean_curve([curve, [(499, 12.0), (999, 23.0)]]) == [(499, 11.0), (999, 22.0)]
     # Last third of 1499 iterations starts at ~999: |21.0 - 20.5| = 0.5.
     assert plateau_change(curve) == pytest.approx(0.5)
+    assert plateau_change(curve, max_iter=1500) == pytest.approx(0.5)
+    assert math.isnan(plateau_change(curve, max_iter=3000))  # still training: no verdict
     png = plot_curves({"student": curve}, str(tmp_path / "curves.png"), "t")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 

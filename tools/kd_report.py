@@ -259,6 +259,9 @@ class BenchmarkReport:
 
     def __init__(self, args, dataset, runs, started, run_dirs):
         self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
+        # SOLVER.MAX_ITER of the students (False) and of the teacher (True): a shorter curve is unfinished.
+        self.max_iter = {False: load_config(args.student, list(args.opts)).SOLVER.MAX_ITER,
+                         True: load_config(args.teacher, list(args.teacher_opts)).SOLVER.MAX_ITER}
         self.sizes = {}
         for name, config in [("teacher", args.teacher)] + [(n, c) for n, (c, _) in runs.items()]:
             try:
@@ -281,7 +284,7 @@ class BenchmarkReport:
         teachers = self._teachers(results)
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
-        convergence = {name: plateau_change(c) for name, c in curves.items()}
+        convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
         with open(os.path.join(args.output, "report.json"), "w") as f:
             json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
                        "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers,
@@ -291,7 +294,8 @@ class BenchmarkReport:
         if curves:
             md += ["Learning curves (bbox AP during training, mean over seeds): `curves.png`. Largest change "
                    "of bbox AP over the last third of the schedule: "
-                   + ", ".join(f"{k} {v:.2f}" for k, v in convergence.items()) + ".", ""]
+                   + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
+                   + ".", ""]
         if teachers:
             md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
                    + "; ".join(f"`{t['sha256'][:12]}`: {t['bbox_AP']}, {t['runs']} run(s)" for t in teachers) + ".", ""]

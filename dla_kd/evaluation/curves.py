@@ -4,7 +4,7 @@ and draws them (matplotlib, headless)."""
 import json
 import os
 import statistics
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 Curve = List[Tuple[int, float]]  # (iteration, AP) sorted by iteration
 
@@ -39,10 +39,11 @@ def mean_curve(curves: Sequence[Curve]) -> Curve:
     return [(it, statistics.fmean(c[it] for c in curves)) for it in common]
 
 
-def plateau_change(curve: Curve, fraction: float = 1 / 3) -> float:
+def plateau_change(curve: Curve, fraction: float = 1 / 3, max_iter: Optional[int] = None) -> float:
     """Largest |AP - final AP| over the evaluations in the last ``fraction`` of the schedule (the
-    benchmark's convergence criterion: below 1 AP)."""
-    if not curve:
+    benchmark's convergence criterion: below 1 AP). NaN for no curve, or one that stops before
+    ``max_iter`` (SOLVER.MAX_ITER: a run still training)."""
+    if not curve or (max_iter is not None and curve[-1][0] + 1 < max_iter):
         return float("nan")
     last_iter, last = curve[-1]
     # The evaluation logged at iteration i has seen i + 1 iterations; the final one is logged at
