@@ -66,6 +66,8 @@ def test_second_call_measures_only_missing_rows(deploy_run):
     kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
     assert len(kept) == 8
     os.remove(os.path.join(rows_dir, "tiny__lean__onnx.json"))
+    assert tool_main("benchmark_deploy")(argv + ["--report-only"]) == 0  # an interrupted run's report
+    assert len(_report(out)["rows"]) == 7 and len(os.listdir(rows_dir)) == 7
     assert tool_main("benchmark_deploy")(argv) == 0
     for f, mtime in kept.items():
         if f != "tiny__lean__onnx.json":

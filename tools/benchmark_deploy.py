@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--output", required=True)
     parser.add_argument("--force", action="store_true", help="measure every row again")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: the report of the rows measured so far (an interrupted run)")
     return parser
 
 
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     if load_before[0] > 0.5:
         logger.warning(f"1-min load average {load_before[0]}: latencies are only comparable on a quiet machine")
     start = time.time()
-    rows = run_deploy_benchmark(models, budgets, settings, args.output, force=args.force)
+    rows = run_deploy_benchmark(models, budgets, settings, args.output, force=args.force,
+                                measure=not args.report_only)
     from dla_kd.export.quantize import cpu_int8_support  # onnxruntime: optional dependency
 
     meta = {**run_environment(max(args.threads), 1), "cpu_int8_flags": cpu_int8_support(), "threads": list(args.threads),

@@ -204,9 +204,10 @@ def _budget_values(cfg) -> Dict:
 
 
 def run_deploy_benchmark(models: Sequence[DeployModel], budgets: Sequence[NamedBudget], settings: DeploySettings,
-                         output_dir: str, force: bool = False) -> List[Dict]:
-    """Measure every model x budget x backend not measured yet (``force``: all again); returns
-    all rows (``model`` and ``budget`` keys added)."""
+                         output_dir: str, force: bool = False, measure: bool = True) -> List[Dict]:
+    """Measure every model x budget x backend not measured yet (``force``: all again; not
+    ``measure``: none, only collect the rows measured earlier); returns all rows (``model`` and
+    ``budget`` keys added)."""
     unknown = sorted(set(settings.backends) - set(BACKENDS))
     if unknown:
         raise ValueError(f"Unknown backends {unknown}; choose from {BACKENDS}")
@@ -217,17 +218,18 @@ def run_deploy_benchmark(models: Sequence[DeployModel], budgets: Sequence[NamedB
     os.makedirs(os.path.join(output_dir, ROWS_DIR), exist_ok=True)
     threads = torch.get_num_threads()
     try:
-        return _measure_all(models, budgets, settings, output_dir, force, page)
+        return _measure_all(models, budgets, settings, output_dir, force, page, measure)
     finally:
         torch.set_num_threads(threads)
 
 
-def _measure_all(models, budgets, settings: DeploySettings, output_dir: str, force: bool, page) -> List[Dict]:
+def _measure_all(models, budgets, settings: DeploySettings, output_dir: str, force: bool, page,
+                 measure: bool) -> List[Dict]:
     rows = []
     for model in models:
         for budget in budgets:
-            todo = [b for b in settings.backends
-                    if force or not os.path.isfile(_row_path(output_dir, model.name, budget.label, b))]
+            todo = [b for b in settings.backends if measure and
+                    (force or not os.path.isfile(_row_path(output_dir, model.name, budget.label, b)))]
             if todo:
                 exports = _ModelExports(model, budget, os.path.join(output_dir, EXPORTS_DIR, model.name, budget.label),
                                         settings)
@@ -243,8 +245,9 @@ def _measure_all(models, budgets, settings: DeploySettings, output_dir: str, for
                     with open(tmp, "w") as f:
                         json.dump(row, f, indent=2)
                     os.replace(tmp, path)
-                with open(path) as f:
-                    rows.append(json.load(f))
+                if os.path.isfile(path):
+                    with open(path) as f:
+                        rows.append(json.load(f))
             if todo:
                 del exports
                 gc.collect()
@@ -262,6 +265,8 @@ def bar_checks(rows: List[Dict], teacher: str, threads: int) -> List[Dict]:
     800-px page with ``threads`` threads."""
     key = f"800px_{threads}t_ms"
     budgets = list(dict.fromkeys(r["budget"] for r in rows))
+    if not budgets:
+        return []
     teacher_row = _find(rows, teacher, budgets[0], "pytorch")
     checks = []
     for model in dict.fromkeys(r["model"] for r in rows if r["model"] != teacher):
