@@ -39,7 +39,8 @@ BUDGETS: Dict[str, Dict[str, float]] = {
 }
 
 
-def _get(cfg: CfgNode, key: str):
+def config_value(cfg: CfgNode, key: str):
+    """The value of the dotted ``key`` (e.g. ``TEST.DETECTIONS_PER_IMAGE``) in ``cfg``."""
     node = cfg
     for part in key.split("."):
         node = node[part]
@@ -70,7 +71,7 @@ class Budget:
 
     def apply(self, cfg: CfgNode) -> CfgNode:
         """A frozen copy of the plain config ``cfg`` with the preset's caps, then the overrides."""
-        preset = [x for k, v in BUDGETS[self.preset].items() for x in (k, BUDGET_KEYS[k](_get(cfg, k), v))]
+        preset = [x for k, v in BUDGETS[self.preset].items() for x in (k, BUDGET_KEYS[k](config_value(cfg, k), v))]
         cfg = cfg.clone()
         cfg.defrost()
         cfg.merge_from_list(preset + list(self.overrides))
@@ -83,6 +84,6 @@ class Budget:
         return {
             "preset": self.preset,
             "overrides": dict(zip(self.overrides[0::2], self.overrides[1::2])),
-            "in_graph": {k: _get(cfg, k) for k in IN_GRAPH_KEYS},
-            "caller_side": {k: _get(cfg, k) for k in BUDGET_KEYS if k not in IN_GRAPH_KEYS},
+            "in_graph": {k: config_value(cfg, k) for k in IN_GRAPH_KEYS},
+            "caller_side": {k: config_value(cfg, k) for k in BUDGET_KEYS if k not in IN_GRAPH_KEYS},
         }

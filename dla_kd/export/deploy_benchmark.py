@@ -28,7 +28,7 @@ import torch
 from ..engine import load_config
 from ..utils.benchmark import reset_peak_rss, rss_mb, time_calls
 from .ap_check import bbox_ap
-from .budget import BUDGET_KEYS, Budget
+from .budget import BUDGET_KEYS, Budget, config_value
 from .calibration import dataset_records
 from .exporter import INT8_FILE, Int8Options, export_model
 from .processing import preprocess
@@ -189,18 +189,8 @@ def measure_row(exports: _ModelExports, backend: str, page, settings: DeploySett
         "file_size_mb": _file_mb(exports.files[backend]),
         "input_size_test": list(at_test_size.shape[1:]), "input_size_800px": list(at_800.shape[1:]),
         "test_size": [exports.spec.min_size_test, exports.spec.max_size_test],
-        "budget_values": _budget_values(exports.plain_cfg),
+        "budget_values": {k: config_value(exports.plain_cfg, k) for k in BUDGET_KEYS},
     }
-
-
-def _budget_values(cfg) -> Dict:
-    values = {}
-    for key in BUDGET_KEYS:
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        values[key] = node
-    return values
 
 
 def run_deploy_benchmark(models: Sequence[DeployModel], budgets: Sequence[NamedBudget], settings: DeploySettings,
