@@ -18,7 +18,10 @@ from dla_kd.engine import load_config
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ALL_YAML = sorted(CONFIG_DIR.rglob("*.yaml"))
 CONFIGS = [p for p in ALL_YAML if not p.name.startswith("Base-")]
-DISTILL_OPTS = ["DISTILL.TEACHER.ALLOW_RANDOM_INIT", "True", "DISTILL.TEACHER.WEIGHTS", ""]
+# No feature cache: a config's cache folder (e.g. the KD benchmark's, under output/) belongs to its
+# real teacher; a random teacher's signature written there would stop the real runs.
+DISTILL_OPTS = ["DISTILL.TEACHER.ALLOW_RANDOM_INIT", "True", "DISTILL.TEACHER.WEIGHTS", "",
+                "DISTILL.TEACHER.FEATURE_CACHE.DIR", ""]
 IMAGE_HW = (128, 160)
 # Teachers and students every dataset folder provides (DiT-L: PubLayNet only).
 MODEL_SET = {

@@ -44,6 +44,8 @@ def test_category_tables_match_published_ids():
         ("doclaynet_test", DOCLAYNET_NAMES),
         ("synthetic_doclaynet_train", DOCLAYNET_NAMES),
         ("synthetic_publaynet_val", ["text", "title", "list", "table", "figure"]),
+        ("synthetic_publaynet_as_doclaynet_val", DOCLAYNET_NAMES),
+        ("synthetic_doclaynet_unlabeled_pseudo", DOCLAYNET_NAMES),
     ],
 )
 def test_registered_with_metadata(name, classes):
@@ -75,6 +77,15 @@ def test_missing_dataset_names_path_and_readme(tmp_path, monkeypatch):
     msg = str(e.value)
     assert os.path.join(str(tmp_path), "DocLayNet", "COCO", "val.json") in msg
     assert "datasets/README.md" in msg and "doclaynet_val" in msg
+
+
+def test_builtin_pseudo_labels_not_yet_written_name_file_and_tool(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError) as e:
+        DatasetCatalog.get("synthetic_doclaynet_unlabeled_pseudo")
+    msg = str(e.value)
+    assert os.path.join(str(tmp_path), "synthetic", "doclaynet", "unlabeled_pseudo", "pseudo_labels.json") in msg
+    assert "tools/pseudo_label.py" in msg
 
 
 def _ann(**kw):

@@ -26,9 +26,19 @@ final = int(os.environ["FAKE_FINAL_ITER"])
 with open(os.path.join(out, "metrics.json"), "w") as f:
     for it, frac in ((final // 2, 0.5), (final, 1.0)):
         f.write(json.dumps({"iteration": it, "bbox/AP": base * frac}) + "\n")
-res = {t: {"AP": base, "AP50": base + 20, "AP75": base - 5, "AP-Text": base} for t in ("bbox", "segm")}
-with open(os.path.join(out, "eval_synthetic_doclaynet_val.json"), "w") as f:
-    json.dump({"iteration": final, "results": res}, f)
+# FAKE_TEST_DATASETS="a,b": the run evaluates on several datasets (AP 10 lower on each next one),
+# logged as Detectron2 does: "<dataset>/bbox/AP" when there are several.
+datasets = os.environ.get("FAKE_TEST_DATASETS", "synthetic_doclaynet_val").split(",")
+if len(datasets) > 1:
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        for it, frac in ((final // 2, 0.5), (final, 1.0)):
+            f.write(json.dumps({"iteration": it, **{f"{d}/bbox/AP": (base - 10 * i) * frac
+                                                    for i, d in enumerate(datasets)}}) + "\n")
+for i, dataset in enumerate(datasets):
+    ap = base - 10 * i
+    res = {t: {"AP": ap, "AP50": ap + 20, "AP75": ap - 5, "AP-Text": ap} for t in ("bbox", "segm")}
+    with open(os.path.join(out, f"eval_{dataset}.json"), "w") as f:
+        json.dump({"iteration": final, "results": res}, f)
 torch.save({"model": {}}, os.path.join(out, "model_final.pth"))
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args,
@@ -145,3 +155,44 @@ def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_
         shutil.rmtree(out / name)
     kd_report.main()
     assert [(c["config"], c["seed"]) for c in _calls(calls)][5:] == [("teacher.yaml", 1), ("fitnet.yaml", 2)]
+
+
+def test_a_second_test_dataset_gets_its_own_report(report_setup, tmp_path, monkeypatch):
+    """Runs evaluating on two datasets: the table is about the first; --dataset tabulates the
+    other from the same runs (curves from the "<dataset>/bbox/AP" keys), into its own files."""
+    kd_report, argv, out, calls = report_setup
+    datasets = ("synthetic_doclaynet_val", "synthetic_publaynet_as_doclaynet_val")
+    test_opt = ["DATASETS.TEST", repr(datasets)]
+    teacher, student, distill = argv[2], argv[4], argv[6]
+    write_config(teacher, TINY, ["SOLVER.MAX_ITER", "4", *test_opt])
+    write_config(student, TINY, ["SOLVER.MAX_ITER", "4", *test_opt])
+    write_config(distill, TINY, ["SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+                                 "DISTILL.TEACHER.CONFIG", teacher, "DISTILL.LOSSES", "['fitnet']", *test_opt])
+    monkeypatch.setenv("FAKE_TEST_DATASETS", ",".join(datasets))
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    first = json.load(open(out / "report.json"))
+    assert first["dataset"] == datasets[0]
+    assert {r["run"]: r["bbox_AP"]["mean"] for r in first["rows"]} == {"teacher": 61.0, "student": 41.5,
+                                                                          "fitnet": 46.5}
+    assert first["curves"]["student"] == [[1, pytest.approx(20.75)], [3, pytest.approx(41.5)]]
+    # Every evaluation is published (a fresh machine can tabulate either dataset).
+    assert sorted(os.listdir(out / "pub" / "runs" / "fitnet" / "seed1")) == [
+        *(f"eval_{d}.json" for d in datasets), "metrics.json", "teacher.json"]
+
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--collect-only", "--dataset", datasets[1]] + argv[1:])
+    kd_report.main()
+    assert len(_calls(calls)) == 5  # nothing trained again
+    other = json.load(open(out / f"report_{datasets[1]}.json"))
+    assert other["dataset"] == datasets[1]
+    assert {r["run"]: r["bbox_AP"]["mean"] for r in other["rows"]} == {"teacher": 51.0, "student": 31.5,
+                                                                          "fitnet": 36.5}
+    assert other["curves"]["student"] == [[1, pytest.approx(15.75)], [3, pytest.approx(31.5)]]
+    assert open(out / f"curves_{datasets[1]}.png", "rb").read(4) == b"\x89PNG"
+    assert os.path.isfile(out / "pub" / f"report_{datasets[1]}.md")
+    assert json.load(open(out / "report.json"))["dataset"] == datasets[0]  # the first table is kept
+
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--collect-only", "--dataset", "synthetic_publaynet_val"] + argv[1:])
+    with pytest.raises(SystemExit):
+        kd_report.main()
+

@@ -18,7 +18,7 @@ from dla_kd.data.synthetic.coco import clip_polygon, polygon_area
 from dla_kd.data.synthetic.degrade import Degradation, skew_matrix, transform_points
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_PAGES = {"doclaynet": 8, "publaynet": 4}
+NUM_PAGES = {"doclaynet": 8, "publaynet": 4, "publaynet_as_doclaynet": 4}
 
 
 @pytest.fixture(scope="module", params=sorted(STYLES))
@@ -47,7 +47,7 @@ def test_layout_on_disk_and_pycocotools(dataset):
 
 def test_categories_are_the_table(dataset):
     style, _, _, data = dataset
-    assert [(c["id"], c["name"]) for c in data["categories"]] == [(c["id"], c["name"]) for c in get_categories(style)]
+    assert [(c["id"], c["name"]) for c in data["categories"]] == [(c["id"], c["name"]) for c in get_categories(STYLES[style].name)]
 
 
 def test_images_exist_with_recorded_size(dataset):
@@ -79,7 +79,7 @@ def test_boxes_in_page_polygons_in_boxes(dataset):
 
 def test_loads_with_project_loader(dataset):
     style, out_dir, json_path, data = dataset
-    records = load_layout_coco_json(json_path, os.path.join(out_dir, "train"), get_categories(style))
+    records = load_layout_coco_json(json_path, os.path.join(out_dir, "train"), get_categories(STYLES[style].name))
     assert sum(len(r["annotations"]) for r in records) == len(data["annotations"])
 
 
@@ -89,6 +89,10 @@ def test_class_mix(dataset):
     if style == "publaynet":
         assert used <= {1, 2, 3, 4, 5}
         assert {1, 2} <= used  # text and title on every few pages
+    elif style == "publaynet_as_doclaynet":
+        names = {c["id"]: c["name"] for c in get_categories("doclaynet")}
+        assert {"Text", "Section-header"} <= {names[i] for i in used}
+        assert not {"Page-header", "Page-footer"} & {names[i] for i in used}  # not annotated, as in PubLayNet
     else:
         assert len(used) >= 8, f"only classes {sorted(used)} in {NUM_PAGES[style]} pages"
         assert len(data["annotations"]) / len(data["images"]) > 10
@@ -126,7 +130,7 @@ def test_clean_page_boxes_hug_ink_and_do_not_overlap(style, monkeypatch):
     and pixels agree, including the page's offset in the image) and distinct objects' boxes do
     not overlap (pictures excepted: their box is their polygon's extent)."""
     monkeypatch.setattr(generator, "sample_degradation", lambda rng: Degradation())
-    picture_ids = {c["id"] for c in get_categories(style) if c["name"] in ("Picture", "figure")}
+    picture_ids = {c["id"] for c in get_categories(STYLES[style].name) if c["name"] in ("Picture", "figure")}
     for index in range(3):
         page = render_page(style, STYLES[style].page_size, 5, "train", index)
         ink = page.image.min(axis=2) < 235
@@ -208,3 +212,25 @@ def test_cli(tmp_path):
     assert "Text" in result.stdout
     data = json.loads(_read(json_path))
     assert [(i["width"], i["height"]) for i in data["images"]] == [(500, 600)] * 2
+
+
+def test_publaynet_pages_labelled_as_doclaynet_are_the_publaynet_pages(tmp_path):
+    """Same images as the publaynet style; every PubLayNet object has its DocLayNet counterpart
+    (a PubLayNet list is the union of its DocLayNet list items; table and figure are the same box)."""
+    pub = json.loads(_read(generate_dataset("publaynet", 4, str(tmp_path / "p"), seed=1, split="val", show_progress=False)))
+    doc = json.loads(_read(generate_dataset("publaynet_as_doclaynet", 4, str(tmp_path / "d"), seed=1, split="val",
+                                            show_progress=False)))
+    assert [c["name"] for c in doc["categories"]] == [c["name"] for c in get_categories("doclaynet")]
+    for img in pub["images"]:
+        assert _read(tmp_path / "p" / "val" / img["file_name"]) == _read(tmp_path / "d" / "val" / img["file_name"])
+    pub_names = {c["id"]: c["name"] for c in pub["categories"]}
+    doc_names = {c["id"]: c["name"] for c in doc["categories"]}
+    for pub_name, doc_name in (("table", "Table"), ("figure", "Picture")):
+        boxes = [sorted((a["image_id"], a["bbox"]) for a in data["annotations"] if names[a["category_id"]] == name)
+                 for data, names, name in ((pub, pub_names, pub_name), (doc, doc_names, doc_name))]
+        assert boxes[0] == boxes[1]
+    pub_text = sum(pub_names[a["category_id"]] in ("text", "title") for a in pub["annotations"])
+    doc_text = sum(doc_names[a["category_id"]] in ("Text", "Title", "Section-header", "Caption", "Footnote", "Formula")
+                   for a in doc["annotations"])
+    assert pub_text == doc_text > 0
+

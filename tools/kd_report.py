@@ -21,6 +21,12 @@ checked to load before any student uses it. Runs side by side with --num-gpus > 
 port (--dist-url auto). KEY VALUE overrides
 apply to the student and every distillation run (same schedule); ``--teacher-opts`` to the
 teacher. Distillation runs get DISTILL.TEACHER.CONFIG/WEIGHTS pointed at this teacher.
+
+The table is about the student's first ``DATASETS.TEST`` dataset; ``--dataset`` names another of
+them (every run evaluates on all, see configs/synthetic/unlabeled): that table goes to
+``report_<dataset>.{md,json}`` and ``curves_<dataset>.png``, e.g. from finished runs with
+``--collect-only --dataset synthetic_publaynet_as_doclaynet_val``. The teacher is scored there
+when its own DATASETS.TEST (``--teacher-opts``) has it.
 """
 import argparse
 import json
@@ -35,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
-from dla_kd.evaluation.curves import mean_curve, plateau_change, plot_curves, read_curve
+from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import build_seed_rows, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.run_info import (
@@ -58,12 +64,13 @@ def run_name(config_file: str) -> str:
 PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE)
 
 
-def publish_run(output_dir: str, published_dir: str, dataset: str) -> None:
-    """Copy what a finished run's row and curve need (final evaluation, metrics, config, the
-    teacher it was distilled from) from ``output_dir`` to ``published_dir``: a later session on a
-    fresh machine collects the run from there instead of training it again."""
+def publish_run(output_dir: str, published_dir: str) -> None:
+    """Copy what a finished run's rows and curve need (final evaluation of every test dataset,
+    metrics, config, the teacher it was distilled from) from ``output_dir`` to ``published_dir``:
+    a later session on a fresh machine collects the run from there instead of training it again."""
     os.makedirs(published_dir, exist_ok=True)
-    for name in (f"eval_{dataset}.json", *PUBLISHED_FILES):
+    evaluations = sorted(n for n in os.listdir(output_dir) if n.startswith("eval_") and n.endswith(".json"))
+    for name in (*evaluations, *PUBLISHED_FILES):
         if os.path.isfile(os.path.join(output_dir, name)):
             shutil.copyfile(os.path.join(output_dir, name), os.path.join(published_dir, name))
 
@@ -84,7 +91,7 @@ def _finished(output_dir, dataset, final_iteration=None, eval_only=False, publis
     if done is not None and problem is None and verbose:
         print(f"[kd_report] {output_dir}: done, collected")
         if published_dir:
-            publish_run(output_dir, published_dir, dataset)
+            publish_run(output_dir, published_dir)
     return done, problem
 
 
@@ -122,7 +129,7 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
         return None
     print(f"[kd_report] {output_dir}: finished in {(time.time() - start) / 60:.1f} min", flush=True)
     if published_dir:
-        publish_run(output_dir, published_dir, dataset)
+        publish_run(output_dir, published_dir)
     return load_eval(output_dir, dataset, final_iteration=final_iteration)
 
 
@@ -147,12 +154,17 @@ def main():
                         help="a folder under results/: report.md, report.json and curves.png are copied there, and "
                              "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
                              "a later invocation (also on a fresh machine) collects it")
+    parser.add_argument("--dataset", default="",
+                        help="the evaluation dataset of the table: one of the student's DATASETS.TEST (default: "
+                             "its first); another one writes report_<dataset>.{md,json} and curves_<dataset>.png")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
     started = time.time()
 
     student_cfg = load_config(args.student, args.opts)
-    dataset = student_cfg.DATASETS.TEST[0]
+    dataset = args.dataset or student_cfg.DATASETS.TEST[0]
+    if dataset not in student_cfg.DATASETS.TEST:
+        parser.error(f"--dataset {dataset} is not one of the student's DATASETS.TEST {tuple(student_cfg.DATASETS.TEST)}")
     student_final = student_cfg.SOLVER.MAX_ITER - 1
     teacher_final = load_config(args.teacher, args.teacher_opts).SOLVER.MAX_ITER - 1
     teacher_weights = args.teacher_weights or os.path.join(args.output, "teacher", "model_final.pth")
@@ -208,7 +220,7 @@ def main():
             print(f"[kd_report] the teacher cannot be used: {problem}", flush=True)
             return None
         if args.publish:
-            publish_run(teacher_dir, published("teacher"), dataset)
+            publish_run(teacher_dir, published("teacher"))
         return result
 
     def execute(item):
@@ -255,17 +267,25 @@ def deployable_cost(cfg):
 
 class BenchmarkReport:
     """Writes ``report.{md,json}`` (mean ± std over seeds, model sizes, settings, wall time) and
-    ``curves.png`` into ``--output`` after every finished run."""
+    ``curves.png`` into ``--output`` after every finished run (``report_<dataset>.*``,
+    ``curves_<dataset>.png`` for a ``--dataset`` other than the student's first test dataset)."""
 
     def __init__(self, args, dataset, runs, started, run_dirs):
         self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
+        student_cfg, teacher_cfg = load_config(args.student, list(args.opts)), load_config(args.teacher, list(args.teacher_opts))
+        suffix = "" if dataset == student_cfg.DATASETS.TEST[0] else f"_{dataset}"
+        self.files = {"md": f"report{suffix}.md", "json": f"report{suffix}.json", "curves": f"curves{suffix}.png"}
         # SOLVER.MAX_ITER of the students (False) and of the teacher (True): a shorter curve is unfinished.
-        self.max_iter = {False: load_config(args.student, list(args.opts)).SOLVER.MAX_ITER,
-                         True: load_config(args.teacher, list(args.teacher_opts)).SOLVER.MAX_ITER}
+        self.max_iter = {False: student_cfg.SOLVER.MAX_ITER, True: teacher_cfg.SOLVER.MAX_ITER}
+        # Run name -> key of its bbox AP on the dataset in metrics.json (None: not evaluated there).
+        self.metrics = {"teacher": curve_metric(teacher_cfg.DATASETS.TEST, dataset)}
         self.sizes = {}
         for name, config in [("teacher", args.teacher)] + [(n, c) for n, (c, _) in runs.items()]:
             try:
-                self.sizes[name] = deployable_cost(load_config(config, list(args.opts) if name != "teacher" else []))
+                cfg = load_config(config, list(args.opts) if name != "teacher" else [])
+                if name != "teacher":
+                    self.metrics[name] = curve_metric(cfg.DATASETS.TEST, dataset)
+                self.sizes[name] = deployable_cost(cfg)
             except Exception as e:  # a size that cannot be computed must not stop the report
                 print(f"[kd_report] size of {name} not computed: {e}", flush=True)
 
@@ -285,14 +305,14 @@ class BenchmarkReport:
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
-        with open(os.path.join(args.output, "report.json"), "w") as f:
+        with open(os.path.join(args.output, self.files["json"]), "w") as f:
             json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
                        "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers,
                        "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
         if curves:
-            md += ["Learning curves (bbox AP during training, mean over seeds): `curves.png`. Largest change "
+            md += [f"Learning curves (bbox AP during training, mean over seeds): `{self.files['curves']}`. Largest change "
                    "of bbox AP over the last third of the schedule: "
                    + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
                    + ".", ""]
@@ -306,12 +326,12 @@ class BenchmarkReport:
                f"{meta['load_average']}.", ""]
         if missing:
             md.append(f"Failed or missing runs (see <output>/<run>/seed<k>/kd_report_stdout.log): {', '.join(missing)}\n")
-        with open(os.path.join(args.output, "report.md"), "w") as f:
+        with open(os.path.join(args.output, self.files["md"]), "w") as f:
             f.write("\n".join(md))
         print("\n".join(md), flush=True)
         if args.publish:
             os.makedirs(args.publish, exist_ok=True)
-            for name in ("report.md", "report.json", "curves.png"):
+            for name in self.files.values():
                 if os.path.isfile(os.path.join(args.output, name)):
                     shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
 
@@ -330,17 +350,18 @@ class BenchmarkReport:
         kd = sorted((r for r in rows if r["run"] not in ("teacher", "student") and r["bbox_AP"]["mean"] is not None),
                     key=lambda r: -r["bbox_AP"]["mean"])[: self.args.curves]
         names = ["teacher", "student"] + [r["run"] for r in kd]
-        curves = {"teacher": _first_curve(self.run_dirs("teacher"))}
+        curves = {"teacher": _first_curve(self.run_dirs("teacher"), self.metrics["teacher"])}
         for name in names[1:]:
-            curves[name] = mean_curve([_first_curve(self.run_dirs(name, s)) for s in self.args.seeds])
+            curves[name] = mean_curve([_first_curve(self.run_dirs(name, s), self.metrics.get(name)) for s in self.args.seeds])
         curves = {k: v for k, v in curves.items() if v}
         if curves:
-            plot_curves(curves, os.path.join(self.args.output, "curves.png"), f"bbox AP on {self.dataset}")
+            plot_curves(curves, os.path.join(self.args.output, self.files["curves"]), f"bbox AP on {self.dataset}")
         return curves
 
 
-def _first_curve(dirs):
-    return next((c for c in (read_curve(d) for d in dirs) if c), [])
+def _first_curve(dirs, metric):
+    """The first curve of ``metric`` found in ``dirs`` ([] when ``metric`` is None: not evaluated)."""
+    return next((c for c in (read_curve(d, metric) for d in dirs) if c), []) if metric else []
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ DocLayNet splits keep the primary annotation only (``precedence == 0``); the
 ``doclaynet_{split}_all_annotators`` variants keep the redundant double/triple annotations too.
 Synthetic splits are generated on first use when absent (deterministic for their seed);
 ``synthetic_{style}_unlabeled`` registers only the page images of its split (for
-``DATASETS.UNLABELED``).
+``DATASETS.UNLABELED``); ``synthetic_publaynet_as_doclaynet_val`` is ``synthetic_publaynet_val``'s
+pages labelled in DocLayNet's classes (another domain for a DocLayNet-style model);
+``synthetic_doclaynet_unlabeled_pseudo`` the teacher's pseudo-labels of the unlabeled pages, once
+``tools/pseudo_label.py`` wrote them (``SYNTHETIC_PSEUDO_LABELED``).
 
 Pages of your own: :func:`register_unlabeled_pages` (folders of images and PDFs, no
 annotations) and :func:`register_pseudo_labeled` (a teacher's detections written by
@@ -56,10 +59,19 @@ SYNTHETIC_SPLITS = {
     # train1k: the KD benchmark's training pages (configs/synthetic/bench, results/kd_benchmark)
     for split, num_images, seed in (("train", 400, 0), ("val", 100, 1), ("train1k", 1000, 0))
 }
+# The PubLayNet-style validation pages (same images as synthetic_publaynet_val) labelled in DocLayNet's
+# classes: a DocLayNet-style model scored on the other domain (configs/synthetic/unlabeled).
+SYNTHETIC_SPLITS["synthetic_publaynet_as_doclaynet_val"] = ("publaynet_as_doclaynet", "val", 100, 1)
 # name -> (style, split, number of pages, seed): synthetic pages registered without annotations
 # (DATASETS.UNLABELED); "publaynet" pages are the other-domain case for a DocLayNet-style teacher.
 SYNTHETIC_UNLABELED_SPLITS = {
-    f"synthetic_{style}_unlabeled": (style, "unlabeled", 1000, 2) for style in ("publaynet", "doclaynet")
+    f"synthetic_{style}_unlabeled": (style, "unlabeled", 2000, 2) for style in ("publaynet", "doclaynet")
+}
+# name -> (category table, pseudo-label file relative to the root, score threshold): files written by
+# tools/pseudo_label.py (README "Distil on your own PDFs"; configs/synthetic/unlabeled/kd_pseudo_offline.yaml
+# trains on this one, the benchmark teacher's labels of synthetic_doclaynet_unlabeled).
+SYNTHETIC_PSEUDO_LABELED = {
+    "synthetic_doclaynet_unlabeled_pseudo": ("doclaynet", "synthetic/doclaynet/unlabeled_pseudo/pseudo_labels.json", 0.5),
 }
 # Rendered PDF pages of register_unlabeled_pages go here unless a cache folder is given.
 ENV_PAGE_CACHE = "DLA_KD_PAGE_CACHE"
@@ -115,16 +127,25 @@ def ensure_synthetic_split(out_dir: str, style: str, split: str, num_images: int
     return json_file
 
 
+def _style_table(style: str) -> str:
+    """Category table of a synthetic style (imported here: the generator is loaded only when used)."""
+    from .synthetic.styles import get_style
+
+    return get_style(style).name
+
+
 def register_synthetic(name: str, style: str, split: str, num_images: int, seed: int, root: str = None) -> None:
     """Register a synthetic split stored in ``<root>/synthetic/<style>/`` (root defaults to the
     datasets root at use time), generating it on first use."""
 
+    table = _style_table(style)
+
     def load():
         out_dir = os.path.join(root or datasets_root(), "synthetic", style)
         json_file = ensure_synthetic_split(out_dir, style, split, num_images, seed)
-        return load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(style), name)
+        return load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(table), name)
 
-    _register(name, style, load, synthetic=True)
+    _register(name, table, load, synthetic=True)
 
 
 def register_synthetic_unlabeled(name: str, style: str, split: str, num_images: int, seed: int,
@@ -135,7 +156,8 @@ def register_synthetic_unlabeled(name: str, style: str, split: str, num_images: 
     def load():
         out_dir = os.path.join(root or datasets_root(), "synthetic", style)
         json_file = ensure_synthetic_split(out_dir, style, split, num_images, seed)
-        return without_annotations(load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(style), name))
+        records = load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(_style_table(style)), name)
+        return without_annotations(records)
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(unlabeled=True, synthetic=True)
@@ -195,6 +217,8 @@ def register_all() -> None:
         register_synthetic(name, style, split, num_images, seed)
     for name, (style, split, num_images, seed) in SYNTHETIC_UNLABELED_SPLITS.items():
         register_synthetic_unlabeled(name, style, split, num_images, seed)
+    for name, (table, json_file, score_thresh) in SYNTHETIC_PSEUDO_LABELED.items():
+        register_pseudo_labeled(name, table, json_file, score_thresh=score_thresh)
     # PRImA: COCO jsons written by tools/convert_prima_to_coco.py from PRImA/XML (dla_kd/data/prima.py).
     for split in ("train", "val"):
         register_layout_coco(f"prima_{split}", "prima", f"PRImA/annotations-{split}.json", "PRImA/Images")

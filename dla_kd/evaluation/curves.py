@@ -30,6 +30,15 @@ def read_curve(output_dir: str, metric: str = "bbox/AP") -> Curve:
     return sorted(points.items())
 
 
+def curve_metric(test_datasets: Sequence[str], dataset: str, metric: str = "bbox/AP") -> Optional[str]:
+    """Key of ``metric`` on ``dataset`` in the ``metrics.json`` of a run whose DATASETS.TEST is
+    ``test_datasets`` (Detectron2 prefixes ``<dataset>/`` when it evaluates several); None when the
+    run does not evaluate on ``dataset``."""
+    if dataset not in test_datasets:
+        return None
+    return metric if len(test_datasets) == 1 else f"{dataset}/{metric}"
+
+
 def mean_curve(curves: Sequence[Curve]) -> Curve:
     """Mean over seeds at the iterations every curve has."""
     curves = [dict(c) for c in curves if c]

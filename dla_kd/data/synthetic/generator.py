@@ -160,7 +160,7 @@ def generate_dataset(
         "info": {"description": f"dla-kd synthetic {style} pages", "style": style, "split": split, "seed": seed},
         "images": images,
         "annotations": annotations,
-        "categories": coco_categories(style),
+        "categories": coco_categories(spec.name),
     }
     write_json_atomic(data, json_path)
     return json_path

@@ -11,9 +11,13 @@ image size, how the document page sits in the image, and how roles map to its ca
 * ``doclaynet``: DocLayNet's genre mix; 768x768 images (DocLayNet publishes 1025x1025 squares)
   with a letter-proportioned portrait page (sometimes landscape) centred on a white canvas; all
   11 classes, one List-item per item.
+* ``publaynet_as_doclaynet``: the ``publaynet`` pages (same seed, split and index: the same image)
+  labelled in DocLayNet's table, for scoring a DocLayNet model on the other domain. Only the
+  blocks PubLayNet annotates are labelled (page headers/footers are not); their DocLayNet classes
+  are finer (Caption, Footnote, Formula, Section-header, one List-item per item).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -160,7 +164,7 @@ MEDICAL = Genre(
 
 @dataclass(frozen=True, eq=False)
 class StyleSpec:
-    name: str  # the category table of the style (dla_kd.data.categories)
+    name: str  # the category table of the style's annotations (dla_kd.data.categories)
     page_size: Tuple[int, int]  # default image (width, height) px
     letter_page: bool  # True: a letter-proportioned page centred in the image; False: page = image
     landscape_prob: float
@@ -193,6 +197,8 @@ _PUBLAYNET_NAMES = {
     Role.PAGE_FOOTER: None,
 }
 
+_DOCLAYNET_NAMES = {Role.of_category_name(c["name"]): c["name"] for c in get_categories("doclaynet")}
+
 STYLES: Dict[str, StyleSpec] = {
     "publaynet": StyleSpec(
         "publaynet",
@@ -209,10 +215,19 @@ STYLES: Dict[str, StyleSpec] = {
         letter_page=True,
         landscape_prob=0.1,
         genres={FINANCIAL: 0.32, MANUAL: 0.21, SCIENTIFIC: 0.17, LAW: 0.16, PATENT: 0.08, TENDER: 0.06},
-        category_names={Role.of_category_name(c["name"]): c["name"] for c in get_categories("doclaynet")},
+        category_names=_DOCLAYNET_NAMES,
         merge_list_items=False,
     ),
 }
+
+# The publaynet pages (drawing depends on genre, page size and frame, not on labels), the blocks
+# PubLayNet annotates labelled in DocLayNet's classes.
+STYLES["publaynet_as_doclaynet"] = replace(
+    STYLES["publaynet"],
+    name="doclaynet",
+    category_names={role: (None if _PUBLAYNET_NAMES[role] is None else name) for role, name in _DOCLAYNET_NAMES.items()},
+    merge_list_items=False,
+)
 
 
 def get_style(name: str) -> StyleSpec:
