@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -100,8 +101,20 @@ def _read_gray(path: str) -> np.ndarray:
     return read_image(path, format="L")[:, :, 0]
 
 
+def looks_pageless(path: str, max_bytes: int = 1 << 24) -> bool:
+    """A PDF header, an empty page tree (``/Count 0``) and no ``/Type /Page`` object: a document
+    without pages. PDFium refuses to load such a file without setting an error (its last-error
+    code is then stale: "Success", or the error of a previous file), so the reason is told from
+    the bytes."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes)
+    return (data.startswith(b"%PDF-") and re.search(rb"/Count\s*0(?![0-9])", data) is not None
+            and re.search(rb"/Type\s*/Page(?![A-Za-z])", data) is None)
+
+
 def open_pdf(path: str):
-    """The pypdfium2 document, or ``ValueError`` with the reason it cannot be used."""
+    """The pypdfium2 document, or ``ValueError`` with the reason it cannot be used: encrypted,
+    no pages, corrupt or unreadable."""
     import pypdfium2 as pdfium
 
     try:
@@ -113,6 +126,8 @@ def open_pdf(path: str):
         # when the file declares encryption.
         if encrypted and "password" in str(e).lower():
             raise ValueError("encrypted PDF (needs a password)") from e
+        if looks_pageless(path):
+            raise ValueError("PDF has no pages") from e
         raise ValueError(f"corrupt or unreadable PDF ({e})") from e
     if len(pdf) == 0:
         pdf.close()

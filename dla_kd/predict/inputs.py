@@ -7,17 +7,13 @@ decodes or renders one, so that one bad page does not stop the others. Jobs are 
 are loaded in worker processes too (:mod:`.prefetch`; PDFium is not thread-safe, so not threads).
 """
 import os
-import re
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.pages import IMAGE_EXTENSIONS, PDF_EXTENSION, open_pdf, render_pdf_page
 from ..export.samples import read_image_rgb
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
-PDF_EXTENSION = ".pdf"
-POINTS_PER_INCH = 72.0
 
 
 class InputError(ValueError):
@@ -46,30 +42,11 @@ class Source:
     num_pages: int
 
 
-def _looks_pageless(path: str, max_bytes: int = 1 << 24) -> bool:
-    """A PDF header, an empty page tree (``/Count 0``) and no ``/Type /Page`` object: a document
-    without pages. PDFium refuses to load such a file without setting an error (its last-error
-    code is then stale: "Success", or the error of a previous file), so the reason is told from
-    the bytes."""
-    with open(path, "rb") as f:
-        data = f.read(max_bytes)
-    return (data.startswith(b"%PDF-") and re.search(rb"/Count\s*0(?![0-9])", data) is not None
-            and re.search(rb"/Type\s*/Page(?![A-Za-z])", data) is None)
-
-
 def _open_pdf(path: str):
-    import pypdfium2 as pdfium
-
     try:
-        pdf = pdfium.PdfDocument(path)
-    except pdfium.PdfiumError as e:
-        if _looks_pageless(path):
-            raise InputError(path, "PDF has no pages") from e
-        raise InputError(path, f"corrupt or unreadable PDF ({e})") from e
-    if len(pdf) == 0:
-        pdf.close()
-        raise InputError(path, "PDF has no pages")
-    return pdf
+        return open_pdf(path)
+    except ValueError as e:
+        raise InputError(path, str(e)) from e
 
 
 def _source(path: str) -> Source:
@@ -112,14 +89,10 @@ class PageJob:
     dpi: Optional[float] = None
 
 
-def render_pdf_page(pdf, index: int, dpi: float, path: str = "") -> np.ndarray:
-    """(H, W, 3) uint8 RGB of page ``index`` (0-based) rendered at ``dpi``."""
+def render_page_rgb(pdf, index: int, dpi: float, path: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 RGB of page ``index`` (0-based) rendered at ``dpi``; InputError names ``path``."""
     try:
-        page = pdf[index]
-        try:
-            image = page.render(scale=dpi / POINTS_PER_INCH).to_pil().convert("RGB")
-        finally:
-            page.close()
+        image = render_pdf_page(pdf, index, dpi)
     except Exception as e:  # pypdfium2 raises PdfiumError, or ValueError on absurd sizes
         raise InputError(path, f"cannot render ({type(e).__name__}: {e})", index + 1) from e
     return np.asarray(image)
@@ -144,7 +117,7 @@ def load_page(job: PageJob) -> np.ndarray:
     if job.path not in _open_documents:
         close_documents()
         _open_documents[job.path] = _open_pdf(job.path)
-    return render_pdf_page(_open_documents[job.path], job.page - 1, job.dpi, job.path)
+    return render_page_rgb(_open_documents[job.path], job.page - 1, job.dpi, job.path)
 
 
 def close_documents() -> None:
