@@ -104,8 +104,8 @@ def benchmark_config(config_file: str, short_side: int, warmup: int, iters: int,
 
 def to_markdown(rows: List[Dict], threads: int, detections: int) -> str:
     lines = [
-        f"| model | params (M) | backbone+FPN params (M) | backbone+FPN GFLOPs | model GFLOPs "
-        f"| backbone+FPN img/s | model img/s |",
+        "| model | params (M) | backbone+FPN params (M) | backbone+FPN GFLOPs | model GFLOPs "
+        "| backbone+FPN img/s | model img/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
