@@ -35,6 +35,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from .categories import get_categories, metadata_from_categories
 from .coco_layout import load_layout_coco_json
 from .pseudo_labeled import load_pseudo_labeled
+from .synthetic.styles import get_style
 from .unlabeled import load_unlabeled_pages, without_annotations
 
 logger = logging.getLogger(__name__)
@@ -127,18 +128,11 @@ def ensure_synthetic_split(out_dir: str, style: str, split: str, num_images: int
     return json_file
 
 
-def _style_table(style: str) -> str:
-    """Category table of a synthetic style (imported here: the generator is loaded only when used)."""
-    from .synthetic.styles import get_style
-
-    return get_style(style).name
-
-
 def register_synthetic(name: str, style: str, split: str, num_images: int, seed: int, root: str = None) -> None:
     """Register a synthetic split stored in ``<root>/synthetic/<style>/`` (root defaults to the
     datasets root at use time), generating it on first use."""
 
-    table = _style_table(style)
+    table = get_style(style).name
 
     def load():
         out_dir = os.path.join(root or datasets_root(), "synthetic", style)
@@ -156,8 +150,8 @@ def register_synthetic_unlabeled(name: str, style: str, split: str, num_images: 
     def load():
         out_dir = os.path.join(root or datasets_root(), "synthetic", style)
         json_file = ensure_synthetic_split(out_dir, style, split, num_images, seed)
-        records = load_layout_coco_json(json_file, os.path.join(out_dir, split), get_categories(_style_table(style)), name)
-        return without_annotations(records)
+        categories = get_categories(get_style(style).name)
+        return without_annotations(load_layout_coco_json(json_file, os.path.join(out_dir, split), categories, name))
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(unlabeled=True, synthetic=True)
