@@ -22,7 +22,9 @@ import textwrap
 
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, BoxMode, Instances
 from torch import nn
 
 import dla_kd  # noqa: F401
@@ -322,3 +324,35 @@ def test_teacher_sanity_check_counts_the_images_it_used(tiny, use_synthetic_root
     DLACheckpointer(teacher).load(weights)
     _, used = evaluate_teacher(teacher, teacher_cfg, "synthetic_doclaynet_val", 20, str(tmp_path))
     assert used == 2  # the split has 2 pages, not the 20 asked for
+
+
+class _OracleTeacher(nn.Module):
+    """Predicts each page's ground-truth boxes with score 1 (a perfect teacher)."""
+
+    def __init__(self, dicts):
+        super().__init__()
+        self.pages = {d["image_id"]: d for d in dicts}
+
+    def forward(self, batched_inputs):
+        outputs = []
+        for inputs in batched_inputs:
+            page = self.pages[inputs["image_id"]]
+            annos = page["annotations"]
+            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
+            instances = Instances((page["height"], page["width"]))
+            instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+            instances.scores = torch.ones(len(annos))
+            instances.pred_classes = torch.tensor([a["category_id"] for a in annos])
+            outputs.append({"instances": instances})
+        return outputs
+
+
+def test_teacher_sanity_check_scores_only_the_images_it_used(tiny, use_synthetic_root, tmp_path):
+    """A perfect teacher on the first page of two scores 100 AP: the evaluation does not count the
+    page it never saw as missed (it did: about half the true AP)."""
+    dicts = DatasetCatalog.get("synthetic_doclaynet_val")
+    assert len(dicts) == 2
+    results, used = evaluate_teacher(_OracleTeacher(dicts), load_config(tiny[0]), "synthetic_doclaynet_val", 1,
+                                     str(tmp_path))
+    assert used == 1
+    assert results["bbox"]["AP"] == pytest.approx(100.0)

@@ -25,8 +25,24 @@ def evaluate_teacher(teacher, tcfg, dataset_name: str, num_images: int, output_d
     format and test size."""
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     loader = build_detection_test_loader(dataset=dicts, mapper=DatasetMapper(tcfg, is_train=False))
-    evaluator = COCOEvaluator(dataset_name, output_dir=output_dir, max_dets_per_image=tcfg.TEST.DETECTIONS_PER_IMAGE)
+    evaluator = SubsetCOCOEvaluator(
+        [d["image_id"] for d in dicts], dataset_name, output_dir=output_dir,
+        max_dets_per_image=tcfg.TEST.DETECTIONS_PER_IMAGE,
+    )
     return inference_on_dataset(teacher, loader, evaluator), len(dicts)
+
+
+class SubsetCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator scored on ``img_ids`` only. Detectron2's evaluator matches the predictions
+    against every image of the dataset, so predictions for the first N of M images would be scored
+    as if the other M - N pages had been missed (AP about N / M of the true one)."""
+
+    def __init__(self, img_ids, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._img_ids = list(img_ids)
+
+    def evaluate(self, img_ids=None):
+        return super().evaluate(img_ids=self._img_ids if img_ids is None else img_ids)
 
 
 class TeacherSanityCheck(HookBase):
