@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from dla_kd.export.deploy_benchmark import BACKENDS, DeployModel, NamedBudget, bar_checks
+from dla_kd.export.deploy_benchmark import BACKENDS, PROFILE_KEY, DeployModel, NamedBudget, bar_checks, markdown_report
+from dla_kd.export.op_profile import int8_speedup_bound, quantizable_share
 from tiny_models import save_random_weights, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,6 +55,13 @@ def test_every_row_measured_with_its_budget(deploy_run):
         # The float backends give the same detections: the same count (score threshold 0: a full page each).
         counts = {by[budget, b]["detections"] for b in ("pytorch", "torchscript", "onnx")}
         assert counts == {2 * per_page}
+    # The ONNX rows say where their time goes: float convolutions in the float graph, int8 ones in
+    # the int8 graph; the other backends have no op profile.
+    for budget in ("accurate", "lean"):
+        fp32, int8 = by[budget, "onnx"][PROFILE_KEY], by[budget, "onnx-int8"][PROFILE_KEY]
+        assert all(v >= 0 for v in [*fp32.values(), *int8.values()]) and sum(fp32.values()) > 0
+        assert "QLinearConv" in int8 and "QLinearConv" not in fp32 and 0 < quantizable_share(fp32) < 1
+        assert PROFILE_KEY not in by[budget, "pytorch"] and PROFILE_KEY not in by[budget, "torchscript"]
     # int8 file: quantized weights, about a quarter of the float file.
     assert by["accurate", "onnx-int8"]["file_size_mb"] < 0.5 * by["accurate", "onnx"]["file_size_mb"]
     for name in ("deploy.md", "deploy.png"):
@@ -74,6 +82,18 @@ def test_second_call_measures_only_missing_rows(deploy_run):
             assert os.path.getmtime(os.path.join(rows_dir, f)) == mtime, f
     assert os.path.isfile(os.path.join(rows_dir, "tiny__lean__onnx.json"))
     assert len(_report(out)["rows"]) == 8
+
+    # A row measured before op profiles existed gets its profile, and keeps its measurements.
+    path = os.path.join(rows_dir, "tiny__accurate__onnx-int8.json")
+    with open(path) as f:
+        row = json.load(f)
+    old = {k: v for k, v in row.items() if k != PROFILE_KEY}
+    with open(path, "w") as f:
+        json.dump(old, f)
+    assert tool_main("benchmark_deploy")(argv) == 0
+    with open(path) as f:
+        row = json.load(f)
+    assert {k: v for k, v in row.items() if k != PROFILE_KEY} == old and "QLinearConv" in row[PROFILE_KEY]
 
 
 def _row(model, budget, backend, ap, ms):
@@ -96,6 +116,26 @@ def test_targets_from_rows():
     int8 = {c["row"]: c for c in checks[1:]}
     assert int8["accurate/onnx-int8"]["speedup"] == pytest.approx(2.0) and int8["accurate/onnx-int8"]["passed"]
     assert int8["lean/onnx-int8"]["speedup"] == pytest.approx(2.0) and not int8["lean/onnx-int8"]["passed"]  # -3 AP
+
+
+def test_int8_speedup_bound_from_the_float_profile():
+    """Half the float graph's node time in ops int8 replaces (convolutions, their fused forms and
+    layout conversions): int8 can make it at most 2x faster; the bound sits beside the target."""
+    fp32 = {"Conv": 30.0, "FusedConv": 10.0, "ReorderInput": 10.0, "InstanceNormalization": 40.0, "RoiAlign": 10.0}
+    assert quantizable_share(fp32) == pytest.approx(0.5) and int8_speedup_bound(fp32) == pytest.approx(2.0)
+    assert int8_speedup_bound({"Conv": 1.0}) == float("inf")
+    rows = [_row("teacher", "accurate", "pytorch", 50.0, 900.0), _row("student", "accurate", "pytorch", 40.0, 400.0),
+            {**_row("student", "accurate", "onnx", 40.0, 300.0), PROFILE_KEY: fp32},
+            {**_row("student", "accurate", "onnx-int8", 39.5, 250.0), PROFILE_KEY: {"QLinearConv": 20.0, "Transpose": 5.0}}]
+    int8 = bar_checks(rows, "teacher", 2)[1]
+    assert int8["speedup_bound"] == pytest.approx(2.0) and not int8["passed"]
+    for row in rows:
+        row.update(latency_ms={"test_size_2t_ms": 1.0, "800px_2t_ms": row["latency_ms"]["800px_2t_ms"]},
+                   bbox_AP50=0.0, peak_rss_mb=0.0, file_size_mb=0.0)
+    md = markdown_report(rows, bar_checks(rows, "teacher", 2), {"threads": [2], "bar_threads": 2})
+    assert "at most 2.00x by the float profile" in md
+    assert "| InstanceNormalization | 40.0 | - |" in md and "| QLinearConv | - | 20.0 |" in md
+    assert "| **all nodes** | 100.0 | 25.0 |" in md
 
 
 def test_model_and_budget_arguments(tmp_path):
