@@ -165,3 +165,25 @@ def test_pictures_colour_boxes_by_category():
         darkest = edge[np.argmax(np.abs(edge - 255).sum(1))]
         blended = {i: 0.5 * np.array(c["color"]) + 0.5 * 255 for i, c in enumerate(DOCLAYNET_CATEGORIES)}
         assert min(blended, key=lambda i: np.abs(blended[i] - darkest).sum()) == k, darkest
+
+
+@pytest.mark.parametrize("tool", ["predict", "pseudo_label"])
+def test_command_line_refuses_what_an_exported_model_cannot_take(tool, tmp_path, capsys):
+    """Both tools share their model/page arguments: no page, or config overrides (predict: also
+    --budget) for an exported model, stop with a usage error before anything is loaded."""
+    page = str(tmp_path / "page.png")
+    Image.new("RGB", (64, 64), "white").save(page)
+    out = str(tmp_path / "out")
+    cases = [
+        (["--exported", "missing.onnx", "--input", "MODEL.WEIGHTS", "m.pth", "--output", out], "--input needs at least one"),
+        (["--exported", "missing.onnx", "--input", page, "MODEL.WEIGHTS", "m.pth", "--output", out],
+         "config overrides apply to --config-file checkpoints"),
+    ]
+    if tool == "predict":
+        cases.append((["--exported", "missing.onnx", "--input", page, "--output", out, "--budget", "fast"],
+                      "--budget apply to --config-file checkpoints, not to --exported models: an export keeps"))
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool_main(tool)(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(out)

@@ -35,9 +35,9 @@ import sys
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd import Predictor
 from dla_kd.export.budget import BUDGETS, Budget, split_budget_overrides
-from dla_kd.export.cli import split_config_overrides
 from dla_kd.predict import OUTPUT_FORMATS
-from dla_kd.predict.batch import DEFAULT_BATCH_SIZE, DEFAULT_DPI, DEFAULT_WORKERS
+from dla_kd.predict.batch import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+from dla_kd.predict.cli import add_model_and_pages_arguments, parse_model_and_pages
 from dla_kd.predict.records import DEFAULT_OUTPUT_FORMAT
 from dla_kd.predict.visualize import DEFAULT_VIS_MAX_SIZE
 from dla_kd.utils.cli import run_tool
@@ -45,12 +45,8 @@ from dla_kd.utils.cli import run_tool
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--config-file", help="config of the checkpoint (plain or distillation); weights as MODEL.WEIGHTS")
-    model.add_argument("--exported", metavar="PATH", help="exported model.ts / model.onnx (or its folder)")
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders, PDFs")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution (default %(default)s)")
+    add_model_and_pages_arguments(parser, "config of the checkpoint (plain or distillation); weights as MODEL.WEIGHTS",
+                                  "output folder")
     parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default=DEFAULT_OUTPUT_FORMAT,
                         help="segmentation in the JSON: rle, polygons or none (boxes) (default %(default)s)")
     parser.add_argument("--vis-max-size", type=int, default=DEFAULT_VIS_MAX_SIZE,
@@ -62,11 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes loading/rendering pages ahead; 0: none (default %(default)s)")
     parser.add_argument("--min-score", type=float, default=None, help="drop detections below this score")
     parser.add_argument("--no-vis", action="store_true", help="do not write PNG pictures")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="checkpoints: test-time budget preset (fast: <= 300 proposals, <= 50 detections)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, incl. MODEL.WEIGHTS")
     return parser
 
 
@@ -78,14 +71,9 @@ def load_predictor(args) -> Predictor:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.input, args.opts = split_config_overrides(args.input, args.opts)
-    if not args.input:
-        parser.error("--input needs at least one image, folder or PDF")
-    if args.exported and (args.opts or args.budget):
-        parser.error("config overrides and --budget apply to --config-file checkpoints, not to --exported models: "
-                     "an export keeps the budget it was exported with (export again with --budget / KEY VALUE)")
+    args = parse_model_and_pages(build_parser(), argv, checkpoint_only=("budget",),
+                                 exported_hint="an export keeps the budget it was exported with (export again "
+                                               "with --budget / KEY VALUE)")
     try:
         predictor = load_predictor(args)
     except Exception as e:  # config, checkpoint or export info: nothing can run, say why

@@ -28,26 +28,16 @@ from dla_kd import Predictor
 from dla_kd.data.pages import BLANK_REASON
 from dla_kd.data.pseudo_labeled import PseudoLabelMismatchError
 from dla_kd.engine import load_config
-from dla_kd.export.cli import split_config_overrides
+from dla_kd.predict.cli import add_model_and_pages_arguments, parse_model_and_pages
 from dla_kd.predict.pseudo_label import pseudo_label, teacher_record
 from dla_kd.utils.cli import run_tool
 
-DEFAULT_DPI = 150.0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--config-file", help="the teacher's config; weights as MODEL.WEIGHTS")
-    model.add_argument("--exported", metavar="PATH", help="exported model.ts / model.onnx (or its folder)")
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders, PDFs")
-    parser.add_argument("--output", required=True, help="output folder (pages, journal, COCO file)")
-    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution (default %(default)s)")
+    add_model_and_pages_arguments(parser, "the teacher's config; weights as MODEL.WEIGHTS",
+                                  "output folder (pages, journal, COCO file)")
     parser.add_argument("--min-score", type=float, default=0.05,
                         help="lowest score written (default %(default)s; the training threshold is chosen when registering)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, incl. MODEL.WEIGHTS")
     return parser
 
 
@@ -62,13 +52,7 @@ def load_teacher(args):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.input, args.opts = split_config_overrides(args.input, args.opts)
-    if not args.input:
-        parser.error("--input needs at least one image, folder or PDF")
-    if args.exported and args.opts:
-        parser.error("config overrides apply to --config-file checkpoints, not to --exported models")
+    args = parse_model_and_pages(build_parser(), argv)
     try:
         predictor, teacher = load_teacher(args)
     except Exception as e:  # config, checkpoint or export info: nothing can run, say why
