@@ -196,3 +196,19 @@ def test_a_second_test_dataset_gets_its_own_report(report_setup, tmp_path, monke
     with pytest.raises(SystemExit):
         kd_report.main()
 
+
+
+def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
+    """A --collect-only call beside a training call does not add its minutes to the report's wall
+    time: the time in which any invocation ran counts, once."""
+    from dla_kd.evaluation.run_info import covered_seconds, record_invocation
+
+    assert covered_seconds([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+    assert covered_seconds([]) == 0
+    clock = iter([100.0, 130.0, 160.0])
+    monkeypatch.setattr("dla_kd.evaluation.run_info.time.time", lambda: next(clock))
+    assert record_invocation(str(tmp_path), started=0.0) == 100.0  # training call, still running
+    assert record_invocation(str(tmp_path), started=90.0, final=True) == 130.0  # collect-only beside it: 90-130
+    assert record_invocation(str(tmp_path), started=0.0, final=True) == 160.0  # training call ends at 160
+    entries = json.load(open(tmp_path / "invocations.json"))
+    assert [(e["start"], e["end"], e["finished"]) for e in entries] == [(0.0, 160.0, True), (90.0, 130.0, True)]

@@ -38,8 +38,8 @@ def run_environment(threads: int, jobs: int) -> Dict:
 
 def record_invocation(output_dir: str, started: float, final: bool = False) -> float:
     """Record this invocation (started at ``started``, still running unless ``final``) in
-    ``<output_dir>/invocations.json`` and return the wall time of all invocations in seconds.
-    An invocation killed before its end keeps the time of its last record."""
+    ``<output_dir>/invocations.json`` and return the wall time of all invocations in seconds (time
+    in which any of them ran). An invocation killed before its end keeps the time of its last record."""
     path = os.path.join(output_dir, INVOCATIONS_FILE)
     entries = []
     if os.path.isfile(path):
@@ -53,7 +53,18 @@ def record_invocation(output_dir: str, started: float, final: bool = False) -> f
     with open(tmp, "w") as f:
         json.dump(sorted(entries, key=lambda e: e["start"]), f, indent=2)
     os.replace(tmp, path)
-    return sum(e["end"] - e["start"] for e in entries)
+    return covered_seconds([(e["start"], e["end"]) for e in entries])
+
+
+def covered_seconds(intervals) -> float:
+    """Length of the union of (start, end) intervals: invocations that ran at the same time (e.g.
+    a --collect-only call beside a training one) count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def invocation_count(output_dir: str) -> int:
