@@ -212,3 +212,24 @@ def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
     assert record_invocation(str(tmp_path), started=0.0, final=True) == 160.0  # training call ends at 160
     entries = json.load(open(tmp_path / "invocations.json"))
     assert [(e["start"], e["end"], e["finished"]) for e in entries] == [(0.0, 160.0, True), (90.0, 130.0, True)]
+
+
+def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypatch):
+    """Recipes that deploy the plain student share one cost measurement (a full benchmark has 28
+    recipes and two deployable architectures); another architecture is measured on its own."""
+    from dla_kd.engine import load_config
+
+    kd_report = load_tool("kd_report")
+    measured = []
+    monkeypatch.setattr(kd_report, "model_cost", lambda cfg, h, w: measured.append(cfg.MODEL.FPN.OUT_CHANNELS) or
+                        {"params_M": float(cfg.MODEL.FPN.OUT_CHANNELS)})
+    monkeypatch.setattr(kd_report, "_COSTS", {})
+    teacher = write_config(str(tmp_path / "teacher.yaml"), TINY)
+    student = write_config(str(tmp_path / "student.yaml"), TINY, ["MODEL.WEIGHTS", "a.pth"])
+    distill = [write_config(str(tmp_path / f"{loss}.yaml"), TINY, [
+        "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN", "DISTILL.TEACHER.CONFIG", teacher,
+        "DISTILL.LOSSES", f"['{loss}']"]) for loss in ("fitnet", "pkd")]
+    wider = write_config(str(tmp_path / "wider.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64"])
+    costs = [kd_report.deployable_cost(load_config(c)) for c in [student, *distill, wider]]
+    assert len(measured) == 2 and measured[1] == 64
+    assert costs[0] == costs[1] == costs[2] != costs[3]
