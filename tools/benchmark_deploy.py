@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Accuracy-latency table of trained models: each model x test-time budget x backend (PyTorch,
 TorchScript, ONNX fp32, ONNX int8): bbox AP on a validation set, median CPU latency per page with
-1 and 2 threads (at the budget's test size and on an 800-px page), peak memory, file size; then
+1 and 2 threads (at the budget's test size and on an 800-px page), peak memory, file size, and for
+the ONNX files onnxruntime's time per op type (with the int8 speedup it bounds); then
 the AP-vs-latency plot and the targets (student >= 3x the teacher's pages/s within 1 AP of its own
 PyTorch AP; int8 >= 1.5x ONNX fp32 within 1 AP).
 
