@@ -306,7 +306,7 @@ class BenchmarkReport:
             per_run[name] = [res for (n, _), res in results.items() if n == name and res is not None]
         rows = build_seed_rows({k: v for k, v in per_run.items() if v})
         missing = [f"{n}/seed{s}" for (n, s), res in results.items() if res is None]
-        curves = self._curves(rows)
+        curves = self._curves(rows, results)
         meta = run_environment(args.threads, args.jobs)
         # Kept with the published report when there is one: sessions on fresh machines add up.
         meta["wall_time_h"] = record_invocation(args.publish or args.output, self.started, final) / 3600
@@ -355,14 +355,16 @@ class BenchmarkReport:
                 entry["runs"] += 1
         return list(seen.values())
 
-    def _curves(self, rows):
-        """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs."""
+    def _curves(self, rows, results):
+        """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs, each the
+        mean over its finished seeds (a seed still training would cut the mean curve short)."""
         kd = sorted((r for r in rows if r["run"] not in ("teacher", "student") and r["bbox_AP"]["mean"] is not None),
                     key=lambda r: -r["bbox_AP"]["mean"])[: self.args.curves]
         names = ["teacher", "student"] + [r["run"] for r in kd]
         curves = {"teacher": _first_curve(self.run_dirs("teacher"), self.metrics["teacher"])}
         for name in names[1:]:
-            curves[name] = mean_curve([_first_curve(self.run_dirs(name, s), self.metrics.get(name)) for s in self.args.seeds])
+            curves[name] = mean_curve([_first_curve(self.run_dirs(name, s), self.metrics.get(name))
+                                       for s in self.args.seeds if results.get((name, s)) is not None])
         curves = {k: v for k, v in curves.items() if v}
         if curves:
             plot_curves(curves, os.path.join(self.args.output, self.files["curves"]), f"bbox AP on {self.dataset}")
