@@ -16,6 +16,7 @@ from typing import Dict
 import numpy as np
 
 from .quantize import QUANTIZED_OP_TYPES
+from .runtime import onnx_session_options
 from .tracing import INPUT_NAME
 
 
@@ -28,10 +29,7 @@ def onnx_op_times(path: str, image: np.ndarray, threads: int = 1, runs: int = 3,
     import onnxruntime as ort
 
     def session(profile_prefix=None):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = onnx_session_options(threads)
         if profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix

@@ -67,17 +67,25 @@ class ScriptedRunner:
         return outputs_to_instances({**fields, IMAGE_SIZE_OUTPUT: size})
 
 
+def onnx_session_options(num_threads: Optional[int] = None):
+    """onnxruntime session options of every CPU session here: errors-only log, ``num_threads``
+    intra-op threads (default: as many as torch), one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = num_threads or torch.get_num_threads()  # as many as torch
+    options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxRunner:
     backend = "onnx"
 
     def __init__(self, path: str, output_names: List[str], num_threads: Optional[int] = None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only
-        options.intra_op_num_threads = num_threads or torch.get_num_threads()  # as many as torch
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, onnx_session_options(num_threads), providers=["CPUExecutionProvider"])
         self.output_names = list(output_names)
 
     def __call__(self, image: torch.Tensor) -> Instances:
