@@ -128,6 +128,13 @@ def test_feature_cache_refuses_another_teacher_and_random_inputs(tmp_path):
     config, weights = _teacher_files(tmp_path)
     cache = ["DISTILL.TEACHER.FEATURE_CACHE.DIR", str(tmp_path / "cache")]
     build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=cache))
+    # The same weights copied elsewhere (another checkout, a relative path from another working
+    # directory) are the same teacher: the cache is kept.
+    os.makedirs(tmp_path / "elsewhere")
+    copy = str(tmp_path / "elsewhere" / "teacher.pth")
+    with open(weights, "rb") as src, open(copy, "wb") as dst:
+        dst.write(src.read())
+    build_model(distill_cfg(config, ["fitnet"], teacher_weights=copy, opts=cache))
     _, other = _teacher_files(tmp_path, seed=1)
     with pytest.raises(FeatureCacheMismatchError, match="teacher_weights"):
         build_model(distill_cfg(config, ["fitnet"], teacher_weights=other, opts=cache))

@@ -13,12 +13,12 @@ The file's ``info`` records what produced it (:data:`PSEUDO_LABELS_KIND`)::
 message names the teacher that wrote it and the first difference), and, when the expected
 teacher weights are given, a file written by another teacher.
 """
-import hashlib
 import json
 import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
+from ..utils.files import file_sha256
 from .coco_layout import CorruptAnnotationError, DatasetNotFoundError, load_layout_coco_json
 
 logger = logging.getLogger(__name__)
@@ -28,16 +28,6 @@ PSEUDO_LABELS_KIND = "dla-kd pseudo labels"
 
 class PseudoLabelMismatchError(ValueError):
     """A pseudo-label file made by another teacher or for another class set."""
-
-
-def file_fingerprint(path: str) -> Dict:
-    """``{"path", "size", "mtime_ns", "sha256"}`` of a file (the hash reads it once)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
 def describe_teacher(teacher: Dict) -> str:
@@ -79,7 +69,7 @@ def check_pseudo_labels(data: Dict, json_file: str, table: str, categories: Sequ
         )
     if teacher_weights:
         recorded = (teacher.get("weights") or teacher.get("exported") or {}).get("sha256")
-        expected = file_fingerprint(teacher_weights)["sha256"]
+        expected = file_sha256(teacher_weights)
         if recorded != expected:
             raise PseudoLabelMismatchError(
                 f"{json_file} was written by another teacher ({describe_teacher(teacher)}, sha256 {recorded}), "

@@ -6,7 +6,7 @@ the batch is assembled from the per-image features by ``teacher_features.paste``
 Only the levels the distillers need are stored (``levels``), one file per (image, size).
 
 The cache directory holds ``cache_meta.json``, a signature of everything that determines the
-features (teacher config and weights, levels, input pipeline, storage dtype); a run whose
+features (teacher config, the weights' sha256, levels, input pipeline, storage dtype); a run whose
 signature differs stops with :class:`FeatureCacheMismatchError` instead of reading stale
 features. Random augmentation would make cached features wrong, so it is refused at build.
 """
@@ -15,6 +15,7 @@ import json
 import os
 from typing import Callable, Dict, List, Sequence
 
+from ..utils.files import file_sha256
 from .teacher_features import PerImage
 
 import torch
@@ -44,18 +45,19 @@ def check_deterministic_inputs(cfg) -> None:
         )
 
 
-def _file_fingerprint(path: str) -> Dict:
+def _weights_identity(path: str) -> Dict:
+    """What the weights are, not where: a copied checkpoint, another working directory or a
+    checkout elsewhere keeps its cache."""
     if not path:
-        return {"path": "", "note": "random init"}
-    st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"note": "random init"}
+    return {"sha256": file_sha256(path), "size": os.path.getsize(path)}
 
 
 def cache_signature(cfg, tcfg, levels: Sequence[str]) -> Dict:
     """Everything the cached features depend on."""
     return {
         "teacher_config_sha1": hashlib.sha1(tcfg.dump().encode()).hexdigest(),
-        "teacher_weights": _file_fingerprint(cfg.DISTILL.TEACHER.WEIGHTS),
+        "teacher_weights": _weights_identity(cfg.DISTILL.TEACHER.WEIGHTS),
         "levels": sorted(levels),
         "input_format": cfg.INPUT.FORMAT,
         "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),

@@ -27,8 +27,9 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from ..data.pages import Skipped, collect_pages
-from ..data.pseudo_labeled import PSEUDO_LABELS_KIND, PseudoLabelMismatchError, file_fingerprint
+from ..data.pseudo_labeled import PSEUDO_LABELS_KIND, PseudoLabelMismatchError
 from ..data.synthetic.coco import write_json_atomic
+from ..utils.files import file_fingerprint
 
 logger = logging.getLogger(__name__)
 

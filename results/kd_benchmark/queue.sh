@@ -4,14 +4,17 @@
 # of its list; on a fresh machine the first call retrains the teacher first).
 #   A: every seed of the five recipes that decide the bar;
 #   B: the first seeds of the rest (logit MSE, mask KD, the balanced recipes, fgd_init);
-#   C: everything, all seeds: the full report (the README's command, same table).
+#   C: everything, all seeds: the full report (the README's command, same table), the only call that
+#      publishes (A and B would replace the published table by their part of it). PUBLISH=<dir>
+#      publishes elsewhere (e.g. the checkout this queue was copied from).
+# Collect and publish what is finished meanwhile: the README's command with --collect-only.
 set -e
 KD=(.venv/bin/python tools/kd_report.py --teacher configs/synthetic/bench/teacher_R_50_GN.yaml
     --student configs/synthetic/bench/student_MNv3_GN.yaml --output output/kd_benchmark
-    --jobs 2 --threads 2 --publish results/kd_benchmark)
+    --jobs 2 --threads 2)
 recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' "$n"; done; }
 "${KD[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd)
 "${KD[@]}" --seeds 42 --distill $(recipes logit_mse mask_kd crosskd_balanced defeat_balanced fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
-"${KD[@]}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml
+"${KD[@]}" --publish "${PUBLISH:-results/kd_benchmark}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml
