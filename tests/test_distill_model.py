@@ -1,6 +1,7 @@
 """DistillGeneralizedRCNN: frozen teacher, gradients, zero KD for a copied student, the teacher
 answering on the student's RoIs, inference = student alone, extraction, build-time errors."""
 
+import json
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -285,6 +286,29 @@ def test_unverified_class_order_is_an_error_unless_allowed(tmp_path, side):
     with pytest.raises(ValueError, match=rf"Cannot verify .*{side}: no thing_classes for \['{name}'\].*ALLOW_UNVERIFIED"):
         build_model(distill_cfg(config, ["fitnet"], opts=student))
     build_model(distill_cfg(config, ["fitnet"], opts=student + ["DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES", "True"]))
+
+
+def test_class_order_of_a_register_coco_instances_dataset_is_read_from_its_json(tmp_path):
+    """Detectron2's register_coco_instances sets thing_classes only when the dataset is loaded: the
+    names come from the JSON's categories, in id order, so its order is checked, not refused."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    classes = MetadataCatalog.get("synthetic_doclaynet_train").thing_classes
+    config = write_config(str(tmp_path / "t.yaml"), TINY, [])
+    for name, order in (("coco_pages_same_order", classes), ("coco_pages_swapped", [classes[1], classes[0]] + classes[2:])):
+        # Listed in reverse id order in the file: the order is the ids', as load_coco_json gives it.
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(order)][::-1]
+        json_file = tmp_path / f"{name}.json"
+        json_file.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_coco_instances(name, {}, str(json_file), str(tmp_path))
+        assert MetadataCatalog.get(name).get("thing_classes", None) is None
+    build_model(distill_cfg(config, ["fitnet"], opts=["DATASETS.TRAIN", "('coco_pages_same_order',)"]))
+    with pytest.raises(ValueError, match=rf"dataset mismatch.*coco_pages_swapped with classes \['{classes[1]}', '{classes[0]}'"):
+        build_model(distill_cfg(config, ["fitnet"], opts=["DATASETS.TRAIN", "('coco_pages_swapped',)"]))
 
 
 def test_missing_or_wrong_teacher_weights(tmp_path):

@@ -2,11 +2,16 @@
 
 Equal ``NUM_CLASSES`` is not enough: a teacher trained with another category order gives the
 student confident targets for the wrong classes. The names come from the ``thing_classes``
-metadata of each side's ``DATASETS.TRAIN``. When they are unknown on either side (no training
-dataset, or one registered without ``thing_classes``) the order cannot be proven and the build
-stops, unless ``DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES`` says the user checked it.
+metadata of each side's ``DATASETS.TRAIN``, or, for a dataset registered with Detectron2's
+``register_coco_instances`` (whose ``thing_classes`` appear only once the dataset is loaded), from
+the ``categories`` of its ``json_file``, in id order as ``load_coco_json`` lists them. When they
+are unknown on either side (no training dataset, or one registered without either) the order
+cannot be proven and the build stops, unless ``DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES`` says
+the user checked it.
 """
+import json
 import logging
+import os
 from typing import List, Optional
 
 from detectron2.data import MetadataCatalog
@@ -15,7 +20,18 @@ logger = logging.getLogger(__name__)
 
 
 def _names(dataset: str) -> Optional[List[str]]:
-    return MetadataCatalog.get(dataset).get("thing_classes", None)
+    meta = MetadataCatalog.get(dataset)
+    names = meta.get("thing_classes", None)
+    json_file = meta.get("json_file", None)
+    if names is None and json_file and os.path.isfile(json_file):
+        try:
+            with open(json_file) as f:
+                categories = json.load(f).get("categories")
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{json_file} (json_file of dataset {dataset!r}): not a COCO JSON file ({e})") from e
+        if categories:
+            names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    return names
 
 
 def train_classes(cfg, side: str) -> Optional[List[str]]:
