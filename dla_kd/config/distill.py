@@ -74,8 +74,9 @@ def add_distill_config(cfg: CN) -> None:
     # Build the teacher with random weights (unit tests, benchmarks). Never for real runs.
     _C.DISTILL.TEACHER.ALLOW_RANDOM_INIT = False
     # Teacher and student must be proven to predict the same classes in the same order: the
-    # thing_classes of the teacher's and the student's DATASETS.TRAIN are compared, and the build
-    # stops when either side has none. True: go on with a warning (you checked the order yourself).
+    # thing_classes of the teacher's and the student's DATASETS.TRAIN are compared (for a
+    # register_coco_instances dataset: its JSON's categories in id order), and the build stops
+    # when either side has none. True: go on with a warning (you checked the order yourself).
     _C.DISTILL.TEACHER.ALLOW_UNVERIFIED_CLASSES = False
     # Before training, evaluate the teacher on a few validation images and stop if it is at chance
     # (on forked RNG streams, like the teacher's and the adapters' initialisation: a run whose KD
