@@ -14,7 +14,7 @@ KD=(.venv/bin/python tools/kd_report.py --teacher configs/synthetic/bench/teache
     --jobs 2 --threads 2)
 recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' "$n"; done; }
 "${KD[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd)
-"${KD[@]}" --seeds 42 --distill $(recipes logit_mse mask_kd crosskd_balanced defeat_balanced fitnet_balanced \
+"${KD[@]}" --seeds 42 --distill $(recipes logit_mse mask_kd defeat_crosskd_balanced crosskd_balanced defeat_balanced fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
 "${KD[@]}" --publish "${PUBLISH:-results/kd_benchmark}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml
