@@ -171,8 +171,9 @@ def test_ap_check_scores_detections_with_coco_ap(use_synthetic_root, tmp_path):
     assert APCheck(check.dataset, 2, max_ap_drop=101.0).run(empty, perfect, spec, str(tmp_path))["passed"] is True
 
 
-def fake_export(info_check, int8_check):
-    info = {"format": "onnx", "file_size_bytes": 1, "student": {"parameters": 1}, "check": info_check}
+def fake_export(info_check, int8_check, quantization=None):
+    info = {"format": "onnx", "file_size_bytes": 1, "student": {"parameters": 1}, "check": info_check,
+            "quantization": quantization or {}}
     if int8_check is not None:
         info["int8_check"] = int8_check
     return lambda *args, **kwargs: ExportResult("model.int8.onnx", "c.yaml", "export_info.json", info, [])
@@ -193,6 +194,25 @@ def test_export_tool_exit_status_of_the_ap_check(detector, capsys, int8_check, s
                       "--calibration", calibration, "MODEL.WEIGHTS", weights]) == status
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
+    assert "hint" not in captured.err  # no CPU record: nothing to suggest
+
+
+@pytest.mark.parametrize("cpu, reduce_range, hinted", [
+    ({"avx2": True, "vnni": False}, False, True),
+    ({"avx2": True, "vnni": False}, True, False),  # already 7-bit weights
+    ({"avx2": True, "vnni": True}, False, False),  # VNNI accumulates in 32 bits
+    (None, False, False),  # CPU unknown
+])
+def test_failed_ap_check_suggests_reduce_range_on_cpus_without_vnni(detector, capsys, cpu, reduce_range, hinted):
+    _, config, weights, calibration, _ = detector
+    tool = load_tool("export_model")
+    failed = {"checked": True, "passed": False, "dataset": "d", "images": 2, "int8_ap": 10.0, "float_ap": 12.5,
+              "ap_delta": -2.5, "max_ap_drop": 1.0}
+    tool.export_model = fake_export({"passed": True, "pages": []}, failed, {"cpu": cpu, "reduce_range": reduce_range})
+    assert tool.main(["--config-file", config, "--format", "onnx", "--output", "unused", "--quantize", "int8",
+                      "--calibration", calibration, "MODEL.WEIGHTS", weights]) == 1
+    err = capsys.readouterr().err
+    assert ("hint: this CPU has no VNNI" in err and "--reduce-range" in err) is hinted
 
 
 def test_int8_usage_errors_exit_2(detector, capsys):

@@ -48,7 +48,7 @@ import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd.checkpoint import IncompleteCheckpointError, UnreadableCheckpointError
 from dla_kd.engine import load_config
 from dla_kd.export import FORMATS, ExportError, export_model
-from dla_kd.export.ap_check import DEFAULT_CHECK_IMAGES, DEFAULT_MAX_AP_DROP, APCheck
+from dla_kd.export.ap_check import DEFAULT_CHECK_IMAGES, DEFAULT_MAX_AP_DROP, APCheck, saturation_hint
 from dla_kd.export.budget import BUDGETS, Budget, split_budget_overrides
 from dla_kd.export.calibration import DEFAULT_CALIBRATION_IMAGES
 from dla_kd.export.check import BOX_TOL, SCORE_TOL
@@ -141,6 +141,9 @@ def main(argv=None) -> int:
               f"{ap['int8_ap']:.2f} int8 vs {ap['float_ap']:.2f} float ({ap['ap_delta']:+.2f}, allowed drop {ap['max_ap_drop']})")
         if not ap["passed"]:
             print("error: the int8 model loses more AP than --max-ap-drop", file=sys.stderr)
+            hint = saturation_hint(info.get("quantization", {}))
+            if hint:
+                print(f"hint: {hint}", file=sys.stderr)
             return 1
     elif ap:
         print(f"int8 check: {ap['reason']}")

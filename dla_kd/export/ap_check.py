@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
@@ -28,6 +28,16 @@ DEFAULT_MAX_AP_DROP = 1.0  # AP points (0-100)
 AP_CHECK_DIR = "ap_check"  # in the export folder: <model>/coco_instances_results.json, the dataset as COCO json
 NOT_CHECKED = {"checked": False, "passed": None,
                "reason": "AP not checked: no --check-dataset given (a registered dataset with annotations)"}
+
+
+def saturation_hint(quantization: Dict) -> Optional[str]:
+    """What to try when an int8 model quantized without ``reduce_range`` on a CPU without VNNI
+    loses AP (``quantization``: export_info's record); None otherwise."""
+    if quantization.get("reduce_range") or (quantization.get("cpu") or {}).get("vnni", True):
+        return None
+    return ("this CPU has no VNNI: its u8s8 int8 kernels add pairs of products in saturating 16-bit "
+            "integers; --reduce-range (7-bit weights) avoids the overflow (the KD benchmark's CrossKD "
+            "student on an AVX2 CPU: -2.63 AP without, -0.86 with; README 'int8 ONNX')")
 
 
 def _metrics(results: Dict, detections: int) -> Dict[str, float]:
