@@ -66,7 +66,7 @@ SYNTHETIC_SPLITS["synthetic_publaynet_as_doclaynet_val"] = ("publaynet_as_doclay
 # name -> (style, split, number of pages, seed): synthetic pages registered without annotations
 # (DATASETS.UNLABELED); "publaynet" pages are the other-domain case for a DocLayNet-style teacher.
 SYNTHETIC_UNLABELED_SPLITS = {
-    f"synthetic_{style}_unlabeled": (style, "unlabeled", 2000, 2) for style in ("publaynet", "doclaynet")
+    f"synthetic_{style}_unlabeled": (style, "unlabeled", 5000, 2) for style in ("publaynet", "doclaynet")
 }
 # name -> (category table, pseudo-label file relative to the root, score threshold): files written by
 # tools/pseudo_label.py (README "Distil on your own PDFs"; configs/synthetic/unlabeled/kd_pseudo_offline.yaml
