@@ -115,6 +115,40 @@ def test_same_seed_is_byte_identical_and_pages_independent_of_count(dataset, tmp
         assert _read(repeat_dir / "train" / img["file_name"]) == _read(fewer_dir / "train" / img["file_name"])
 
 
+def test_an_interrupted_generation_resumes_where_it_stopped(dataset, tmp_path, monkeypatch):
+    style, out_dir, json_path, data = dataset
+    real, drawn = generator._write_page, []
+
+    def killed_after_two(job):
+        if len(drawn) == 2:
+            raise KeyboardInterrupt
+        drawn.append(job[4])
+        return real(job)
+
+    monkeypatch.setattr(generator, "_write_page", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=0, show_progress=False)
+    journal = generator.journal_path(str(tmp_path), "train")
+    assert not os.path.exists(tmp_path / "train.json") and os.path.isfile(journal)
+    with open(journal, "a") as f:
+        f.write('{"index": 5, "rec')  # a line cut by the interruption
+    drawn.clear()
+    monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or real(job))
+    resumed = generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=0, show_progress=False)
+    assert drawn == list(range(2, NUM_PAGES[style]))  # the first two pages were not drawn again
+    assert _read(resumed) == _read(json_path) and not os.path.exists(journal)
+    # A journal of other settings (seed) is not mixed in: every page is drawn.
+    drawn.clear()
+    monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or (
+        real(job) if len(drawn) < 2 else (_ for _ in ()).throw(KeyboardInterrupt)))
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=1, show_progress=False)
+    drawn.clear()
+    monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or real(job))
+    generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=0, show_progress=False)
+    assert drawn == list(range(NUM_PAGES[style]))
+
+
 def test_different_seed_or_split_differs(tmp_path):
     base = _read(generate_dataset("publaynet", 2, str(tmp_path / "a"), seed=0, show_progress=False))
     other_seed = _read(generate_dataset("publaynet", 2, str(tmp_path / "b"), seed=1, show_progress=False))

@@ -10,6 +10,8 @@ does not depend on how many pages are generated, and the same arguments give byt
 and identical pixels.
 """
 
+import json
+import logging
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +31,8 @@ from .styles import StyleSpec, get_style
 
 # (category id, polygon (N, 2) in image pixels)
 Object = Tuple[int, np.ndarray]
+JOURNAL_SUFFIX = ".pages.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,14 +117,46 @@ def render_page(style_name: str, image_size: Tuple[int, int], seed: int, split: 
     return Page(image, objects)
 
 
-def _write_page(job: Tuple[str, Tuple[int, int], int, str, int, str]) -> Tuple[Dict, List[Object]]:
-    """Render one page, save its PNG; return its COCO image record and objects."""
+def _write_page(job: Tuple[str, Tuple[int, int], int, str, int, str]) -> Dict:
+    """Render one page, save its PNG (atomically); return its journal entry: ``index``, COCO image
+    ``record`` and ``annotations`` (ids 0: numbered when the split is assembled)."""
     style_name, image_size, seed, split, index, image_dir = job
     page = render_page(style_name, image_size, seed, split, index)
     file_name = f"{index:06d}.png"
-    Image.fromarray(page.image).save(os.path.join(image_dir, file_name), format="PNG", compress_level=3)
+    path = os.path.join(image_dir, file_name)
+    Image.fromarray(page.image).save(f"{path}.tmp", format="PNG", compress_level=3)
+    os.replace(f"{path}.tmp", path)
     record = {"id": index + 1, "file_name": file_name, "width": image_size[0], "height": image_size[1]}
-    return record, page.objects
+    annotations = [annotation_record(polygon, category_id, record["id"], 0) for category_id, polygon in page.objects]
+    return {"index": index, "record": record, "annotations": annotations}
+
+
+def journal_path(out_dir: str, split: str) -> str:
+    """The journal of a split being generated: one line per finished page, removed at the end."""
+    return os.path.join(out_dir, f"{split}{JOURNAL_SUFFIX}")
+
+
+def _read_journal(path: str, header: Dict) -> Dict[int, Dict]:
+    """index -> entry of the pages an interrupted call finished with the same settings (``header``).
+    A journal of other settings is discarded (with a warning: its pages are redrawn); a last line
+    cut by the interruption is ignored."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines or _loads(lines[0]) != {"header": header}:
+        logger.warning(f"{path}: written for other settings than {header}; generating the split from scratch")
+        os.remove(path)
+        return {}
+    entries = [e for e in map(_loads, lines[1:]) if e is not None]
+    return {e["index"]: e for e in entries}
+
+
+def _loads(line: str) -> Optional[Dict]:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def generate_dataset(
@@ -138,7 +174,10 @@ def generate_dataset(
 
     ``page_size`` is the image (width, height) in px (default: the style's, 612x792 for publaynet,
     768x768 for doclaynet). ``num_workers`` > 1 renders pages in that many processes (same output).
-    An existing json of the split is removed first, so an interrupted run leaves none.
+    An existing json of the split is removed first, so an interrupted run leaves none. Resumable:
+    each finished page is appended to ``out_dir/<split>.pages.jsonl`` (fsynced; removed once the
+    json is written), and a call with the same style, size, seed and split draws only the pages
+    missing from it (same output as an uninterrupted call).
     """
     spec = get_style(style)
     image_size = tuple(int(v) for v in (page_size or spec.page_size))
@@ -147,15 +186,29 @@ def generate_dataset(
     os.makedirs(image_dir, exist_ok=True)
     if os.path.exists(json_path):
         os.remove(json_path)
-    jobs = [(style, image_size, seed, split, index, image_dir) for index in range(num_images)]
-    images, annotations = [], []
+    header = {"style": style, "image_size": list(image_size), "seed": seed, "split": split}
+    journal = journal_path(out_dir, split)
+    entries = {i: e for i, e in _read_journal(journal, header).items()
+               if i < num_images and os.path.isfile(os.path.join(image_dir, e["record"]["file_name"]))}
+    if entries:
+        logger.info(f"{journal}: resuming, {len(entries)} of {num_images} pages already drawn")
+    jobs = [(style, image_size, seed, split, index, image_dir) for index in range(num_images) if index not in entries]
     executor = ProcessPoolExecutor(num_workers) if num_workers > 1 else None
-    with executor or nullcontext():
+    with executor or nullcontext(), open(journal, "a") as log:
+        if log.tell() == 0:
+            log.write(json.dumps({"header": header}) + "\n")
         results = executor.map(_write_page, jobs, chunksize=4) if executor else map(_write_page, jobs)
-        for record, objects in tqdm(results, total=num_images, desc=f"{style}/{split}", disable=not show_progress):
-            images.append(record)
-            for category_id, polygon in objects:
-                annotations.append(annotation_record(polygon, category_id, record["id"], len(annotations) + 1))
+        for entry in tqdm(results, total=num_images, initial=len(entries), desc=f"{style}/{split}",
+                          disable=not show_progress):
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            entries[entry["index"]] = json.loads(json.dumps(entry))  # as a resumed call reads it back
+    images, annotations = [], []
+    for index in range(num_images):
+        images.append(entries[index]["record"])
+        for ann in entries[index]["annotations"]:
+            annotations.append({**ann, "id": len(annotations) + 1})
     data = {
         "info": {"description": f"dla-kd synthetic {style} pages", "style": style, "split": split, "seed": seed},
         "images": images,
@@ -163,4 +216,5 @@ def generate_dataset(
         "categories": coco_categories(spec.name),
     }
     write_json_atomic(data, json_path)
+    os.remove(journal)
     return json_path
