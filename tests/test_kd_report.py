@@ -21,7 +21,7 @@ config = os.path.basename(args[args.index("--config-file") + 1])
 os.makedirs(out, exist_ok=True)
 if config == "teacher.yaml":
     time.sleep(float(os.environ.get("FAKE_TEACHER_SECONDS", "0")))
-base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0}[config] + seed
+base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0, "pkd.yaml": 44.0}[config] + seed
 final = int(os.environ["FAKE_FINAL_ITER"])
 with open(os.path.join(out, "metrics.json"), "w") as f:
     for it, frac in ((final // 2, 0.5), (final, 1.0)):
@@ -102,6 +102,31 @@ def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
     kd_report.main()
     assert len(_calls(calls)) == 5
     assert json.load(open(out / "report.json"))["environment"]["invocations"] == 2
+
+
+def test_publishing_a_shorter_list_over_a_published_report_is_refused(report_setup, tmp_path, monkeypatch, capsys):
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    published = (out / "pub" / "report.md").read_text()
+    # The same call without the fitnet recipe: refused before anything runs, the report kept.
+    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    shorter = list(argv)
+    shorter[shorter.index("--distill") + 1] = other
+    monkeypatch.setattr(sys, "argv", shorter)
+    with pytest.raises(SystemExit) as exit_info:
+        kd_report.main()
+    assert exit_info.value.code == 2
+    assert "has a report with the runs ['fitnet']" in capsys.readouterr().err
+    assert len(_calls(calls)) == 5 and (out / "pub" / "report.md").read_text() == published
+    # With --replace-published the shorter table is published (the dropped run's files stay).
+    monkeypatch.setattr(sys, "argv", shorter[:1] + ["--replace-published"] + shorter[1:])
+    kd_report.main()
+    rows = json.load(open(out / "pub" / "report.json"))["rows"]
+    assert {r["run"] for r in rows} == {"teacher", "student", "pkd"}
+    assert os.path.isfile(out / "pub" / "runs" / "fitnet" / "seed1" / "eval_synthetic_doclaynet_val.json")
 
 
 def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, monkeypatch):

@@ -75,6 +75,24 @@ def publish_run(output_dir: str, published_dir: str) -> None:
             shutil.copyfile(os.path.join(output_dir, name), os.path.join(published_dir, name))
 
 
+def report_files(dataset: str, student_cfg) -> dict:
+    """The report's file names: ``report.{md,json}``/``curves.png`` for the student's first test
+    dataset, ``report_<dataset>...`` for another one."""
+    suffix = "" if dataset == student_cfg.DATASETS.TEST[0] else f"_{dataset}"
+    return {"md": f"report{suffix}.md", "json": f"report{suffix}.json", "curves": f"curves{suffix}.png"}
+
+
+def published_runs_left_out(publish_dir: str, json_name: str, runs) -> list:
+    """Runs of the published report ``publish_dir/json_name`` (if any) that are not the teacher
+    or one of ``runs``."""
+    path = os.path.join(publish_dir, json_name)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        published = [row["run"] for row in json.load(f).get("rows", [])]
+    return [name for name in published if name != "teacher" and name not in runs]
+
+
 def _finished(output_dir, dataset, final_iteration=None, eval_only=False, published_dir=None, verbose=True):
     """(results, None) of a run that need not run again: its final evaluation is in
     ``output_dir`` with a loadable final checkpoint (published to ``published_dir`` on the way), or
@@ -154,6 +172,9 @@ def main():
                         help="a folder under results/: report.md, report.json and curves.png are copied there, and "
                              "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
                              "a later invocation (also on a fresh machine) collects it")
+    parser.add_argument("--replace-published", action="store_true",
+                        help="publish even when the published report has runs this call does not list "
+                             "(they leave the published table; their files under <publish>/runs stay)")
     parser.add_argument("--dataset", default="",
                         help="the evaluation dataset of the table: one of the student's DATASETS.TEST (default: "
                              "its first); another one writes report_<dataset>.{md,json} and curves_<dataset>.png")
@@ -171,6 +192,12 @@ def main():
     kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
     runs = {"student": (args.student, list(args.opts))}
     runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
+    if args.publish and not args.replace_published:
+        dropped = published_runs_left_out(args.publish, report_files(dataset, student_cfg)["json"], runs)
+        if dropped:
+            parser.error(f"{args.publish} has a report with the runs {dropped}, which this call does not list: "
+                         "publishing would drop them from the published table. Add their configs to --distill, "
+                         "leave out --publish (then publish with the full list), or pass --replace-published.")
     # Supervised seeds first (they need no teacher, so they train beside it), then the
     # distillation runs seed-major: every run's first seed before any second seed.
     plan = [("student", seed) for seed in args.seeds]
@@ -283,8 +310,7 @@ class BenchmarkReport:
     def __init__(self, args, dataset, runs, started, run_dirs):
         self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
         student_cfg, teacher_cfg = load_config(args.student, list(args.opts)), load_config(args.teacher, list(args.teacher_opts))
-        suffix = "" if dataset == student_cfg.DATASETS.TEST[0] else f"_{dataset}"
-        self.files = {"md": f"report{suffix}.md", "json": f"report{suffix}.json", "curves": f"curves{suffix}.png"}
+        self.files = report_files(dataset, student_cfg)
         # SOLVER.MAX_ITER of the students (False) and of the teacher (True): a shorter curve is unfinished.
         self.max_iter = {False: student_cfg.SOLVER.MAX_ITER, True: teacher_cfg.SOLVER.MAX_ITER}
         # Run name -> key of its bbox AP on the dataset in metrics.json (None: not evaluated there).
