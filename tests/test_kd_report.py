@@ -237,6 +237,15 @@ def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
     assert record_invocation(str(tmp_path), started=0.0, final=True) == 160.0  # training call ends at 160
     entries = json.load(open(tmp_path / "invocations.json"))
     assert [(e["start"], e["end"], e["finished"]) for e in entries] == [(0.0, 160.0, True), (90.0, 130.0, True)]
+    # A call that trained into the output folder without publishing (a shorter --distill list)
+    # counts in the published folder's wall time once a publishing call merges the two.
+    output, published = tmp_path / "output", tmp_path / "published"
+    clock = iter([300.0, 500.0, 520.0])
+    assert record_invocation(str(published), started=200.0, final=True) == 100.0  # published: 200-300
+    assert record_invocation(str(output), started=400.0, final=True) == 100.0  # not published: 400-500
+    assert record_invocation([str(output), str(published)], started=510.0, final=True) == 210.0  # + 510-520
+    for folder in (output, published):
+        assert [e["start"] for e in json.load(open(folder / "invocations.json"))] == [200.0, 400.0, 510.0]
 
 
 def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypatch):

@@ -335,7 +335,9 @@ class BenchmarkReport:
         curves = self._curves(rows, results)
         meta = run_environment(args.threads, args.jobs)
         # Kept with the published report when there is one: sessions on fresh machines add up.
-        meta["wall_time_h"] = record_invocation(args.publish or args.output, self.started, final) / 3600
+        # Recorded in both folders: calls that trained here without publishing count when one publishes.
+        dirs = [args.output] + ([args.publish] if args.publish else [])
+        meta["wall_time_h"] = record_invocation(dirs, self.started, final) / 3600
         meta["invocations"] = invocation_count(args.publish or args.output)
         teachers = self._teachers(results)
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,11 +1,12 @@
 """What a long report ran on and how long it took, across interrupted invocations."""
 import functools
-import hashlib
 import json
 import os
 import platform
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Union
+
+from ..utils import files as utils_files
 
 INVOCATIONS_FILE = "invocations.json"
 
@@ -36,23 +37,31 @@ def run_environment(threads: int, jobs: int) -> Dict:
     }
 
 
-def record_invocation(output_dir: str, started: float, final: bool = False) -> float:
+def record_invocation(output_dirs: Union[str, Sequence[str]], started: float, final: bool = False) -> float:
     """Record this invocation (started at ``started``, still running unless ``final``) in
-    ``<output_dir>/invocations.json`` and return the wall time of all invocations in seconds (time
-    in which any of them ran). An invocation killed before its end keeps the time of its last record."""
-    path = os.path.join(output_dir, INVOCATIONS_FILE)
-    entries = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            entries = json.load(f)
-    now = time.time()
-    entries = [e for e in entries if e["start"] != started]
-    entries.append({"start": started, "end": now, "finished": final, "load_average_1min": os.getloadavg()[0]})
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(sorted(entries, key=lambda e: e["start"]), f, indent=2)
-    os.replace(tmp, path)
+    ``<dir>/invocations.json`` of each of ``output_dirs`` and return the wall time of all
+    invocations in seconds (time in which any of them ran). The files are merged first, so the
+    published folder also counts the calls that did not publish but trained into the output
+    folder. An invocation killed before its end keeps the time of its last record."""
+    dirs = [output_dirs] if isinstance(output_dirs, str) else list(output_dirs)
+    merged = {}
+    for output_dir in dirs:
+        path = os.path.join(output_dir, INVOCATIONS_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                for e in json.load(f):
+                    if e["start"] not in merged or e["end"] > merged[e["start"]]["end"]:
+                        merged[e["start"]] = e
+    merged[started] = {"start": started, "end": time.time(), "finished": final,
+                       "load_average_1min": os.getloadavg()[0]}
+    entries = sorted(merged.values(), key=lambda e: e["start"])
+    for output_dir in dirs:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, INVOCATIONS_FILE)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(entries, f, indent=2)
+        os.replace(tmp, path)
     return covered_seconds([(e["start"], e["end"]) for e in entries])
 
 
@@ -81,11 +90,7 @@ TEACHER_FILE = "teacher.json"
 @functools.lru_cache(maxsize=8)
 def file_sha256(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a file (cached by path, size and mtime)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return utils_files.file_sha256(path)
 
 
 def write_teacher_record(output_dir: str, weights: str, teacher_results: Optional[Dict]) -> None:
