@@ -200,10 +200,11 @@ def generate_dataset(
         results = executor.map(_write_page, jobs, chunksize=4) if executor else map(_write_page, jobs)
         for entry in tqdm(results, total=num_images, initial=len(entries), desc=f"{style}/{split}",
                           disable=not show_progress):
-            log.write(json.dumps(entry) + "\n")
+            line = json.dumps(entry)
+            log.write(line + "\n")
             log.flush()
             os.fsync(log.fileno())
-            entries[entry["index"]] = json.loads(json.dumps(entry))  # as a resumed call reads it back
+            entries[entry["index"]] = json.loads(line)  # as a resumed call reads it back
     images, annotations = [], []
     for index in range(num_images):
         images.append(entries[index]["record"])
