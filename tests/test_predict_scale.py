@@ -19,7 +19,7 @@ from dla_kd import Predictor
 from dla_kd.engine import load_config
 from dla_kd.export import ModelSpec
 from dla_kd.export.masks import PageMasks
-from dla_kd.predict.segmentation import crop_polygons, crop_rle
+from dla_kd.predict.segmentation import crop_polygons, crop_rle, simplify_polygon
 from dla_kd.utils.benchmark import reset_peak_rss, rss_mb
 from tiny_models import MICRO, TINY, make_pdf, save_pages, tool_main
 
@@ -139,6 +139,29 @@ def test_per_detection_paste_equals_detectron2s_page_paste():
         expected = GenericMask(page.astype(np.uint8), height, width).polygons
         assert len(crop_polygons(crop, offset)) == len(expected)
         assert all(np.array_equal(a, b) for a, b in zip(crop_polygons(crop, offset), expected))
+
+
+def test_simplified_polygons_keep_the_mask_with_a_few_points():
+    """A traced rectangle (hundreds of contour points) comes back as its 4 corners; an ellipse
+    keeps its shape within the tolerance; tolerance 0 changes nothing."""
+    height, width = 120, 200
+    page = np.zeros((height, width), bool)
+    page[20:90, 30:170] = True
+    (traced,) = crop_polygons(page, (0, 0))
+    assert len(traced) // 2 > 300
+    corners = simplify_polygon(traced, 1.0)
+    assert len(corners) == 8
+    assert (rasterise([corners.tolist()], height, width) ^ page).sum() <= 2 * (70 + 140)  # at most a boundary ring
+    assert np.array_equal(simplify_polygon(traced, 0.0), traced)
+    yy, xx = np.mgrid[:height, :width]
+    ellipse = ((xx - 100) / 80.0) ** 2 + ((yy - 60) / 40.0) ** 2 <= 1
+    (traced,) = crop_polygons(ellipse, (0, 0))
+    simple = simplify_polygon(traced, 1.0)
+    assert 8 < len(simple) < len(traced) / 4
+    missed = (rasterise([simple.tolist()], height, width) ^ ellipse).sum()
+    assert missed <= 0.05 * ellipse.sum()
+    tiny = np.array([5.5, 5.5, 6.5, 5.5, 6.5, 6.5])  # no simpler polygon than itself
+    assert np.array_equal(simplify_polygon(tiny, 1.0), tiny)
 
 
 def test_masks_are_pasted_one_detection_at_a_time(monkeypatch):

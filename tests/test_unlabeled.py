@@ -264,7 +264,8 @@ def test_pseudo_label_tool_writes_coco_with_scores_and_resumes(tmp_path, teacher
     teacher = coco["info"]["teacher"]
     assert teacher["weights"]["path"] == os.path.abspath(weights) and len(teacher["weights"]["sha256"]) == 64
     assert teacher["classes"] == [c["name"] for c in coco["categories"]] and len(teacher["classes"]) == 11
-    assert coco["info"]["min_score"] == 0.0
+    assert coco["info"]["min_score"] == 0.0 and coco["info"]["polygon_tolerance"] == 1.0
+    assert min(len(p) for a in coco["annotations"] for p in a["segmentation"]) >= 6  # >= 3 points each
 
     # Interrupted after the first page, killed in the middle of writing the second.
     lines = (out / JOURNAL_FILE).read_text().splitlines(keepends=True)
@@ -280,6 +281,7 @@ def test_pseudo_label_tool_writes_coco_with_scores_and_resumes(tmp_path, teacher
     assert _run_pseudo_label(config, weights, [str(folder), pdf], out) == 0 and not calls
     # Another teacher setting in the same folder is refused.
     assert _run_pseudo_label(config, weights, [str(folder)], out, "--dpi", "100") == 2
+    assert _run_pseudo_label(config, weights, [str(folder)], out, "--polygon-tolerance", "0") == 2
 
     # Registered as training data above a score threshold ...
     thresh = float(np.median([a["score"] for a in coco["annotations"]]))

@@ -10,8 +10,9 @@ Folders are searched recursively for images and PDFs; PDF pages are rendered at 
 ``<output>/pages/``. Writes ``<output>/pseudo_labels.json`` (COCO: every detection scoring at
 least --min-score, with its ``score``; ``info`` records the teacher, its classes and the
 threshold) through the journal ``<output>/pseudo_labels.jsonl``: run the same command again
-after an interruption and only the pages not yet labelled are labelled. An output folder of
-another teacher (or --min-score, --dpi) is refused. Empty pages, unreadable images, encrypted or
+after an interruption and only the pages not yet labelled are labelled. Mask contours are
+simplified to within --polygon-tolerance pixels. An output folder of another teacher (or
+--min-score, --dpi, --polygon-tolerance) is refused. Empty pages, unreadable images, encrypted or
 corrupt PDFs are listed and skipped. Train on the file with
 ``dla_kd.data.register_pseudo_labeled(name, table, json_file, score_thresh=...)``
 (README, "Distil on your own PDFs").
@@ -29,7 +30,7 @@ from dla_kd.data.pages import BLANK_REASON
 from dla_kd.data.pseudo_labeled import PseudoLabelMismatchError
 from dla_kd.engine import load_config
 from dla_kd.predict.cli import add_model_and_pages_arguments, parse_model_and_pages
-from dla_kd.predict.pseudo_label import pseudo_label, teacher_record
+from dla_kd.predict.pseudo_label import DEFAULT_POLYGON_TOLERANCE, pseudo_label, teacher_record
 from dla_kd.utils.cli import run_tool
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "output folder (pages, journal, COCO file)")
     parser.add_argument("--min-score", type=float, default=0.05,
                         help="lowest score written (default %(default)s; the training threshold is chosen when registering)")
+    parser.add_argument("--polygon-tolerance", type=float, default=DEFAULT_POLYGON_TOLERANCE, metavar="PIXELS",
+                        help="mask contours simplified to within this many pixels (default %(default)s; 0: every "
+                             "contour point, ~100x larger files)")
     return parser
 
 
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
         return 2
     try:
         summary = pseudo_label(predictor, args.input, args.output, teacher, dpi=args.dpi, min_score=args.min_score,
-                               progress=not args.no_progress)
+                               polygon_tolerance=args.polygon_tolerance, progress=not args.no_progress)
     except PseudoLabelMismatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ as COCO segmentation of the whole page: compressed RLE or polygons. Work and mem
 crop, not with the page: the same output as encoding the page-sized mask, without making it."""
 from typing import List, Tuple
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.utils.visualizer import GenericMask
@@ -38,3 +39,15 @@ def crop_polygons(crop: np.ndarray, offset: Tuple[int, int]) -> List[np.ndarray]
     h, w = crop.shape
     shift = np.asarray(offset, dtype=float)
     return [(p.reshape(-1, 2) + shift).ravel() for p in GenericMask(crop.astype(np.uint8), h, w).polygons]
+
+
+def simplify_polygon(polygon: np.ndarray, tolerance: float) -> np.ndarray:
+    """The closed polygon (flat [x, y, ...], >= 3 points) with fewer points: Douglas-Peucker
+    (``cv2.approxPolyDP``), every dropped point within ``tolerance`` pixels of the result. A
+    traced rectangle of layout (hundreds of contour points) comes back as its 4 corners. The
+    polygon itself when ``tolerance`` is 0 or fewer than 3 points would remain."""
+    if tolerance <= 0:
+        return polygon
+    points = np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2)
+    simple = cv2.approxPolyDP(points, float(tolerance), True).reshape(-1)
+    return simple.astype(float) if len(simple) >= 6 else np.asarray(polygon, dtype=float)
