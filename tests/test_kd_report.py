@@ -27,22 +27,24 @@ with open(os.path.join(out, "metrics.json"), "w") as f:
     for it, frac in ((final // 2, 0.5), (final, 1.0)):
         f.write(json.dumps({"iteration": it, "bbox/AP": base * frac}) + "\n")
 # FAKE_TEST_DATASETS="a,b": the run evaluates on several datasets (AP 10 lower on each next one),
-# logged as Detectron2 does: "<dataset>/bbox/AP" when there are several.
-datasets = os.environ.get("FAKE_TEST_DATASETS", "synthetic_doclaynet_val").split(",")
+# logged as Detectron2 does: "<dataset>/bbox/AP" when there are several. A DATASETS.TEST override
+# evaluates a part of them (same APs).
+known = os.environ.get("FAKE_TEST_DATASETS", "synthetic_doclaynet_val").split(",")
+datasets = eval(args[args.index("DATASETS.TEST") + 1]) if "DATASETS.TEST" in args else known
 if len(datasets) > 1:
     with open(os.path.join(out, "metrics.json"), "w") as f:
         for it, frac in ((final // 2, 0.5), (final, 1.0)):
             f.write(json.dumps({"iteration": it, **{f"{d}/bbox/AP": (base - 10 * i) * frac
                                                     for i, d in enumerate(datasets)}}) + "\n")
-for i, dataset in enumerate(datasets):
-    ap = base - 10 * i
+for dataset in datasets:
+    ap = base - 10 * known.index(dataset)
     res = {t: {"AP": ap, "AP50": ap + 20, "AP75": ap - 5, "AP-Text": ap} for t in ("bbox", "segm")}
     with open(os.path.join(out, f"eval_{dataset}.json"), "w") as f:
         json.dump({"iteration": final, "results": res}, f)
 torch.save({"model": {}}, os.path.join(out, "model_final.pth"))
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args,
-                        "start": start, "end": time.time()}) + "\n")
+                        "eval_only": "--eval-only" in args, "start": start, "end": time.time()}) + "\n")
 '''
 
 
@@ -221,6 +223,68 @@ def test_a_second_test_dataset_gets_its_own_report(report_setup, tmp_path, monke
     with pytest.raises(SystemExit):
         kd_report.main()
 
+
+
+def _write_run_configs(out, runs, seeds, opts):
+    """config.yaml into every run folder, as tools/train_net.py writes it (the fake does not)."""
+    from dla_kd.engine import load_config
+
+    for name, (config, extra) in runs.items():
+        for seed in seeds:
+            folder = os.path.join(out, name, f"seed{seed}")
+            cfg = load_config(config, ["SEED", str(seed), *opts, *extra, "OUTPUT_DIR", folder])
+            with open(os.path.join(folder, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+
+
+def test_runs_of_another_report_are_taken_over_and_only_evaluated(report_setup, tmp_path, monkeypatch, capsys):
+    """--reuse: a report that also scores a second dataset takes over the finished runs of one
+    that scored the first only, when they trained the same way: nothing trains again, only the
+    second dataset is evaluated; a run that trained otherwise is trained."""
+    kd_report, argv, first_out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()  # the donor report: one test dataset
+    teacher, student, distill = argv[2], argv[4], argv[6]
+    teacher_weights = os.path.join(str(first_out), "teacher", "model_final.pth")
+    kd_opts = ["DISTILL.TEACHER.CONFIG", teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
+    _write_run_configs(str(first_out), {"student": (student, []), "fitnet": (distill, kd_opts)}, (1, 2), MICRO)
+    with open(first_out / "fitnet" / "seed2" / "config.yaml", "a") as f:
+        f.write("VIS_PERIOD: 7\n")  # this seed trained otherwise: not taken over
+
+    datasets = ("synthetic_doclaynet_val", "synthetic_publaynet_as_doclaynet_val")
+    test_opt = ["DATASETS.TEST", repr(datasets)]
+    (tmp_path / "b").mkdir()
+    student_b = write_config(str(tmp_path / "b" / "student.yaml"), student, test_opt)
+    distill_b = write_config(str(tmp_path / "b" / "fitnet.yaml"), distill, test_opt)
+    monkeypatch.setenv("FAKE_TEST_DATASETS", ",".join(datasets))
+    out = tmp_path / "second"
+    before = len(_calls(calls))
+    monkeypatch.setattr(sys, "argv", [
+        "kd_report.py", "--reuse", f"student={first_out / 'student'}", f"fitnet={first_out / 'fitnet'}",
+        "--teacher", teacher, "--teacher-weights", teacher_weights, "--teacher-opts", "DATASETS.TEST", repr(datasets),
+        "--student", student_b, "--distill", distill_b, "--output", str(out), "--seeds", "1", "2", "--threads", "1",
+        *MICRO])
+    kd_report.main()
+    new = [(c["config"], c["seed"], c["eval_only"]) for c in _calls(calls)[before:]]
+    assert sorted(new) == sorted([("teacher.yaml", 1, True), ("student.yaml", 1, True), ("student.yaml", 2, True),
+                                  ("fitnet.yaml", 1, True), ("fitnet.yaml", 2, False)])
+    assert "fitnet/seed2: not taken over" in capsys.readouterr().out
+    taken = out / "student" / "seed1"
+    assert os.path.realpath(taken / "model_final.pth") == os.path.realpath(first_out / "student" / "seed1" / "model_final.pth")
+    second = json.load(open(taken / f"eval_{datasets[1]}.json"))
+    assert second["iteration"] == 3 and second["reused_from"] == os.path.realpath(first_out / "student" / "seed1")
+    assert second["results"]["bbox"]["AP"] == 31.0  # evaluated here (the donor never saw this dataset)
+    report = json.load(open(out / "report.json"))
+    assert {r["run"]: r["bbox_AP"]["mean"] for r in report["rows"]} == {"teacher": 61.0, "student": 41.5, "fitnet": 46.5}
+    assert sorted(report["reused_runs"]) == ["fitnet/seed1", "student/seed1", "student/seed2"]
+    assert report["curves"]["student"] == [[1, pytest.approx(20.75)], [3, pytest.approx(41.5)]]  # the donor's curve
+    assert "Runs taken over from another report" in open(out / "report.md").read()
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:1] + ["--collect-only", "--dataset", datasets[1]] + sys.argv[1:])
+    kd_report.main()
+    other = json.load(open(out / f"report_{datasets[1]}.json"))
+    assert {r["run"]: r["bbox_AP"]["mean"] for r in other["rows"]} == {"teacher": 51.0, "student": 31.5, "fitnet": 36.5}
+    assert len(_calls(calls)) == before + 5  # collected, nothing run again
 
 
 def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):

@@ -27,6 +27,12 @@ them (every run evaluates on all, see configs/synthetic/unlabeled): that table g
 ``report_<dataset>.{md,json}`` and ``curves_<dataset>.png``, e.g. from finished runs with
 ``--collect-only --dataset synthetic_publaynet_as_doclaynet_val``. The teacher is scored there
 when its own DATASETS.TEST (``--teacher-opts``) has it.
+
+``--reuse NAME=DIR`` takes over the finished runs ``DIR/seed<k>`` of another report for the run
+NAME instead of training it again, when they trained exactly as NAME would (config equal apart
+from OUTPUT_DIR and DATASETS.TEST, same teacher weights): only the test datasets they were not
+evaluated on are evaluated (dla_kd/evaluation/reused_runs.py). Else NAME trains, and the reason is
+printed. The report lists the runs taken over.
 """
 import argparse
 import json
@@ -44,8 +50,10 @@ from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import build_seed_rows, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
+from dla_kd.evaluation.reused_runs import EVAL_DIR, REUSED_FILE, adopt_run, collect_evaluations, reuse_problem, reused_from
 from dla_kd.evaluation.run_info import (
     TEACHER_FILE,
+    file_sha256,
     invocation_count,
     read_teacher_record,
     record_invocation,
@@ -61,7 +69,7 @@ def run_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE)
+PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE, REUSED_FILE)
 
 
 def publish_run(output_dir: str, published_dir: str) -> None:
@@ -178,6 +186,9 @@ def main():
     parser.add_argument("--dataset", default="",
                         help="the evaluation dataset of the table: one of the student's DATASETS.TEST (default: "
                              "its first); another one writes report_<dataset>.{md,json} and curves_<dataset>.png")
+    parser.add_argument("--reuse", nargs="+", default=[], metavar="NAME=DIR",
+                        help="take over the finished runs DIR/seed<k> of another report for the run NAME (student or a "
+                             "--distill config's name) when they trained the same way; only evaluated here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
     started = time.time()
@@ -192,6 +203,10 @@ def main():
     kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
     runs = {"student": (args.student, list(args.opts))}
     runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
+    reuse = dict(item.split("=", 1) for item in args.reuse if "=" in item)
+    unknown = [item for item in args.reuse if "=" not in item or item.split("=", 1)[0] not in runs]
+    if unknown:
+        parser.error(f"--reuse {' '.join(unknown)}: give NAME=DIR with NAME one of {sorted(runs)}")
     if args.publish and not args.replace_published:
         dropped = published_runs_left_out(args.publish, report_files(dataset, student_cfg)["json"], runs)
         if dropped:
@@ -265,8 +280,39 @@ def main():
             if not args.teacher_weights:
                 write_teacher_record(out, teacher_weights, teacher)
         threads = max(1, args.threads // args.jobs)
+        if name in reuse and not finished(name, seed):
+            taken, result = take_over(name, seed, config, opts, threads)
+            if taken:
+                return item, result
         return item, run(config, out, opts, dataset, args.num_gpus, threads=threads, final_iteration=student_final,
                          published_dir=published(name, seed))
+
+    def take_over(name, seed, config, opts, threads):
+        """(taken over?, results) of ``--reuse``'s run for (name, seed): the donor adopted and
+        evaluated here on the datasets it lacks; (False, None) when it cannot stand for the run."""
+        out, donor = os.path.join(args.output, name, f"seed{seed}"), os.path.join(reuse[name], f"seed{seed}")
+        cfg = load_config(config, opts)
+        teacher_sha = None
+        if name != "student" and os.path.isfile(teacher_weights):
+            st = os.stat(teacher_weights)
+            teacher_sha = file_sha256(os.path.abspath(teacher_weights), st.st_size, st.st_mtime_ns)
+        problem = reuse_problem(donor, cfg, student_final, teacher_sha)
+        if problem:
+            print(f"[kd_report] {out}: not taken over ({problem}): training it", flush=True)
+            return False, None
+        missing = adopt_run(donor, out, cfg.DATASETS.TEST, student_final)
+        print(f"[kd_report] {out}: taken over from {donor}" + (f", evaluating {missing}" if missing else ""), flush=True)
+        if missing:
+            eval_opts = opts + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", repr(tuple(missing))]
+            run(config, os.path.join(out, EVAL_DIR), eval_opts, missing[0], args.num_gpus, eval_only=True, threads=threads)
+            try:
+                collect_evaluations(os.path.join(out, EVAL_DIR), out, missing, student_final)
+            except FileNotFoundError as e:
+                print(f"[kd_report] {out}: FAILED: {e}", flush=True)
+                return True, None
+        if published(name, seed):
+            publish_run(out, published(name, seed))
+        return True, load_eval(out, dataset, final_iteration=student_final)
 
     results = {}
     report = BenchmarkReport(args, dataset, runs, started, run_dirs)
@@ -340,12 +386,14 @@ class BenchmarkReport:
         meta["wall_time_h"] = record_invocation(dirs, self.started, final) / 3600
         meta["invocations"] = invocation_count(args.publish or args.output)
         teachers = self._teachers(results)
+        reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
+        reused = {k: v for k, v in reused.items() if v}
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
         with open(os.path.join(args.output, self.files["json"]), "w") as f:
             json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
-                       "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers,
+                       "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers, "reused_runs": reused,
                        "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
@@ -357,6 +405,9 @@ class BenchmarkReport:
         if teachers:
             md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
                    + "; ".join(f"`{t['sha256'][:12]}`: {t['bbox_AP']}, {t['runs']} run(s)" for t in teachers) + ".", ""]
+        if reused:
+            md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
+                   "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(reused.items())) + ".", ""]
         md += [f"Command: `{meta['command']}`", "",
                f"Hardware: {meta['cpu']} ({meta['cpu_count']} cores), torch {meta['torch']}, {args.jobs} job(s) "
                f"side by side with {max(1, args.threads // args.jobs)} thread(s) each; wall time so far "
