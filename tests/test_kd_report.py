@@ -167,6 +167,27 @@ def test_a_fresh_machine_collects_published_runs(report_setup, monkeypatch):
     assert set(report["curves"]) == {"teacher", "student", "fitnet"}
 
 
+def test_collecting_publishes_runs_trained_without_publishing(report_setup, monkeypatch):
+    """Seeds trained by a call without --publish (a shorter list run first) are published by the
+    collecting call that publishes the table, so a fresh machine can collect every row of it."""
+    kd_report, argv, out, calls = report_setup
+    unpublished = argv[: argv.index("--publish")] + argv[argv.index("--publish") + 2:]
+    monkeypatch.setattr(sys, "argv", unpublished)
+    kd_report.main()
+    assert not os.path.isdir(out / "pub")
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--collect-only"] + argv[1:])
+    kd_report.main()
+    assert len(_calls(calls)) == 5
+    for name in ("student", "fitnet"):
+        for seed in (1, 2):
+            assert os.path.isfile(out / "pub" / "runs" / name / f"seed{seed}" / "eval_synthetic_doclaynet_val.json")
+    for name in ("teacher", "student", "fitnet"):
+        shutil.rmtree(out / name)  # a fresh machine
+    kd_report.main()
+    report = json.load(open(out / "pub" / "report.json"))
+    assert {r["run"]: r["seeds"] for r in report["rows"]} == {"teacher": 1, "student": 2, "fitnet": 2}
+
+
 def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_setup, monkeypatch):
     kd_report, argv, out, calls = report_setup
     monkeypatch.setenv("FAKE_TEACHER_SECONDS", "4")

@@ -245,6 +245,8 @@ def main():
         run has finished (on a fresh machine: from the published folder)."""
         if args.collect_only or (not args.teacher_weights and not needs_teacher()):
             final_iter = None if args.teacher_weights else teacher_final
+            if args.publish and load_eval(teacher_dir, dataset, final_iteration=final_iter) is not None:
+                publish_run(teacher_dir, published("teacher"))  # trained by a call without --publish
             return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
                          if r is not None), None)
         threads = max(1, args.threads // args.jobs)
@@ -270,9 +272,8 @@ def main():
         config, opts = runs[name]
         out = os.path.join(args.output, name, f"seed{seed}")
         opts = ["SEED", str(seed)] + opts
-        if args.collect_only:
-            return item, next((r for r in (load_eval(d, dataset, final_iteration=student_final)
-                                           for d in run_dirs(name, seed)) if r is not None), None)
+        if args.collect_only:  # a run finished by a call without --publish is published now
+            return item, _finished(out, dataset, student_final, published_dir=published(name, seed))[0]
         if name != "student" and not finished(name, seed):
             teacher = teacher_future.result()  # a distillation run to train waits for the teacher
             if teacher is None:
