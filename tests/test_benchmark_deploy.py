@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dla_kd.export.deploy_benchmark import BACKENDS, PROFILE_KEY, DeployModel, NamedBudget, bar_checks, markdown_report
+from dla_kd.export.deploy_benchmark import DEFAULT_BACKENDS, PROFILE_KEY, DeployModel, NamedBudget, bar_checks, markdown_report
 from dla_kd.export.op_profile import int8_speedup_bound, quantizable_share
 from tiny_models import save_random_weights, tool_main, write_config
 
@@ -40,7 +40,7 @@ def _report(out):
 def test_every_row_measured_with_its_budget(deploy_run):
     out, _ = deploy_run
     rows = _report(out)["rows"]
-    assert [(r["budget"], r["backend"]) for r in rows] == [(b, k) for b in ("accurate", "lean") for k in BACKENDS]
+    assert [(r["budget"], r["backend"]) for r in rows] == [(b, k) for b in ("accurate", "lean") for k in DEFAULT_BACKENDS]
     for r in rows:
         assert r["ap_images"] == 2 and 0.0 <= r["bbox_AP"] <= 100.0
         assert all(v > 0 for v in r["latency_ms"].values()) and set(r["latency_ms"]) == {"test_size_1t_ms", "800px_1t_ms"}
@@ -96,6 +96,26 @@ def test_second_call_measures_only_missing_rows(deploy_run):
     assert {k: v for k, v in row.items() if k != PROFILE_KEY} == old and "QLinearConv" in row[PROFILE_KEY]
 
 
+def test_int8_with_7bit_weights_is_its_own_row_and_export(deploy_run):
+    """--backends ... onnx-int8-7bit: int8 with reduce_range (CPUs without VNNI) is measured
+    beside the 8-bit rows (which are kept), from its own export, and checked against ONNX fp32."""
+    out, argv = deploy_run
+    rows_dir = os.path.join(out, "rows")
+    kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
+    assert tool_main("benchmark_deploy")(argv + ["--backends", *DEFAULT_BACKENDS, "onnx-int8-7bit"]) == 0
+    assert all(os.path.getmtime(os.path.join(rows_dir, f)) == t for f, t in kept.items())
+    report = _report(out)
+    by = {(r["budget"], r["backend"]): r for r in report["rows"]}
+    assert len(by) == 10
+    seven, eight = by["accurate", "onnx-int8-7bit"], by["accurate", "onnx-int8"]
+    assert seven["file"] != eight["file"] and "QLinearConv" in seven[PROFILE_KEY]
+    with open(os.path.join(os.path.dirname(os.path.join(out, seven["file"])), "export_info.json")) as f:
+        assert json.load(f)["quantization"]["reduce_range"] is True
+    with open(os.path.join(os.path.dirname(os.path.join(out, eight["file"])), "export_info.json")) as f:
+        assert json.load(f)["quantization"]["reduce_range"] is False
+    assert "| op type | ONNX fp32 | ONNX int8 | ONNX int8 7-bit |" in open(os.path.join(out, "deploy.md")).read()
+
+
 def _row(model, budget, backend, ap, ms):
     return {"model": model, "budget": budget, "backend": backend, "bbox_AP": ap, "latency_ms": {"800px_2t_ms": ms}}
 
@@ -108,6 +128,7 @@ def test_targets_from_rows():
         _row("student", "accurate", "onnx-int8", 39.5, 150.0),
         _row("student", "lean", "onnx", 38.0, 200.0),  # faster but 2 AP below the student: not eligible
         _row("student", "lean", "onnx-int8", 35.0, 100.0),
+        _row("student", "lean", "onnx-int8-7bit", 37.5, 125.0),  # 7-bit weights: checked on their own
     ]
     checks = bar_checks(rows, "teacher", 2)
     vs_teacher = checks[0]
@@ -116,6 +137,8 @@ def test_targets_from_rows():
     int8 = {c["row"]: c for c in checks[1:]}
     assert int8["accurate/onnx-int8"]["speedup"] == pytest.approx(2.0) and int8["accurate/onnx-int8"]["passed"]
     assert int8["lean/onnx-int8"]["speedup"] == pytest.approx(2.0) and not int8["lean/onnx-int8"]["passed"]  # -3 AP
+    assert int8["lean/onnx-int8-7bit"]["speedup"] == pytest.approx(1.6) and int8["lean/onnx-int8-7bit"]["passed"]
+    assert set(int8) == {"accurate/onnx-int8", "lean/onnx-int8", "lean/onnx-int8-7bit"}
 
 
 def test_int8_speedup_bound_from_the_float_profile():

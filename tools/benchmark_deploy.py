@@ -2,7 +2,9 @@
 """Accuracy-latency table of trained models: each model x test-time budget x backend (PyTorch,
 TorchScript, ONNX fp32, ONNX int8): bbox AP on a validation set, median CPU latency per page with
 1 and 2 threads (at the budget's test size and on an 800-px page), peak memory, file size, and for
-the ONNX files onnxruntime's time per op type (with the int8 speedup it bounds); then
+the ONNX files onnxruntime's time per op type (with the int8 speedup it bounds); ``--backends ...
+onnx-int8-7bit`` adds int8 with 7-bit weights (onnxruntime's reduce_range: on CPUs without VNNI
+8-bit weights saturate and cost AP; its row and export are its own); then
 the AP-vs-latency plot and the targets (student >= 3x the teacher's pages/s within 1 AP of its own
 PyTorch AP; int8 >= 1.5x ONNX fp32 within 1 AP).
 
@@ -29,6 +31,7 @@ import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd.evaluation.run_info import run_environment
 from dla_kd.export.deploy_benchmark import (
     BACKENDS,
+    DEFAULT_BACKENDS,
     DeployModel,
     DeploySettings,
     NamedBudget,
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test-time budgets (default: accurate and fast)")
     parser.add_argument("--dataset", required=True, help="registered validation set with annotations")
     parser.add_argument("--ap-images", type=int, default=100, help="validation pages for the AP")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=BACKENDS,
+                        help="default: %(default)s; onnx-int8-7bit: int8 with 7-bit weights (CPUs without VNNI)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--bar-threads", type=int, default=None, help="threads of the targets and plot (default: most)")
     parser.add_argument("--runs", type=int, default=10, help="timed calls per latency (median)")

@@ -1,5 +1,5 @@
 """Accuracy and speed of deployable models side by side: for each model x test-time budget x
-backend (PyTorch, TorchScript, ONNX fp32, ONNX int8), bbox AP on a validation set, median CPU
+backend (PyTorch, TorchScript, ONNX fp32, ONNX int8; optionally ONNX int8 with 7-bit weights), bbox AP on a validation set, median CPU
 latency per page with each thread count (at the budget's test size, where the AP is measured, and
 on an 800-pixel page, the size layout models usually run at), peak memory and file size.
 
@@ -44,11 +44,15 @@ from .student import build_deployable_model
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("pytorch", "torchscript", "onnx", "onnx-int8")
+# "onnx-int8-7bit": int8 with onnxruntime's reduce_range (7-bit weights), for CPUs without VNNI,
+# whose u8 x s8 kernels saturate with 8-bit weights (dla_kd/export/quantize.py).
+BACKENDS = ("pytorch", "torchscript", "onnx", "onnx-int8", "onnx-int8-7bit")
+DEFAULT_BACKENDS = BACKENDS[:4]
+INT8_BACKENDS = {"onnx-int8": False, "onnx-int8-7bit": True}  # backend -> reduce_range
 LATENCY_PAGE = (800, 1333)  # short side, long-side cap of the "800 px" latency page
 ROWS_DIR = "rows"
 PROFILE_KEY = "op_ms_800px"  # row key: {op type: ms per call} on the 800-px page (ONNX backends)
-PROFILED_BACKENDS = ("onnx", "onnx-int8")
+PROFILED_BACKENDS = ("onnx", *INT8_BACKENDS)
 EXPORTS_DIR = "exports"
 
 
@@ -100,7 +104,7 @@ class NamedBudget:
 class DeploySettings:
     dataset: str  # registered validation set with annotations (AP, and the latency page)
     ap_images: int = 100
-    backends: Sequence[str] = BACKENDS
+    backends: Sequence[str] = DEFAULT_BACKENDS
     threads: Sequence[int] = (1, 2)
     runs: int = 10
     warmup: int = 3
@@ -118,7 +122,8 @@ def _file_mb(path: str) -> float:
 
 class _ModelExports:
     """The files of one model x budget: PyTorch state dict, TorchScript, ONNX fp32 and int8
-    (exported once into ``folder``, reused on resume)."""
+    (exported once into ``folder``, reused on resume; the 7-bit int8 model with its own float
+    graph in ``folder/onnx-int8-7bit``)."""
 
     def __init__(self, model: DeployModel, budget: NamedBudget, folder: str, settings: DeploySettings):
         cfg = load_config(model.config_file, model.opts)
@@ -137,12 +142,21 @@ class _ModelExports:
         if "torchscript" in wanted:
             self._export(cfg, model, budget, "torchscript", None, settings)
         if wanted & {"onnx", "onnx-int8"}:
-            int8 = Int8Options(settings.calibration or settings.dataset, settings.calibration_images) \
-                if "onnx-int8" in wanted else None
-            self._export(cfg, model, budget, "onnx", int8, settings)
+            self._export(cfg, model, budget, "onnx", self._int8("onnx-int8", settings), settings)
+        if "onnx-int8-7bit" in wanted:
+            self._export(cfg, model, budget, "onnx", self._int8("onnx-int8-7bit", settings), settings,
+                         subdir="onnx-int8-7bit")
 
-    def _export(self, cfg, model: DeployModel, budget: NamedBudget, fmt: str, int8, settings) -> None:
-        out = os.path.join(self.folder, fmt)
+    @staticmethod
+    def _int8(backend: str, settings: DeploySettings) -> Optional[Int8Options]:
+        if backend not in settings.backends:
+            return None
+        return Int8Options(settings.calibration or settings.dataset, settings.calibration_images,
+                           reduce_range=INT8_BACKENDS[backend])
+
+    def _export(self, cfg, model: DeployModel, budget: NamedBudget, fmt: str, int8, settings,
+                subdir: str = "") -> None:
+        out = os.path.join(self.folder, subdir or fmt)
         info_path = os.path.join(out, "export_info.json")
         int8_path = os.path.join(out, INT8_FILE)
         if not os.path.isfile(info_path) or (int8 is not None and not os.path.isfile(int8_path)):
@@ -153,6 +167,8 @@ class _ModelExports:
             names = [o["name"] for o in json.load(f)["outputs"]]
         if fmt == "torchscript":
             self.files["torchscript"], self.names["torchscript"] = os.path.join(out, "model.ts"), names
+        elif subdir:
+            self.files[subdir], self.names[subdir] = int8_path, names
         else:
             self.files["onnx"], self.names["onnx"] = os.path.join(out, "model.onnx"), names
             if int8 is not None:
@@ -311,13 +327,13 @@ def bar_checks(rows: List[Dict], teacher: str, threads: int) -> List[Dict]:
             checks.append({"check": "student vs teacher PyTorch", "model": model, "row": f"{best['budget']}/{best['backend']}",
                            "speedup": speedup, "ap_delta": best["bbox_AP"] - own["bbox_AP"], "target": 3.0,
                            "passed": speedup >= 3.0})
-        for budget in budgets:
-            fp32, int8 = _find(rows, model, budget, "onnx"), _find(rows, model, budget, "onnx-int8")
+        for budget, backend in ((b, k) for b in budgets for k in INT8_BACKENDS):
+            fp32, int8 = _find(rows, model, budget, "onnx"), _find(rows, model, budget, backend)
             if fp32 and int8:
                 speedup = fp32["latency_ms"][key] / int8["latency_ms"][key]
                 delta = int8["bbox_AP"] - fp32["bbox_AP"]
                 bound = int8_speedup_bound(fp32[PROFILE_KEY]) if PROFILE_KEY in fp32 else None
-                checks.append({"check": "int8 vs ONNX fp32", "model": model, "row": f"{budget}/onnx-int8",
+                checks.append({"check": "int8 vs ONNX fp32", "model": model, "row": f"{budget}/{backend}",
                                "speedup": speedup, "ap_delta": delta, "target": 1.5,
                                "passed": speedup >= 1.5 and delta >= -1.0, "speedup_bound": bound})
     return checks
@@ -348,15 +364,17 @@ def profile_tables(rows: List[Dict], min_share: float = 0.03) -> List[str]:
     least ``min_share`` of either graph, the totals, and the float graph's int8 speedup bound."""
     lines = []
     for fp32 in (r for r in rows if r["backend"] == "onnx" and PROFILE_KEY in r):
-        int8 = _find(rows, fp32["model"], fp32["budget"], "onnx-int8")
-        profiles = {"fp32": fp32[PROFILE_KEY], "int8": int8.get(PROFILE_KEY, {}) if int8 else {}}
+        int8 = {k: _find(rows, fp32["model"], fp32["budget"], k) for k in INT8_BACKENDS}
+        names = {"onnx-int8": "int8", "onnx-int8-7bit": "int8 7-bit"}
+        profiles = {"fp32": fp32[PROFILE_KEY], **{names[k]: r.get(PROFILE_KEY, {}) for k, r in int8.items()
+                                                  if r or k == "onnx-int8"}}
         totals = {k: sum(p.values()) for k, p in profiles.items()}
         ops = [op for op in dict.fromkeys([*profiles["fp32"], *profiles["int8"]])
                if any(totals[k] and p.get(op, 0.0) >= min_share * totals[k] for k, p in profiles.items())]
         lines += ["", f"Op profile of {fp32['model']} / {fp32['budget']} (800-px page, onnxruntime profiler, "
                       f"ms per call; ops under {min_share:.0%} of both graphs left out): the float graph can be "
                       f"at most {int8_speedup_bound(profiles['fp32']):.2f}x faster with int8.", "",
-                  "| op type | ONNX fp32 | ONNX int8 |", "|---|---|---|"]
+                  "| op type | " + " | ".join(f"ONNX {k}" for k in profiles) + " |", "|---" * (1 + len(profiles)) + "|"]
         for op in ops:
             lines.append(f"| {op} | " + " | ".join(f"{p[op]:.1f}" if op in p else "-" for p in profiles.values()) + " |")
         lines.append("| **all nodes** | " + " | ".join(f"{t:.1f}" if t else "-" for t in totals.values()) + " |")
@@ -371,7 +389,7 @@ def plot_ap_latency(rows: List[Dict], path: str, threads: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = dict(zip(BACKENDS, "osD^"))
+    markers = dict(zip(BACKENDS, "osD^v"))
     models = list(dict.fromkeys(r["model"] for r in rows))
     budgets = list(dict.fromkeys(r["budget"] for r in rows))
     colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
