@@ -308,6 +308,30 @@ def test_runs_of_another_report_are_taken_over_and_only_evaluated(report_setup, 
     assert len(_calls(calls)) == before + 5  # collected, nothing run again
 
 
+def test_training_differences_compare_files_not_path_spellings(tmp_path, monkeypatch):
+    """A donor's config.yaml has absolute paths and lists where the new config has relative
+    paths and tuples: not a difference; another file, another value or another key is."""
+    from detectron2.config import CfgNode
+
+    from dla_kd.evaluation.reused_runs import training_differences
+
+    (tmp_path / "teacher.pth").write_bytes(b"w")
+    (tmp_path / "other.pth").write_bytes(b"w")
+    monkeypatch.chdir(tmp_path)
+
+    def cfg(weights, steps, **extra):
+        return CfgNode({"OUTPUT_DIR": extra.pop("out", "a"), "DATASETS": CfgNode({"TEST": extra.pop("test", ("v",))}),
+                        "DISTILL": CfgNode({"TEACHER": CfgNode({"WEIGHTS": weights})}),
+                        "SOLVER": CfgNode({"STEPS": steps}), **extra})
+
+    donor = cfg(str(tmp_path / "teacher.pth"), [10, 20], out="/elsewhere")
+    assert training_differences(donor, cfg("teacher.pth", (10, 20), test=("v", "w"))) == []
+    assert training_differences(donor, cfg("other.pth", (10, 20))) == [
+        f"DISTILL.TEACHER.WEIGHTS: {str(tmp_path / 'teacher.pth')!r} there, {str(tmp_path / 'other.pth')!r} here"]
+    assert [d.split(":")[0] for d in training_differences(donor, cfg("teacher.pth", (10, 30), SEED=1))] == [
+        "SEED", "SOLVER.STEPS"]
+
+
 def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
     """A --collect-only call beside a training call does not add its minutes to the report's wall
     time: the time in which any invocation ran counts, once."""
