@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -279,7 +280,14 @@ def test_pseudo_label_tool_writes_coco_with_scores_and_resumes(tmp_path, teacher
     assert [i["file_name"] for i in resumed["images"]] == [i["file_name"] for i in coco["images"]]
     calls.clear()
     assert _run_pseudo_label(config, weights, [str(folder), pdf], out) == 0 and not calls
-    # Another teacher setting in the same folder is refused.
+    # The same teacher from another place (a copied checkpoint, another checkout) goes on ...
+    moved = tmp_path / "moved" / "teacher.pth"
+    moved.parent.mkdir()
+    shutil.copyfile(weights, moved)
+    assert _run_pseudo_label(config, str(moved), [str(folder), pdf], out) == 0 and not calls
+    # ... other weights or another teacher setting in the same folder are refused.
+    other_weights = save_random_weights(config, str(tmp_path / "other_teacher.pth"), seed=9)
+    assert _run_pseudo_label(config, other_weights, [str(folder)], out) == 2
     assert _run_pseudo_label(config, weights, [str(folder)], out, "--dpi", "100") == 2
     assert _run_pseudo_label(config, weights, [str(folder)], out, "--polygon-tolerance", "0") == 2
 

@@ -10,9 +10,10 @@ Layout of the output folder::
 The journal makes a run resumable: each labelled page is appended as one line and flushed to
 disk (fsync) before the next page; a line cut short by a kill is dropped on the next run, which
 labels only the pages the journal lacks. The header must match the current run (same teacher
-weights/config or exported model, classes, minimum score, DPI, polygon tolerance), else the run is refused: a folder
-holds the labels of one teacher. The COCO ``info`` records that teacher
-(``dla_kd.data.pseudo_labeled``) and every annotation its ``score`` and its mask as polygons
+weights or exported model by sha256, classes, minimum score, DPI, polygon tolerance), else the run
+is refused: a folder holds the labels of one teacher. Where the teacher's files are (config and
+weights paths, mtimes) may change (another checkout, a copied checkpoint): a warning says so. The
+COCO ``info`` records that teacher (``dla_kd.data.pseudo_labeled``) and every annotation its ``score`` and its mask as polygons
 (Detectron2's default ``INPUT.MASK_FORMAT``), simplified to within ``polygon_tolerance`` pixels of
 the traced contour; ``file_name`` is relative to the output folder for
 rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
@@ -73,6 +74,12 @@ def teacher_record(class_names: Sequence[str], config_file: Optional[str] = None
     }
 
 
+# Header keys that say where the teacher's files were, not which teacher it is (its weights'
+# sha256 does): another checkout, a copied checkpoint or a touched file keeps the journal.
+LOCATION_KEYS = ("info.teacher.config", "info.teacher.weights.path", "info.teacher.weights.mtime_ns",
+                 "info.teacher.exported.path", "info.teacher.exported.mtime_ns")
+
+
 def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -82,6 +89,10 @@ def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} before, {b!r} now")
     return out
+
+
+def _is_location(difference: str) -> bool:
+    return difference.split(":", 1)[0] in LOCATION_KEYS
 
 
 def mask_polygons(detection: Dict, tolerance: float) -> Optional[List[List[float]]]:
@@ -121,6 +132,11 @@ class Journal:
             if good == 0:
                 found = item.get("header", {})
                 changed = _differences(found, self.header)
+                moved = [d for d in changed if _is_location(d)]
+                if moved:
+                    logger.warning(f"{self.path}: the same teacher (weights sha256) from another place; "
+                                   f"going on ({'; '.join(moved)})")
+                changed = [d for d in changed if not _is_location(d)]
                 if changed:
                     raise PseudoLabelMismatchError(
                         f"{self.path} holds pseudo labels of another teacher or setting ({'; '.join(changed)}). "
