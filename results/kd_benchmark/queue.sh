@@ -3,7 +3,7 @@
 # call collects finished runs, resumes interrupted ones from their last checkpoint and trains the rest
 # of its list; on a fresh machine the first call retrains the teacher first).
 #   A: seeds 42 and 1 of the five recipes that decide the bar and of the balanced combination,
-#      then seed 2 of the five (3-seed means decide the bar), then the first seeds of the
+#      then seed 2 of the five and of the balanced combination (3-seed means decide the bar), then the first seeds of the
 #      combination's two terms balanced (the loss-scale question: DeFeat's gradient in the
 #      combination is a fifth of the detection losses', analysis/);
 #   B: the first seeds of the rest (logit MSE, mask KD, the balanced recipes, fgd_init);
@@ -17,7 +17,7 @@ KD=(.venv/bin/python tools/kd_report.py --teacher configs/synthetic/bench/teache
     --jobs 2 --threads 2)
 recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' "$n"; done; }
 "${KD[@]}" --seeds 42 1 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
-"${KD[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd)
+"${KD[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
 "${KD[@]}" --seeds 42 --distill $(recipes crosskd_balanced defeat_balanced)
 "${KD[@]}" --seeds 42 --distill $(recipes logit_mse mask_kd fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
