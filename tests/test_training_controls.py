@@ -256,13 +256,14 @@ def _run(cfg, seed: int):
 
 def test_zero_weight_distillation_reproduces_the_plain_run(use_synthetic_root, tmp_path):
     """Same SEED, every KD weight 0: teacher, adapters and the teacher sanity check draw from
-    forked RNG streams, so the student starts from the plain run's weights, sees the same batches
-    and has the same losses."""
+    forked RNG streams and MGD's masks from their own, so the student starts from the plain run's
+    weights, sees the same batches and has the same losses."""
     config = write_config(str(tmp_path / "teacher.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64"])
     common = ["SEED", "7", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()"]
     plain = load_config(TINY, MICRO + common + ["OUTPUT_DIR", str(tmp_path / "plain")])
-    kd = distill_cfg(config, ["fitnet", "logit_kd"], opts=common + [  # random-init teacher: built on the fork
+    kd = distill_cfg(config, ["fitnet", "logit_kd", "mgd"], opts=common + [  # random-init teacher: built on the fork
         "OUTPUT_DIR", str(tmp_path / "kd"), "DISTILL.FITNET.WEIGHT", "0.0", "DISTILL.LOGIT_KD.WEIGHT", "0.0",
+        "DISTILL.MGD.WEIGHT", "0.0",  # MGD's random masks come from its own stream
         "DISTILL.TEACHER.SANITY_CHECK.ENABLED", "True", "DISTILL.TEACHER.SANITY_CHECK.NUM_IMAGES", "2",
         "DISTILL.TEACHER.SANITY_CHECK.DATASET", "synthetic_doclaynet_val", "DISTILL.TEACHER.SANITY_CHECK.MIN_AP", "-1.0"])
     plain_init, plain_files, plain_losses = _run(plain, seed=7)

@@ -1,11 +1,12 @@
 """Foreground/background-aware feature KD from the ground-truth boxes: DeFeat, FGD, MGD."""
 from collections import defaultdict
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from detectron2.config import configurable
 from torch import nn
 
+from ...utils.events import current_iter
 from ..base import DistillContext, register_distiller
 from ..losses import ADAPTERS, FGDLoss, MGDLoss, defeat_feature_loss, defeat_fg_masks
 from .levels import FeatureDistiller, FeatureLevels
@@ -113,19 +114,39 @@ class MGDDistiller(FeatureDistiller):
     (``neck.fpn_convs.0..3``)."""
 
     @configurable
-    def __init__(self, *, levels: FeatureLevels, mask_ratio: float, alpha: float):
+    def __init__(self, *, levels: FeatureLevels, mask_ratio: float, alpha: float, mask_seed: int = 0):
         super().__init__(levels)
         self.losses = nn.ModuleDict(
             {n: MGDLoss(levels.s_channels[n], levels.t_channels[n], mask_ratio, alpha) for n in levels.names}
         )
+        self.mask_seed = int(mask_seed)
+        self._generator = torch.Generator()
+        self._generator_iter: Optional[int] = -1
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
         node = cfg.DISTILL.MGD
-        return {**super().from_config(cfg, student, teacher), "mask_ratio": node.MASK_RATIO, "alpha": node.ALPHA}
+        # Drawn while the distillers are built (on a fork of the global RNG): fixed by SEED.
+        mask_seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        return {**super().from_config(cfg, student, teacher), "mask_ratio": node.MASK_RATIO, "alpha": node.ALPHA,
+                "mask_seed": mask_seed}
+
+    def mask_generator(self) -> torch.Generator:
+        """The random masks' stream. Ours: the authors' code draws them from the global RNG, which
+        shifts every later draw of the student (RoI sampling) against the plain run of the same
+        seed, so a zero-weight MGD run would not reproduce it (issue 10, part 3). Here they come
+        from a stream of their own, re-seeded from (``mask_seed``, iteration) at each training
+        iteration: the same masks after ``--resume``; same distribution as the authors'."""
+        it = current_iter(default=None)
+        if it != self._generator_iter:
+            self._generator.manual_seed(self.mask_seed * 1_000_003 + (it or 0))
+            self._generator_iter = it
+        return self._generator
 
     def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
+        generator = self.mask_generator()
         loss = sum(
-            self.losses[n](ctx.s_features[n], ctx.t_features[n], valid=self.valid_mask(ctx, n)) for n in self.levels.names
+            self.losses[n](ctx.s_features[n], ctx.t_features[n], generator=generator, valid=self.valid_mask(ctx, n))
+            for n in self.levels.names
         )
         return {"loss_kd_mgd": loss}
