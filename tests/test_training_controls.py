@@ -90,7 +90,9 @@ def test_feature_cache_is_exact_and_skips_the_teacher(tmp_path):
     config, weights = _teacher_files(tmp_path)
     cache_dir = str(tmp_path / "cache")
     losses = ["fitnet", "logit_kd"]
+    torch.manual_seed(0)  # the same SEED: the same MGD mask stream
     live = build_model(distill_cfg(config, losses, teacher_weights=weights)).train()
+    torch.manual_seed(0)
     cached = build_model(distill_cfg(config, losses, teacher_weights=weights, opts=[
         "DISTILL.TEACHER.FEATURE_CACHE.DIR", cache_dir, "DISTILL.TEACHER.FEATURE_CACHE.DTYPE", "float32"])).train()
     cached.load_state_dict(live.state_dict())
@@ -148,7 +150,9 @@ def test_feature_cache_is_exact_for_pages_of_different_sizes(tmp_path):
     paths and the losses compare only the pages' cells, so cached == live for every loss."""
     config, weights = _teacher_files(tmp_path)
     losses = ["fitnet", "pkd", "cwd", "defeat", "fgd", "mgd", "reviewkd", "logit_kd", "mask_kd"]
+    torch.manual_seed(0)  # the same SEED: the same MGD mask stream
     live = build_model(distill_cfg(config, losses, teacher_weights=weights)).train()
+    torch.manual_seed(0)
     cached = build_model(distill_cfg(config, losses, teacher_weights=weights, opts=[
         "DISTILL.TEACHER.FEATURE_CACHE.DIR", str(tmp_path / "cache"), "DISTILL.TEACHER.FEATURE_CACHE.DTYPE", "float32"]))
     cached.train().load_state_dict(live.state_dict())
@@ -275,6 +279,22 @@ def test_zero_weight_distillation_reproduces_the_plain_run(use_synthetic_root, t
     assert kd_losses.keys() == plain_losses.keys() and "loss_cls" in plain_losses
     for k, values in plain_losses.items():
         assert kd_losses[k] == values, k
+
+
+def test_mgd_masks_follow_the_iteration_not_the_global_rng(tmp_path):
+    """MGD's masks at an iteration are the same whatever the global RNG has drawn (so the student's
+    RoI sampling is the plain run's) and after --resume (seeded from the iteration); they change
+    from one iteration to the next."""
+    config, weights = _teacher_files(tmp_path)
+    mgd = build_model(distill_cfg(config, ["mgd"], teacher_weights=weights)).distillers["mgd"]
+
+    def draw(iteration, global_seed):
+        torch.manual_seed(global_seed)
+        with EventStorage(iteration):
+            return torch.rand(64, generator=mgd.mask_generator())
+
+    assert torch.equal(draw(5, 0), draw(5, 1))
+    assert not torch.equal(draw(5, 0), draw(6, 0))
 
 
 def test_optimizer_choice(tmp_path):

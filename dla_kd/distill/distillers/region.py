@@ -1,6 +1,6 @@
 """Foreground/background-aware feature KD from the ground-truth boxes: DeFeat, FGD, MGD."""
 from collections import defaultdict
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from detectron2.config import configurable
@@ -121,7 +121,6 @@ class MGDDistiller(FeatureDistiller):
         )
         self.mask_seed = int(mask_seed)
         self._generator = torch.Generator()
-        self._generator_iter: Optional[int] = -1
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
@@ -135,13 +134,10 @@ class MGDDistiller(FeatureDistiller):
         """The random masks' stream. Ours: the authors' code draws them from the global RNG, which
         shifts every later draw of the student (RoI sampling) against the plain run of the same
         seed, so a zero-weight MGD run would not reproduce it (issue 10, part 3). Here they come
-        from a stream of their own, re-seeded from (``mask_seed``, iteration) at each training
-        iteration: the same masks after ``--resume``; same distribution as the authors'."""
-        it = current_iter(default=None)
-        if it != self._generator_iter:
-            self._generator.manual_seed(self.mask_seed * 1_000_003 + (it or 0))
-            self._generator_iter = it
-        return self._generator
+        from a stream of their own, seeded from (``mask_seed``, training iteration) at each call:
+        the same masks after ``--resume`` and for the same batch at the same iteration (cached or
+        live teacher features); same distribution as the authors'."""
+        return self._generator.manual_seed(self.mask_seed * 1_000_003 + current_iter(default=0))
 
     def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
         generator = self.mask_generator()
