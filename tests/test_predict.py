@@ -150,6 +150,17 @@ def test_predictor_api_and_score_filter(detector, tmp_path):
     assert strict.visualize(image, none).shape == image.shape
 
 
+def test_threads_set_torchs_threads_for_a_checkpoint(detector, tmp_path, monkeypatch):
+    """--threads reaches torch when the model is a checkpoint (onnxruntime's for an export)."""
+    config, weights, _ = detector
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    page = save_pages(str(tmp_path), [(90, 120)])[0]
+    assert tool_main("predict")(["--config-file", config, "--input", page, "--output", str(tmp_path / "out"),
+                                 "--threads", "1", "--no-progress", "--no-vis", "MODEL.WEIGHTS", weights]) == 0
+    assert calls == [1]
+
+
 def test_pictures_colour_boxes_by_category():
     spec = ModelSpec.from_cfg(load_config(TINY, MICRO))
     assert [c.color for c in spec.categories] == [c["color"] for c in DOCLAYNET_CATEGORIES]

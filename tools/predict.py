@@ -67,7 +67,8 @@ def load_predictor(args) -> Predictor:
     if args.exported:
         return Predictor.from_exported(args.exported, args.threads, min_score=args.min_score)
     budget = Budget(args.budget or "accurate", split_budget_overrides(args.opts)[0])
-    return Predictor.from_checkpoint(args.config_file, opts=args.opts, budget=budget, min_score=args.min_score)
+    return Predictor.from_checkpoint(args.config_file, opts=args.opts, budget=budget, num_threads=args.threads,
+                                     min_score=args.min_score)
 
 
 def main(argv=None) -> int:

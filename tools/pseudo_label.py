@@ -51,7 +51,7 @@ def load_teacher(args):
         predictor = Predictor.from_exported(args.exported, args.threads, min_score=args.min_score)
         return predictor, teacher_record(predictor.spec.class_names, exported=args.exported)
     cfg = load_config(args.config_file, args.opts)
-    predictor = Predictor.from_config(cfg, min_score=args.min_score)
+    predictor = Predictor.from_config(cfg, num_threads=args.threads, min_score=args.min_score)
     return predictor, teacher_record(predictor.spec.class_names, config_file=args.config_file, weights=cfg.MODEL.WEIGHTS)
 
 

@@ -16,7 +16,8 @@ def add_model_and_pages_arguments(parser: argparse.ArgumentParser, config_help: 
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders, PDFs")
     parser.add_argument("--output", required=True, help=output_help)
     parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads: onnxruntime's for an exported model, torch's for a checkpoint (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, incl. MODEL.WEIGHTS")
 

@@ -43,10 +43,13 @@ class Predictor:
 
     @classmethod
     def from_config(cls, cfg: CfgNode, weights: Optional[str] = None, budget: Optional[Budget] = None,
-                    **kwargs) -> "Predictor":
+                    num_threads: Optional[int] = None, **kwargs) -> "Predictor":
         """The deployable model of ``cfg`` (the student of a distillation config) with ``weights``
         (default ``cfg.MODEL.WEIGHTS``) and a test-time ``budget`` (:mod:`dla_kd.export.budget`).
+        ``num_threads``: torch's CPU threads (process-wide; default: left as they are).
         Weights not matching the config raise ``IncompleteCheckpointError`` naming the file and the keys."""
+        if num_threads:
+            torch.set_num_threads(num_threads)
         weights = weights or cfg.MODEL.WEIGHTS
         if not weights:
             raise ValueError("No weights: give a checkpoint (MODEL.WEIGHTS path/to/model.pth)")
