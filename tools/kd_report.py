@@ -53,11 +53,11 @@ from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.reused_runs import EVAL_DIR, REUSED_FILE, adopt_run, collect_evaluations, reuse_problem, reused_from
 from dla_kd.evaluation.run_info import (
     TEACHER_FILE,
-    file_sha256,
     invocation_count,
     read_teacher_record,
     record_invocation,
     run_environment,
+    weights_sha256,
     write_teacher_record,
 )
 from dla_kd.export.student import deployable_cfg
@@ -274,14 +274,15 @@ def main():
         opts = ["SEED", str(seed)] + opts
         if args.collect_only:  # a run finished by a call without --publish is published now
             return item, _finished(out, dataset, student_final, published_dir=published(name, seed))[0]
-        if name != "student" and not finished(name, seed):
+        done = finished(name, seed)
+        if name != "student" and not done:
             teacher = teacher_future.result()  # a distillation run to train waits for the teacher
             if teacher is None:
                 return item, None
             if not args.teacher_weights:
                 write_teacher_record(out, teacher_weights, teacher)
         threads = max(1, args.threads // args.jobs)
-        if name in reuse and not finished(name, seed):
+        if name in reuse and not done:
             taken, result = take_over(name, seed, config, opts, threads)
             if taken:
                 return item, result
@@ -293,10 +294,7 @@ def main():
         evaluated here on the datasets it lacks; (False, None) when it cannot stand for the run."""
         out, donor = os.path.join(args.output, name, f"seed{seed}"), os.path.join(reuse[name], f"seed{seed}")
         cfg = load_config(config, opts)
-        teacher_sha = None
-        if name != "student" and os.path.isfile(teacher_weights):
-            st = os.stat(teacher_weights)
-            teacher_sha = file_sha256(os.path.abspath(teacher_weights), st.st_size, st.st_mtime_ns)
+        teacher_sha = weights_sha256(teacher_weights) if name != "student" and os.path.isfile(teacher_weights) else None
         problem = reuse_problem(donor, cfg, student_final, teacher_sha)
         if problem:
             print(f"[kd_report] {out}: not taken over ({problem}): training it", flush=True)

@@ -93,14 +93,19 @@ def file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return utils_files.file_sha256(path)
 
 
+def weights_sha256(path: str) -> str:
+    """sha256 of a weights file, computed once per path, size and mtime (:func:`file_sha256`)."""
+    st = os.stat(path)
+    return file_sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
 def write_teacher_record(output_dir: str, weights: str, teacher_results: Optional[Dict]) -> None:
     """``<output_dir>/teacher.json``: which teacher a distillation run learns from (weights file
     and its sha256, the teacher's bbox AP), so runs of different sessions (each may retrain the
     teacher on a fresh machine) can be told apart."""
-    st = os.stat(weights)
     record = {
         "weights": os.path.abspath(weights),
-        "sha256": file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns),
+        "sha256": weights_sha256(weights),
         "bbox_AP": (teacher_results or {}).get("bbox", {}).get("AP"),
     }
     os.makedirs(output_dir, exist_ok=True)

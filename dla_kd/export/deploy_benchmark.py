@@ -1,7 +1,8 @@
 """Accuracy and speed of deployable models side by side: for each model x test-time budget x
-backend (PyTorch, TorchScript, ONNX fp32, ONNX int8; optionally ONNX int8 with 7-bit weights), bbox AP on a validation set, median CPU
-latency per page with each thread count (at the budget's test size, where the AP is measured, and
-on an 800-pixel page, the size layout models usually run at), peak memory and file size.
+backend (PyTorch, TorchScript, ONNX fp32, ONNX int8; optionally ONNX int8 with 7-bit weights),
+bbox AP on a validation set, median CPU latency per page with each thread count (at the budget's
+test size, where the AP is measured, and on an 800-pixel page, the size layout models usually run
+at), peak memory and file size.
 
 Every row is written to ``<output>/rows/<model>__<budget>__<backend>.json`` as soon as it is
 measured and exports are kept in ``<output>/exports``: an interrupted run resumes where it
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("pytorch", "torchscript", "onnx", "onnx-int8", "onnx-int8-7bit")
 DEFAULT_BACKENDS = BACKENDS[:4]
 INT8_BACKENDS = {"onnx-int8": False, "onnx-int8-7bit": True}  # backend -> reduce_range
+INT8_LABELS = {"onnx-int8": "int8", "onnx-int8-7bit": "int8 7-bit"}  # op-profile table columns
 LATENCY_PAGE = (800, 1333)  # short side, long-side cap of the "800 px" latency page
 ROWS_DIR = "rows"
 PROFILE_KEY = "op_ms_800px"  # row key: {op type: ms per call} on the 800-px page (ONNX backends)
@@ -365,8 +367,7 @@ def profile_tables(rows: List[Dict], min_share: float = 0.03) -> List[str]:
     lines = []
     for fp32 in (r for r in rows if r["backend"] == "onnx" and PROFILE_KEY in r):
         int8 = {k: _find(rows, fp32["model"], fp32["budget"], k) for k in INT8_BACKENDS}
-        names = {"onnx-int8": "int8", "onnx-int8-7bit": "int8 7-bit"}
-        profiles = {"fp32": fp32[PROFILE_KEY], **{names[k]: r.get(PROFILE_KEY, {}) for k, r in int8.items()
+        profiles = {"fp32": fp32[PROFILE_KEY], **{INT8_LABELS[k]: r.get(PROFILE_KEY, {}) for k, r in int8.items()
                                                   if r or k == "onnx-int8"}}
         totals = {k: sum(p.values()) for k, p in profiles.items()}
         ops = [op for op in dict.fromkeys([*profiles["fp32"], *profiles["int8"]])

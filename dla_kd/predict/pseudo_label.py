@@ -13,10 +13,10 @@ labels only the pages the journal lacks. The header must match the current run (
 weights or exported model by sha256, classes, minimum score, DPI, polygon tolerance), else the run
 is refused: a folder holds the labels of one teacher. Where the teacher's files are (config and
 weights paths, mtimes) may change (another checkout, a copied checkpoint): a warning says so. The
-COCO ``info`` records that teacher (``dla_kd.data.pseudo_labeled``) and every annotation its ``score`` and its mask as polygons
-(Detectron2's default ``INPUT.MASK_FORMAT``), simplified to within ``polygon_tolerance`` pixels of
-the traced contour; ``file_name`` is relative to the output folder for
-rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
+COCO ``info`` records that teacher (``dla_kd.data.pseudo_labeled``) and every annotation its
+``score`` and its mask as polygons (Detectron2's default ``INPUT.MASK_FORMAT``), simplified to
+within ``polygon_tolerance`` pixels of the traced contour; ``file_name`` is relative to the output
+folder for rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
 every page labelled into this folder.
 """
 import json
@@ -80,19 +80,16 @@ LOCATION_KEYS = ("info.teacher.config", "info.teacher.weights.path", "info.teach
                  "info.teacher.exported.path", "info.teacher.exported.mtime_ns")
 
 
-def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
-    out = []
+def _differences(old: Dict, new: Dict, prefix: str = "") -> Dict[str, str]:
+    """{dotted key: "key: old before, new now"} of the values that differ."""
+    out = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out.update(_differences(a, b, f"{prefix}{key}."))
         elif a != b:
-            out.append(f"{prefix}{key}: {a!r} before, {b!r} now")
+            out[f"{prefix}{key}"] = f"{prefix}{key}: {a!r} before, {b!r} now"
     return out
-
-
-def _is_location(difference: str) -> bool:
-    return difference.split(":", 1)[0] in LOCATION_KEYS
 
 
 def mask_polygons(detection: Dict, tolerance: float) -> Optional[List[List[float]]]:
@@ -131,12 +128,12 @@ class Journal:
                 break
             if good == 0:
                 found = item.get("header", {})
-                changed = _differences(found, self.header)
-                moved = [d for d in changed if _is_location(d)]
+                differences = _differences(found, self.header)
+                moved = [d for k, d in differences.items() if k in LOCATION_KEYS]
                 if moved:
                     logger.warning(f"{self.path}: the same teacher (weights sha256) from another place; "
                                    f"going on ({'; '.join(moved)})")
-                changed = [d for d in changed if not _is_location(d)]
+                changed = [d for k, d in differences.items() if k not in LOCATION_KEYS]
                 if changed:
                     raise PseudoLabelMismatchError(
                         f"{self.path} holds pseudo labels of another teacher or setting ({'; '.join(changed)}). "
