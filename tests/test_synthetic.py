@@ -142,11 +142,48 @@ def test_an_interrupted_generation_resumes_where_it_stopped(dataset, tmp_path, m
     monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or (
         real(job) if len(drawn) < 2 else (_ for _ in ()).throw(KeyboardInterrupt)))
     with pytest.raises(KeyboardInterrupt):
-        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=1, show_progress=False)
+        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=1, show_progress=False, overwrite=True)
     drawn.clear()
     monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or real(job))
     generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=0, show_progress=False)
     assert drawn == list(range(NUM_PAGES[style]))
+
+
+def test_a_finished_split_is_kept_and_one_of_other_settings_refused(tmp_path, monkeypatch, caplog):
+    real, drawn = generator._write_page, []
+    monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or real(job))
+    json_path = generate_dataset("publaynet", 2, str(tmp_path), seed=0, show_progress=False)
+    first, mtime = _read(json_path), os.stat(json_path).st_mtime_ns
+    assert drawn == [0, 1]
+    # Same settings: nothing drawn, the json is not rewritten.
+    drawn.clear()
+    assert generate_dataset("publaynet", 2, str(tmp_path), seed=0, show_progress=False) == json_path
+    assert drawn == [] and os.stat(json_path).st_mtime_ns == mtime
+    # Other settings: refused, naming the file and each difference; nothing touched.
+    for kwargs, named in [({"seed": 1}, "seed 0 (asked: 1)"), ({"num_images": 3}, "num_images 2 (asked: 3)"),
+                          ({"page_size": (300, 400)}, "image_size [612, 792] (asked: [300, 400])")]:
+        args = {"seed": 0, "num_images": 2, **kwargs}
+        with pytest.raises(FileExistsError) as error:
+            generate_dataset("publaynet", out_dir=str(tmp_path), show_progress=False, **args)
+        assert json_path in str(error.value) and named in str(error.value) and "--overwrite" in str(error.value)
+        assert drawn == [] and _read(json_path) == first
+    # A lost page image: the split is drawn again (same settings, same bytes), with a warning.
+    os.remove(tmp_path / "train" / "000001.png")
+    generate_dataset("publaynet", 2, str(tmp_path), seed=0, show_progress=False)
+    assert drawn == [0, 1] and _read(json_path) == first and "1 page images are missing" in caplog.text
+    # overwrite=True replaces it.
+    drawn.clear()
+    generate_dataset("publaynet", 3, str(tmp_path), seed=1, show_progress=False, overwrite=True)
+    assert drawn == [0, 1, 2] and generator.split_settings(json_path)["num_images"] == 3
+
+
+def test_a_registered_split_of_other_settings_is_refused(tmp_path):
+    from dla_kd.data.builtin import ensure_synthetic_split
+
+    json_path = generate_dataset("publaynet", 2, str(tmp_path), seed=0, split="val", show_progress=False)
+    assert ensure_synthetic_split(str(tmp_path), "publaynet", "val", 2, 0) == json_path
+    with pytest.raises(FileExistsError, match="seed 0 \\(asked: 1\\), num_images 2 \\(asked: 100\\)"):
+        ensure_synthetic_split(str(tmp_path), "publaynet", "val", 100, 1)
 
 
 def test_different_seed_or_split_differs(tmp_path):

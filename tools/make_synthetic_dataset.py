@@ -4,7 +4,8 @@
     python tools/make_synthetic_dataset.py --style doclaynet --num-images 400 --out datasets/synthetic/doclaynet --seed 0
 
 writes ``<out>/<split>/*.png`` and ``<out>/<split>.json``, then prints the json path and the number
-of instances per category.
+of instances per category. An interrupted call resumes when called again; a finished split of the
+same settings is kept (nothing drawn), one of other settings is refused unless ``--overwrite``.
 """
 
 import argparse
@@ -22,6 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, help="image width in px (default: the style's)")
     parser.add_argument("--height", type=int, help="image height in px (default: the style's)")
     parser.add_argument("--workers", type=int, default=0, help="render in this many processes (same output)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished split of other settings in --out (refused without it)")
     args = parser.parse_args(argv)
     if (args.width is None) != (args.height is None):
         parser.error("--width and --height must be given together")
@@ -39,6 +42,7 @@ def main(argv=None) -> None:
         split=args.split,
         page_size=page_size,
         num_workers=args.workers,
+        overwrite=args.overwrite,
     )
     print(json_path)
     for name, count in category_counts(json_path).items():

@@ -117,14 +117,16 @@ def _file_lock(path: str):
 
 
 def ensure_synthetic_split(out_dir: str, style: str, split: str, num_images: int, seed: int) -> str:
-    """Generate ``<out_dir>/<split>.json`` (+ images) unless it exists; return the json path."""
+    """Generate ``<out_dir>/<split>.json`` (+ images) unless it is there and complete; return the
+    json path. A json drawn with other settings (seed, number of pages, ...) is refused with both
+    named (``FileExistsError``), never used as this split nor overwritten."""
     json_file = os.path.join(out_dir, f"{split}.json")
     with _file_lock(os.path.join(out_dir, f".{split}.lock")):
-        if not os.path.isfile(json_file):
-            from .synthetic import generate_dataset
+        from .synthetic import generate_dataset
 
+        if not os.path.isfile(json_file):
             logger.info(f"Generating synthetic {style} split {split!r} ({num_images} pages, seed {seed}) in {out_dir}")
-            generate_dataset(style, num_images, out_dir, seed, split=split)
+        generate_dataset(style, num_images, out_dir, seed, split=split)
     return json_file
 
 

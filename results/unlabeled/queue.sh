@@ -10,13 +10,13 @@
 # The KD benchmark's teacher must exist (output/kd_benchmark/teacher/model_final.pth).
 set -e
 TEACHER=output/kd_benchmark/teacher/model_final.pth
-# (the generator draws a split again when called; a finished one has its json: skipped here)
-[ -f datasets/synthetic/doclaynet/unlabeled.json ] || .venv/bin/python tools/make_synthetic_dataset.py --style doclaynet \
+# (a finished split of the same settings is kept by the generator: nothing drawn)
+.venv/bin/python tools/make_synthetic_dataset.py --style doclaynet \
     --num-images 5000 --seed 2 --split unlabeled --out datasets/synthetic/doclaynet --workers 2
 .venv/bin/python tools/pseudo_label.py --config-file configs/synthetic/bench/teacher_R_50_GN.yaml \
     --input datasets/synthetic/doclaynet/unlabeled --output datasets/synthetic/doclaynet/unlabeled_pseudo \
     MODEL.WEIGHTS $TEACHER
-[ -f datasets/synthetic/publaynet/unlabeled.json ] || .venv/bin/python tools/make_synthetic_dataset.py --style publaynet \
+.venv/bin/python tools/make_synthetic_dataset.py --style publaynet \
     --num-images 5000 --seed 2 --split unlabeled --out datasets/synthetic/publaynet --workers 2
 ARGS=(--teacher configs/synthetic/bench/teacher_R_50_GN.yaml --teacher-weights $TEACHER
       --teacher-opts DATASETS.TEST "('synthetic_doclaynet_val', 'synthetic_publaynet_as_doclaynet_val')"

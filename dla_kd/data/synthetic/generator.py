@@ -159,6 +159,42 @@ def _loads(line: str) -> Optional[Dict]:
         return None
 
 
+def split_settings(json_path: str) -> Dict:
+    """The settings a finished split was drawn with: ``style``, ``seed``, ``split``, ``num_images``
+    and ``image_size`` (of its first page; ``None`` for an empty split), read from its json."""
+    with open(json_path) as f:
+        data = json.load(f)
+    info, images = data.get("info", {}), data.get("images", [])
+    size = [images[0]["width"], images[0]["height"]] if images else None
+    return {"style": info.get("style"), "seed": info.get("seed"), "split": info.get("split"),
+            "num_images": len(images), "image_size": size}
+
+
+def _finished_split(json_path: str, image_dir: str, wanted: Dict, overwrite: bool) -> bool:
+    """Whether ``json_path`` already holds the split of settings ``wanted`` with all its images (then
+    nothing is drawn). A json of other settings is refused (``FileExistsError`` naming both) unless
+    ``overwrite``; either way, a split that is not complete is removed, to be drawn again."""
+    if not os.path.exists(json_path):
+        return False
+    found = split_settings(json_path)
+    if found != wanted and not overwrite:
+        differences = ", ".join(f"{k} {found[k]} (asked: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+        raise FileExistsError(
+            f"{json_path}: a finished split of other settings is there: {differences}. Remove it, choose "
+            f"another folder or split name, or overwrite it (--overwrite; overwrite=True)"
+        )
+    if found == wanted:
+        with open(json_path) as f:
+            missing = [img["file_name"] for img in json.load(f)["images"]
+                       if not os.path.isfile(os.path.join(image_dir, img["file_name"]))]
+        if not missing:
+            logger.info(f"{json_path}: the split is complete ({wanted['num_images']} pages); nothing drawn")
+            return True
+        logger.warning(f"{json_path}: {len(missing)} page images are missing (e.g. {missing[0]}); drawing the split again")
+    os.remove(json_path)
+    return False
+
+
 def generate_dataset(
     style: str,
     num_images: int,
@@ -168,24 +204,28 @@ def generate_dataset(
     page_size: Optional[Tuple[int, int]] = None,
     show_progress: bool = True,
     num_workers: int = 0,
+    overwrite: bool = False,
 ) -> str:
     """Generate ``num_images`` synthetic pages of ``style`` ("publaynet" or "doclaynet") into
     ``out_dir/<split>/`` and their COCO json ``out_dir/<split>.json``; return the json path.
 
     ``page_size`` is the image (width, height) in px (default: the style's, 612x792 for publaynet,
     768x768 for doclaynet). ``num_workers`` > 1 renders pages in that many processes (same output).
-    An existing json of the split is removed first, so an interrupted run leaves none. Resumable:
-    each finished page is appended to ``out_dir/<split>.pages.jsonl`` (fsynced; removed once the
-    json is written), and a call with the same style, size, seed and split draws only the pages
-    missing from it (same output as an uninterrupted call).
+    A finished split of the same settings (style, seed, split, number and size of pages) with all
+    its images is kept (nothing drawn); one of other settings is refused unless ``overwrite``.
+    The json is written last, so an interrupted run leaves none. Resumable: each finished page is
+    appended to ``out_dir/<split>.pages.jsonl`` (fsynced; removed once the json is written), and a
+    call with the same style, size, seed and split draws only the pages missing from it (same
+    output as an uninterrupted call).
     """
     spec = get_style(style)
     image_size = tuple(int(v) for v in (page_size or spec.page_size))
     json_path = os.path.join(out_dir, f"{split}.json")
     image_dir = os.path.join(out_dir, split)
+    wanted = {"style": style, "seed": seed, "split": split, "num_images": num_images, "image_size": list(image_size)}
+    if _finished_split(json_path, image_dir, wanted, overwrite):
+        return json_path
     os.makedirs(image_dir, exist_ok=True)
-    if os.path.exists(json_path):
-        os.remove(json_path)
     header = {"style": style, "image_size": list(image_size), "seed": seed, "split": split}
     journal = journal_path(out_dir, split)
     entries = {i: e for i, e in _read_journal(journal, header).items()
