@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 
 import dla_kd  # noqa: F401
 from dla_kd.distill import LossWeightSchedule
-from dla_kd.distill.feature_cache import FeatureCacheMismatchError
+from dla_kd.distill.feature_cache import FeatureCacheMismatchError, TeacherFeatureCache, image_key
 from dla_kd.engine import Trainer, load_config
 from dla_kd.engine.teacher_check import TeacherAtChanceError
 from tiny_models import MICRO, TINY, distill_cfg, fake_batch, write_config
@@ -124,6 +124,40 @@ def test_feature_cache_is_exact_and_skips_the_teacher(tmp_path):
         assert float(second[k]) == float(first[k])  # read back exactly what was computed
         # Per-image vs batched convolutions differ only by float rounding.
         assert float(first[k]) == pytest.approx(float(reference[k]), rel=1e-4)
+
+
+def test_feature_cache_keys_the_file_not_its_spelling_and_misses_a_rewritten_one(tmp_path, monkeypatch):
+    """The same page read as a relative path, an absolute one and through a symlinked folder (a
+    copy of the checkout with datasets linked, an offline pseudo-label file listing absolute paths)
+    is one entry; a page rewritten under its name is computed anew."""
+    pages = tmp_path / "data" / "pages"
+    pages.mkdir(parents=True)
+    (pages / "a.png").write_bytes(b"page a")
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "datasets").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "checkout")
+    cache = TeacherFeatureCache(str(tmp_path / "cache"), ["p2"], {"teacher": 1}, dtype="float32")
+    image = torch.zeros(3, 8, 8)
+    calls = []
+
+    def compute(images):
+        calls.append(len(images))
+        return [{"p2": torch.full((2, 2, 2), float(len(calls)))} for _ in images]
+
+    spellings = ["datasets/pages/a.png", str(pages / "a.png"), str(tmp_path / "checkout/datasets/pages/../pages/a.png")]
+    read = [cache.features([{"file_name": name}], [image], compute)[0]["p2"] for name in spellings]
+    assert calls == [1] and all(torch.equal(r, read[0]) for r in read)
+    assert len([f for _, _, fs in os.walk(cache.directory) for f in fs if f.endswith(".pt")]) == 1
+    # Another input size of the same page is another entry.
+    cache.features([{"file_name": spellings[0]}], [torch.zeros(3, 8, 16)], compute)
+    assert calls == [1, 1]
+    # Rewritten under the same name (size and modification time change): computed again, not read stale.
+    (pages / "a.png").write_bytes(b"page a, drawn again")
+    os.utime(pages / "a.png", ns=(1, 1))
+    fresh = cache.features([{"file_name": spellings[1]}], [image], compute)[0]["p2"]
+    assert calls == [1, 1, 1] and float(fresh[0, 0, 0]) == 3.0
+    # A name that is no file is keyed as spelled.
+    assert image_key("no/such.png", (8, 8)) != image_key("./no/such.png", (8, 8))
 
 
 def test_feature_cache_refuses_another_teacher_and_random_inputs(tmp_path):

@@ -67,7 +67,8 @@ def add_distill_config(cfg: CN) -> None:
     # The teacher always runs image by image (cache or not) and feature losses ignore the batch
     # padding, so cached and live targets agree also for batches of pages of different sizes.
     # Each set of levels gets its own sub-folder of DIR (e.g. DIR/p2-p3-p4-p5), so runs of
-    # different losses with the same teacher and inputs can share one DIR.
+    # different losses with the same teacher and inputs can share one DIR. An image's entry is
+    # keyed by its file's real path, size and mtime (any spelling of a path hits; a rewritten page misses).
     _C.DISTILL.TEACHER.FEATURE_CACHE = CN()
     _C.DISTILL.TEACHER.FEATURE_CACHE.DIR = ""
     _C.DISTILL.TEACHER.FEATURE_CACHE.DTYPE = "float16"

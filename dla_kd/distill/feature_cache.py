@@ -66,6 +66,20 @@ def cache_signature(cfg, tcfg, levels: Sequence[str]) -> Dict:
     }
 
 
+def image_key(file_name: str, image_hw: Sequence[int]) -> str:
+    """Cache key (sha1 hex) of one image at input size ``image_hw`` (h, w): the file's real path, so
+    every spelling of it (relative or absolute, through a symlinked folder or another working
+    directory) reads the same entry, with its size and modification time, so a file rewritten under
+    the same name (a split drawn again, a page replaced) is computed anew instead of read stale. A
+    name that is not a file on disk is keyed as spelled."""
+    try:
+        st = os.stat(file_name)
+        identity = f"{os.path.realpath(file_name)}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        identity = file_name
+    return hashlib.sha1(f"{identity}|{image_hw[0]}x{image_hw[1]}".encode()).hexdigest()
+
+
 def levels_folder(levels: Sequence[str]) -> str:
     """Sub-folder of ``DISTILL.TEACHER.FEATURE_CACHE.DIR`` for one set of levels, e.g. ``p2-p3-p4-p5``:
     runs that read different levels (PKD p2..p5, CWD p2..p6) share one DIR without clashing."""
@@ -103,7 +117,7 @@ class TeacherFeatureCache:
     def _path(self, item: Dict, image_hw) -> str:
         if "file_name" not in item:
             raise KeyError("The teacher feature cache keys images by 'file_name', which this input lacks")
-        key = hashlib.sha1(f"{item['file_name']}|{image_hw[0]}x{image_hw[1]}".encode()).hexdigest()
+        key = image_key(item["file_name"], image_hw)
         return os.path.join(self.directory, key[:2], f"{key}.pt")
 
     def features(
