@@ -301,11 +301,26 @@ def test_runs_of_another_report_are_taken_over_and_only_evaluated(report_setup, 
     assert report["curves"]["student"] == [[1, pytest.approx(20.75)], [3, pytest.approx(41.5)]]  # the donor's curve
     assert "Runs taken over from another report" in open(out / "report.md").read()
 
+    training_argv = sys.argv
     monkeypatch.setattr(sys, "argv", sys.argv[:1] + ["--collect-only", "--dataset", datasets[1]] + sys.argv[1:])
     kd_report.main()
     other = json.load(open(out / f"report_{datasets[1]}.json"))
     assert {r["run"]: r["bbox_AP"]["mean"] for r in other["rows"]} == {"teacher": 51.0, "student": 31.5, "fitnet": 36.5}
     assert len(_calls(calls)) == before + 5  # collected, nothing run again
+
+    # Killed between two evaluations (a take-over during its own, a trained run between its two,
+    # the teacher's): the next call evaluates what is missing; nothing trains again.
+    for folder in (out / "student" / "seed1", out / "student" / "seed1" / "evaluated_here", out / "fitnet" / "seed2",
+                   out / "teacher"):
+        os.remove(folder / f"eval_{datasets[1]}.json")
+    before = len(_calls(calls))
+    monkeypatch.setattr(sys, "argv", training_argv)
+    kd_report.main()
+    new = [(c["config"], c["seed"], c["eval_only"]) for c in _calls(calls)[before:]]
+    assert sorted(new) == [("fitnet.yaml", 2, True), ("student.yaml", 1, True), ("teacher.yaml", 1, True)]
+    monkeypatch.setattr(sys, "argv", sys.argv[:1] + ["--collect-only", "--dataset", datasets[1]] + sys.argv[1:])
+    kd_report.main()
+    assert json.load(open(out / f"report_{datasets[1]}.json"))["rows"] == other["rows"]
 
 
 def test_training_differences_compare_files_not_path_spellings(tmp_path, monkeypatch):

@@ -16,7 +16,9 @@ The teacher trains into ``<output>/teacher``, every other run into ``<output>/<n
 the supervised seeds beside the teacher (with --jobs > 1), then the distillation runs, all first
 seeds before any second seed. A finished run (its final evaluation exists and its
 model_final.pth loads) is not repeated, an interrupted one resumes from its last
-checkpoint (which re-creates a truncated or missing final file). The teacher's checkpoint is
+checkpoint (which re-creates a truncated or missing final file), a finished one that lacks the
+final evaluation of another of its test datasets (killed between two) is only evaluated on those
+(``<run>/evaluated_here``), as is a run taken over by ``--reuse``. The teacher's checkpoint is
 checked to load before any student uses it. Runs side by side with --num-gpus > 1 each get a free
 port (--dist-url auto). KEY VALUE overrides
 apply to the student and every distillation run (same schedule); ``--teacher-opts`` to the
@@ -122,13 +124,18 @@ def _finished(output_dir, dataset, final_iteration=None, eval_only=False, publis
 
 
 def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threads=None, final_iteration=None,
-        published_dir=None):
+        published_dir=None, also=()):
     """Train + evaluate (or only evaluate) one config unless already done; returns its results.
     ``threads``: torch threads of the run (OMP_NUM_THREADS), default: inherited.
     ``final_iteration``: the evaluation that counts as "done" (periodic evaluations during
     training write the same file at earlier iterations). ``published_dir``: where a finished run
-    is copied (``publish_run``) and, when ``output_dir`` has not finished, collected from."""
-    done, problem = _finished(output_dir, dataset, final_iteration, eval_only, published_dir)
+    is copied (``publish_run``) and, when ``output_dir`` has not finished, collected from.
+    ``also``: with ``eval_only``, datasets whose evaluation must be there too (else all are
+    evaluated again: an evaluation killed between two datasets)."""
+    if eval_only and any(load_eval(output_dir, d, final_iteration=final_iteration) is None for d in also):
+        done, problem = None, None
+    else:
+        done, problem = _finished(output_dir, dataset, final_iteration, eval_only, published_dir)
     if done is not None and problem is None:
         return done
     if done is not None:
@@ -235,6 +242,31 @@ def main():
                                   published_dir=published(name, seed), verbose=False)
         return done is not None and problem is None
 
+    test_sets = {}
+
+    def unevaluated(name, seed):
+        """The test datasets of run (name, seed) whose final evaluation its folder lacks while the
+        table's one is there (a run killed between two evaluations, a take-over killed during its
+        own): evaluated by :func:`evaluate_missing`, not trained again."""
+        out = os.path.join(args.output, name, f"seed{seed}")
+        if load_eval(out, dataset, final_iteration=student_final) is None:
+            return []
+        if name not in test_sets:
+            test_sets[name] = tuple(load_config(*runs[name]).DATASETS.TEST)
+        return [d for d in test_sets[name] if load_eval(out, d, final_iteration=student_final) is None]
+
+    def evaluate_missing(out, config, opts, missing, threads):
+        """Evaluate the final checkpoint of ``out`` on the datasets ``missing`` (--eval-only, in
+        ``out/evaluated_here``) and move the evaluations into ``out``; False when that failed."""
+        eval_opts = opts + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", repr(tuple(missing))]
+        run(config, os.path.join(out, EVAL_DIR), eval_opts, missing[0], args.num_gpus, eval_only=True, threads=threads)
+        try:
+            collect_evaluations(os.path.join(out, EVAL_DIR), out, missing, student_final)
+        except FileNotFoundError as e:
+            print(f"[kd_report] {out}: FAILED: {e}", flush=True)
+            return False
+        return True
+
     def needs_teacher():
         """Whether a distillation run still has to train (else the teacher is only collected)."""
         return not all(finished(name, seed) for name, seed in plan if name != "student")
@@ -252,7 +284,9 @@ def main():
         threads = max(1, args.threads // args.jobs)
         if args.teacher_weights:
             opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
-            return run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=threads)
+            tests = load_config(args.teacher, list(args.teacher_opts)).DATASETS.TEST
+            return run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=threads,
+                       also=tests)
         opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
         # Trained here whatever was published: the distillation runs need its weights.
         result = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, threads=threads,
@@ -282,6 +316,11 @@ def main():
             if not args.teacher_weights:
                 write_teacher_record(out, teacher_weights, teacher)
         threads = max(1, args.threads // args.jobs)
+        missing = unevaluated(name, seed) if done else []
+        if missing:
+            print(f"[kd_report] {out}: finished, evaluating {missing}", flush=True)
+            if not evaluate_missing(out, config, opts, missing, threads):
+                return item, None
         if name in reuse and not done:
             taken, result = take_over(name, seed, config, opts, threads)
             if taken:
@@ -301,14 +340,8 @@ def main():
             return False, None
         missing = adopt_run(donor, out, cfg.DATASETS.TEST, student_final)
         print(f"[kd_report] {out}: taken over from {donor}" + (f", evaluating {missing}" if missing else ""), flush=True)
-        if missing:
-            eval_opts = opts + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", repr(tuple(missing))]
-            run(config, os.path.join(out, EVAL_DIR), eval_opts, missing[0], args.num_gpus, eval_only=True, threads=threads)
-            try:
-                collect_evaluations(os.path.join(out, EVAL_DIR), out, missing, student_final)
-            except FileNotFoundError as e:
-                print(f"[kd_report] {out}: FAILED: {e}", flush=True)
-                return True, None
+        if missing and not evaluate_missing(out, config, opts, missing, threads):
+            return True, None
         if published(name, seed):
             publish_run(out, published(name, seed))
         return True, load_eval(out, dataset, final_iteration=student_final)
