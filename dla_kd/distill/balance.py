@@ -22,7 +22,7 @@ With several processes the norms are averaged over all ranks, so every rank uses
 import json
 import logging
 import os
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 from detectron2.utils import comm
@@ -38,12 +38,17 @@ def is_response_loss(distiller: nn.Module) -> bool:
     return bool(getattr(distiller, "needs_teacher_rois", False) or getattr(distiller, "needs_masks", False))
 
 
+def loss_gradients(loss: torch.Tensor, params: Sequence[nn.Parameter]) -> List[Optional[torch.Tensor]]:
+    """d loss / d p for each of ``params`` (None where the loss does not reach p, and for every p
+    of a loss without a graph); the graph is kept."""
+    if not loss.requires_grad:
+        return [None] * len(params)
+    return list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+
+
 def grad_norm(loss: torch.Tensor, params: Sequence[nn.Parameter]) -> float:
     """L2 norm of d loss / d params (0 where the loss does not reach a parameter); the graph is kept."""
-    if not loss.requires_grad:
-        return 0.0
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    total = sum(float(g.detach().pow(2).sum()) for g in grads if g is not None)
+    total = sum(float(g.detach().pow(2).sum()) for g in loss_gradients(loss, params) if g is not None)
     return total ** 0.5
 
 

@@ -15,6 +15,8 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
+from ..distill.balance import loss_gradients
+
 DETECTION = "detection"
 
 
@@ -49,9 +51,7 @@ def parameter_groups(student: nn.Module) -> Dict[str, List[nn.Parameter]]:
 
 def flat_gradient(loss: torch.Tensor, params: Sequence[nn.Parameter]) -> torch.Tensor:
     """d loss / d params as one (N,) vector (zeros where the loss does not reach); graph kept."""
-    if not loss.requires_grad:
-        return torch.zeros(sum(p.numel() for p in params))
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    grads = loss_gradients(loss, params)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).detach().flatten() for g, p in zip(grads, params)])
 
 
