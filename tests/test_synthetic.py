@@ -177,13 +177,18 @@ def test_a_finished_split_is_kept_and_one_of_other_settings_refused(tmp_path, mo
     assert drawn == [0, 1, 2] and generator.split_settings(json_path)["num_images"] == 3
 
 
-def test_a_registered_split_of_other_settings_is_refused(tmp_path):
+def test_a_registered_split_drawn_otherwise_is_used_with_a_warning_never_redrawn(tmp_path, monkeypatch, caplog):
     from dla_kd.data.builtin import ensure_synthetic_split
 
     json_path = generate_dataset("publaynet", 2, str(tmp_path), seed=0, split="val", show_progress=False)
+    first = _read(json_path)
+    monkeypatch.setattr(generator, "_write_page", lambda job: pytest.fail("a page was drawn"))
     assert ensure_synthetic_split(str(tmp_path), "publaynet", "val", 2, 0) == json_path
-    with pytest.raises(FileExistsError, match="seed 0 \\(asked: 1\\), num_images 2 \\(asked: 100\\)"):
-        ensure_synthetic_split(str(tmp_path), "publaynet", "val", 100, 1)
+    assert "other settings" not in caplog.text
+    assert ensure_synthetic_split(str(tmp_path), "publaynet", "val", 100, 1) == json_path
+    assert f"{json_path}: drawn with other settings than the registered split: seed 0 (asked: 1), " \
+           "num_images 2 (asked: 100); used as it is" in caplog.text
+    assert _read(json_path) == first
 
 
 def test_different_seed_or_split_differs(tmp_path):

@@ -170,6 +170,20 @@ def split_settings(json_path: str) -> Dict:
             "num_images": len(images), "image_size": size}
 
 
+def requested_settings(style: str, num_images: int, seed: int, split: str = "train",
+                       page_size: Optional[Tuple[int, int]] = None) -> Dict:
+    """The settings of a split as :func:`split_settings` reads them back, for these arguments of
+    :func:`generate_dataset`."""
+    image_size = [int(v) for v in (page_size or get_style(style).page_size)]
+    return {"style": style, "seed": seed, "split": split, "num_images": num_images, "image_size": image_size}
+
+
+def settings_differences(found: Dict, wanted: Dict) -> str:
+    """``"seed 0 (asked: 1), ..."`` for the settings in which ``found`` differs from ``wanted``
+    (empty when none)."""
+    return ", ".join(f"{k} {found[k]} (asked: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+
+
 def _finished_split(json_path: str, image_dir: str, wanted: Dict, overwrite: bool) -> bool:
     """Whether ``json_path`` already holds the split of settings ``wanted`` with all its images (then
     nothing is drawn). A json of other settings is refused (``FileExistsError`` naming both) unless
@@ -178,7 +192,7 @@ def _finished_split(json_path: str, image_dir: str, wanted: Dict, overwrite: boo
         return False
     found = split_settings(json_path)
     if found != wanted and not overwrite:
-        differences = ", ".join(f"{k} {found[k]} (asked: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+        differences = settings_differences(found, wanted)
         raise FileExistsError(
             f"{json_path}: a finished split of other settings is there: {differences}. Remove it, choose "
             f"another folder or split name, or overwrite it (--overwrite; overwrite=True)"
@@ -219,10 +233,10 @@ def generate_dataset(
     output as an uninterrupted call).
     """
     spec = get_style(style)
-    image_size = tuple(int(v) for v in (page_size or spec.page_size))
+    wanted = requested_settings(style, num_images, seed, split, page_size)
+    image_size = tuple(wanted["image_size"])
     json_path = os.path.join(out_dir, f"{split}.json")
     image_dir = os.path.join(out_dir, split)
-    wanted = {"style": style, "seed": seed, "split": split, "num_images": num_images, "image_size": list(image_size)}
     if _finished_split(json_path, image_dir, wanted, overwrite):
         return json_path
     os.makedirs(image_dir, exist_ok=True)
