@@ -3,10 +3,11 @@
 # where it stopped): the README's "Distil on your own PDFs" commands, in this order:
 #   1. the unlabeled pages of both styles (skipped when complete) and the teacher's offline
 #      pseudo-labels of the DocLayNet-style ones (journaled);
-#   2. the runs that need only the DocLayNet-style pages, first seed, publishing nothing (the
+#   2. the first seed of every row, publishing nothing (the
 #      supervised and labelled-KD rows are the KD benchmark's runs, taken over with --reuse and
 #      only evaluated on the other domain; kd_report trains them when they have not finished);
-#   3. the full list (every seed), the only call that publishes, then the other-domain table.
+#   3. the full list (every seed), the only call that publishes (PUBLISH=<dir> publishes elsewhere,
+#      e.g. into the checkout this queue was copied from), then the other-domain table.
 # The KD benchmark's teacher must exist (output/kd_benchmark/teacher/model_final.pth).
 set -e
 TEACHER=output/kd_benchmark/teacher/model_final.pth
@@ -26,6 +27,6 @@ ARGS=(--teacher configs/synthetic/bench/teacher_R_50_GN.yaml --teacher-weights $
 U=configs/synthetic/unlabeled
 .venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 --distill $U/kd_labelled.yaml $U/kd_unlabeled.yaml \
     $U/kd_pseudo_offline.yaml $U/kd_publaynet_unlabeled.yaml $U/kd_unlabeled_pseudo.yaml
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish results/unlabeled
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish results/unlabeled \
+.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}"
+.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}" \
     --collect-only --dataset synthetic_publaynet_as_doclaynet_val
