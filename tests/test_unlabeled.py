@@ -280,6 +280,11 @@ def test_pseudo_label_tool_writes_coco_with_scores_and_resumes(tmp_path, teacher
     assert [i["file_name"] for i in resumed["images"]] == [i["file_name"] for i in coco["images"]]
     calls.clear()
     assert _run_pseudo_label(config, weights, [str(folder), pdf], out) == 0 and not calls
+    # The same pages through a symlinked folder (another checkout with the data linked) are done too.
+    (tmp_path / "linked").symlink_to(folder)
+    assert _run_pseudo_label(config, weights, [str(tmp_path / "linked"), pdf], out) == 0 and not calls
+    with open(out / LABELS_FILE) as f:
+        assert len(json.load(f)["images"]) == 3
     # The same teacher from another place (a copied checkpoint, another checkout) goes on ...
     moved = tmp_path / "moved" / "teacher.pth"
     moved.parent.mkdir()

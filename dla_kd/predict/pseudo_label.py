@@ -160,7 +160,9 @@ class Journal:
         self.records.append(record)
 
     def done(self) -> set:
-        return {r["file_name"] for r in self.records}
+        """Real paths of the pages labelled so far: a page listed again through another spelling of
+        its path (a symlinked folder, another working directory) is not labelled twice."""
+        return {os.path.realpath(r["file_name"]) for r in self.records}
 
 
 def coco_from_journal(journal: Journal, output_dir: str) -> Dict:
@@ -201,7 +203,7 @@ def pseudo_label(predictor, paths: Sequence[str], output_dir: str, teacher: Dict
     journal = Journal(os.path.join(output_dir, JOURNAL_FILE), {"info": info, "categories": categories})
     pages, skipped = collect_pages(paths, dpi, os.path.join(output_dir, PAGES_DIR), progress=progress, desc="render")
     done = journal.done()
-    todo = [p for p in pages if p.file_name not in done]
+    todo = [p for p in pages if os.path.realpath(p.file_name) not in done]
     summary = PseudoLabelSummary(os.path.join(output_dir, LABELS_FILE), resumed=len(pages) - len(todo), skipped=skipped)
     if summary.resumed:
         logger.info(f"{output_dir}: {summary.resumed} pages already labelled, {len(todo)} to go")
