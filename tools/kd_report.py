@@ -380,6 +380,11 @@ def deployable_cost(cfg):
     return dict(_COSTS[key])
 
 
+def _ap_text(ap) -> str:
+    """An AP as the tables print it (one decimal; "-" when unknown)."""
+    return f"{ap:.1f}" if isinstance(ap, (int, float)) else "-"
+
+
 class BenchmarkReport:
     """Writes ``report.{md,json}`` (mean ± std over seeds, model sizes, settings, wall time) and
     ``curves.png`` into ``--output`` after every finished run (``report_<dataset>.*``,
@@ -436,7 +441,8 @@ class BenchmarkReport:
                    + ".", ""]
         if teachers:
             md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
-                   + "; ".join(f"`{t['sha256'][:12]}`: {t['bbox_AP']}, {t['runs']} run(s)" for t in teachers) + ".", ""]
+                   + "; ".join(f"`{t['sha256'][:12]}`: {_ap_text(t['bbox_AP'])}, {t['runs']} run(s)" for t in teachers)
+                   + ".", ""]
         if reused:
             md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
                    "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(reused.items())) + ".", ""]
