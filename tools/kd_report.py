@@ -50,7 +50,7 @@ import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
-from dla_kd.evaluation.kd_report import build_seed_rows, format_seed_report, load_eval
+from dla_kd.evaluation.kd_report import build_seed_rows, format_number, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.reused_runs import EVAL_DIR, REUSED_FILE, adopt_run, collect_evaluations, reuse_problem, reused_from
 from dla_kd.evaluation.run_info import (
@@ -380,11 +380,6 @@ def deployable_cost(cfg):
     return dict(_COSTS[key])
 
 
-def _ap_text(ap) -> str:
-    """An AP as the tables print it (one decimal; "-" when unknown)."""
-    return f"{ap:.1f}" if isinstance(ap, (int, float)) else "-"
-
-
 class BenchmarkReport:
     """Writes ``report.{md,json}`` (mean ± std over seeds, model sizes, settings, wall time) and
     ``curves.png`` into ``--output`` after every finished run (``report_<dataset>.*``,
@@ -441,8 +436,8 @@ class BenchmarkReport:
                    + ".", ""]
         if teachers:
             md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
-                   + "; ".join(f"`{t['sha256'][:12]}`: {_ap_text(t['bbox_AP'])}, {t['runs']} run(s)" for t in teachers)
-                   + ".", ""]
+                   + "; ".join(f"`{t['sha256'][:12]}`: {format_number(t['bbox_AP'], '.1f')}, {t['runs']} run(s)"
+                               for t in teachers) + ".", ""]
         if reused:
             md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
                    "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(reused.items())) + ".", ""]

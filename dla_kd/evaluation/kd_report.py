@@ -94,7 +94,8 @@ def _fmt_ms(stat: Dict) -> str:
     return f"{stat['mean']:.1f}" if stat.get("std") is None else f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
-def _fmt(v, spec: str) -> str:
+def format_number(v, spec: str) -> str:
+    """``v`` formatted with ``spec`` as the tables print it; "-" when unknown (None, nan, inf)."""
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
@@ -112,13 +113,15 @@ def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None
     for r in rows:
         size = sizes.get(r["run"], {})
         cells = [r["run"], str(r["seeds"])] + [_fmt_ms(r[f"{t}_{m}"]) for t in TASKS for m in METRICS]
-        cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"]), _fmt(r["bbox_delta_in_student_std"], "+.1f"),
-                  _fmt(size.get("params_M"), ".2f"), _fmt(size.get("gflops"), ".1f")]
+        cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"]),
+                  format_number(r["bbox_delta_in_student_std"], "+.1f"),
+                  format_number(size.get("params_M"), ".2f"), format_number(size.get("gflops"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     classes = list(rows[0]["per_class_bbox_AP"]) if rows else []
     if classes:
         lines += ["", "Per-class bbox AP (mean over seeds):", "",
                   "| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
         for r in rows:
-            lines.append("| " + " | ".join([r["run"]] + [_fmt(r["per_class_bbox_AP"].get(c), ".1f") for c in classes]) + " |")
+            per_class = [format_number(r["per_class_bbox_AP"].get(c), ".1f") for c in classes]
+            lines.append("| " + " | ".join([r["run"]] + per_class) + " |")
     return "\n".join(lines) + "\n"
