@@ -142,7 +142,7 @@ def test_an_interrupted_generation_resumes_where_it_stopped(dataset, tmp_path, m
     monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or (
         real(job) if len(drawn) < 2 else (_ for _ in ()).throw(KeyboardInterrupt)))
     with pytest.raises(KeyboardInterrupt):
-        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=1, show_progress=False, overwrite=True)
+        generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=1, show_progress=False, other_settings="overwrite")
     drawn.clear()
     monkeypatch.setattr(generator, "_write_page", lambda job: drawn.append(job[4]) or real(job))
     generate_dataset(style, NUM_PAGES[style], str(tmp_path), seed=0, show_progress=False)
@@ -171,9 +171,9 @@ def test_a_finished_split_is_kept_and_one_of_other_settings_refused(tmp_path, mo
     os.remove(tmp_path / "train" / "000001.png")
     generate_dataset("publaynet", 2, str(tmp_path), seed=0, show_progress=False)
     assert drawn == [0, 1] and _read(json_path) == first and "1 page images are missing" in caplog.text
-    # overwrite=True replaces it.
+    # other_settings="overwrite" replaces it.
     drawn.clear()
-    generate_dataset("publaynet", 3, str(tmp_path), seed=1, show_progress=False, overwrite=True)
+    generate_dataset("publaynet", 3, str(tmp_path), seed=1, show_progress=False, other_settings="overwrite")
     assert drawn == [0, 1, 2] and generator.split_settings(json_path)["num_images"] == 3
 
 

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
         split=args.split,
         page_size=page_size,
         num_workers=args.workers,
-        overwrite=args.overwrite,
+        other_settings="overwrite" if args.overwrite else "refuse",
     )
     print(json_path)
     for name, count in category_counts(json_path).items():

@@ -124,17 +124,10 @@ def ensure_synthetic_split(out_dir: str, style: str, split: str, num_images: int
     json_file = os.path.join(out_dir, f"{split}.json")
     with _file_lock(os.path.join(out_dir, f".{split}.lock")):
         from .synthetic import generate_dataset
-        from .synthetic.generator import requested_settings, settings_differences, split_settings
 
         if not os.path.isfile(json_file):
             logger.info(f"Generating synthetic {style} split {split!r} ({num_images} pages, seed {seed}) in {out_dir}")
-        else:
-            differences = settings_differences(split_settings(json_file), requested_settings(style, num_images, seed, split))
-            if differences:
-                logger.warning(f"{json_file}: drawn with other settings than the registered split: {differences}; "
-                               "used as it is")
-                return json_file
-        generate_dataset(style, num_images, out_dir, seed, split=split)
+        generate_dataset(style, num_images, out_dir, seed, split=split, other_settings="keep")
     return json_file
 
 

@@ -159,15 +159,19 @@ def _loads(line: str) -> Optional[Dict]:
         return None
 
 
-def split_settings(json_path: str) -> Dict:
-    """The settings a finished split was drawn with: ``style``, ``seed``, ``split``, ``num_images``
-    and ``image_size`` (of its first page; ``None`` for an empty split), read from its json."""
-    with open(json_path) as f:
-        data = json.load(f)
+def _settings_of(data: Dict) -> Dict:
+    """:func:`split_settings` of a loaded split json."""
     info, images = data.get("info", {}), data.get("images", [])
     size = [images[0]["width"], images[0]["height"]] if images else None
     return {"style": info.get("style"), "seed": info.get("seed"), "split": info.get("split"),
             "num_images": len(images), "image_size": size}
+
+
+def split_settings(json_path: str) -> Dict:
+    """The settings a finished split was drawn with: ``style``, ``seed``, ``split``, ``num_images``
+    and ``image_size`` (of its first page; ``None`` for an empty split), read from its json."""
+    with open(json_path) as f:
+        return _settings_of(json.load(f))
 
 
 def requested_settings(style: str, num_images: int, seed: int, split: str = "train",
@@ -184,23 +188,37 @@ def settings_differences(found: Dict, wanted: Dict) -> str:
     return ", ".join(f"{k} {found[k]} (asked: {wanted[k]})" for k in wanted if found[k] != wanted[k])
 
 
-def _finished_split(json_path: str, image_dir: str, wanted: Dict, overwrite: bool) -> bool:
-    """Whether ``json_path`` already holds the split of settings ``wanted`` with all its images (then
-    nothing is drawn). A json of other settings is refused (``FileExistsError`` naming both) unless
-    ``overwrite``; either way, a split that is not complete is removed, to be drawn again."""
+# What generate_dataset does with a finished split of other settings in its place.
+OTHER_SETTINGS = ("refuse", "overwrite", "keep")
+
+
+def _finished_split(json_path: str, image_dir: str, wanted: Dict, other_settings: str) -> bool:
+    """Whether ``json_path`` already holds the split to return (then nothing is drawn): the split of
+    settings ``wanted`` with all its images, or, with ``other_settings`` "keep", any finished split
+    (used as it is, with a warning naming the differences). A split of other settings is refused
+    (``FileExistsError`` naming them) with "refuse"; else a split that is not returned is removed,
+    to be drawn again (one of other settings with "overwrite", a complete one with lost images)."""
+    if other_settings not in OTHER_SETTINGS:
+        raise ValueError(f"other_settings must be one of {OTHER_SETTINGS}, got {other_settings!r}")
     if not os.path.exists(json_path):
         return False
-    found = split_settings(json_path)
-    if found != wanted and not overwrite:
+    with open(json_path) as f:
+        data = json.load(f)
+    found = _settings_of(data)
+    if found != wanted:
         differences = settings_differences(found, wanted)
-        raise FileExistsError(
-            f"{json_path}: a finished split of other settings is there: {differences}. Remove it, choose "
-            f"another folder or split name, or overwrite it (--overwrite; overwrite=True)"
-        )
-    if found == wanted:
-        with open(json_path) as f:
-            missing = [img["file_name"] for img in json.load(f)["images"]
-                       if not os.path.isfile(os.path.join(image_dir, img["file_name"]))]
+        if other_settings == "keep":
+            logger.warning(f"{json_path}: drawn with other settings than the registered split: {differences}; "
+                           "used as it is")
+            return True
+        if other_settings == "refuse":
+            raise FileExistsError(
+                f"{json_path}: a finished split of other settings is there: {differences}. Remove it, choose "
+                f"another folder or split name, or overwrite it (--overwrite; other_settings='overwrite')"
+            )
+    else:
+        missing = [img["file_name"] for img in data["images"]
+                   if not os.path.isfile(os.path.join(image_dir, img["file_name"]))]
         if not missing:
             logger.info(f"{json_path}: the split is complete ({wanted['num_images']} pages); nothing drawn")
             return True
@@ -218,7 +236,7 @@ def generate_dataset(
     page_size: Optional[Tuple[int, int]] = None,
     show_progress: bool = True,
     num_workers: int = 0,
-    overwrite: bool = False,
+    other_settings: str = "refuse",
 ) -> str:
     """Generate ``num_images`` synthetic pages of ``style`` ("publaynet" or "doclaynet") into
     ``out_dir/<split>/`` and their COCO json ``out_dir/<split>.json``; return the json path.
@@ -226,7 +244,9 @@ def generate_dataset(
     ``page_size`` is the image (width, height) in px (default: the style's, 612x792 for publaynet,
     768x768 for doclaynet). ``num_workers`` > 1 renders pages in that many processes (same output).
     A finished split of the same settings (style, seed, split, number and size of pages) with all
-    its images is kept (nothing drawn); one of other settings is refused unless ``overwrite``.
+    its images is kept (nothing drawn); one of other settings is refused (``other_settings``
+    "refuse"), drawn over ("overwrite") or used as it is, with a warning ("keep": the registry's
+    choice for its splits, which may have been drawn smaller on purpose).
     The json is written last, so an interrupted run leaves none. Resumable: each finished page is
     appended to ``out_dir/<split>.pages.jsonl`` (fsynced; removed once the json is written), and a
     call with the same style, size, seed and split draws only the pages missing from it (same
@@ -237,7 +257,7 @@ def generate_dataset(
     image_size = tuple(wanted["image_size"])
     json_path = os.path.join(out_dir, f"{split}.json")
     image_dir = os.path.join(out_dir, split)
-    if _finished_split(json_path, image_dir, wanted, overwrite):
+    if _finished_split(json_path, image_dir, wanted, other_settings):
         return json_path
     os.makedirs(image_dir, exist_ok=True)
     header = {"style": style, "image_size": list(image_size), "seed": seed, "split": split}
