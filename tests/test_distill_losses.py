@@ -33,6 +33,7 @@ from dla_kd.distill.losses import (
     fitnet_loss,
     hcl_loss,
     kd_loss,
+    kd_quality_focal_loss,
     logit_mse_loss,
     mask_logit_kd_loss,
     mgd_random_mask,
@@ -917,6 +918,28 @@ def test_crosskd_box_loss_by_hand():
     ref = sum(w * sum(abs(c[i, j].item() - 1.0) for j in range(4)) for i, w in enumerate(ws)) / (4 * sum(ws))
     assert agnostic.item() == pytest.approx(ref, rel=1e-6)
     assert crosskd_box_loss(t.detach().clone(), t, torch.tensor(logits)).item() == 0.0
+
+
+def test_kd_quality_focal_loss_by_hand():
+    """CrossKD's mask KD (jbwang1997/CrossKD, faster-rcnn branch, kd_loss.py kd_quality_focal_loss,
+    reduction mean with avg_factor): per element BCE(pred, sigmoid(t)) * |sigmoid(pred) - sigmoid(t)|,
+    summed over every element (all class channels, all cells), / (avg_factor + eps)."""
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(2, 3, 2, 2, generator=g).requires_grad_(True)
+    t = torch.randn(2, 3, 2, 2, generator=g).requires_grad_(True)
+    total = 0.0
+    for x, y in zip(c.flatten().tolist(), t.flatten().tolist()):
+        p, q = 1 / (1 + math.exp(-x)), 1 / (1 + math.exp(-y))
+        total += -(q * math.log(p) + (1 - q) * math.log(1 - p)) * abs(p - q)
+    loss = kd_quality_focal_loss(c, t, avg_factor=7)
+    assert loss.item() == pytest.approx(total / (7 + torch.finfo(torch.float32).eps), rel=1e-5)
+    _assert_student_only(loss, c, t)
+    beta2 = kd_quality_focal_loss(c.detach(), t.detach(), avg_factor=7, beta=2.0)
+    assert beta2.item() < loss.item()  # |p - q| < 1: a larger beta down-weights every element
+    assert kd_quality_focal_loss(t.detach().clone(), t, avg_factor=7).item() == 0.0  # focal weight 0
+    empty = torch.zeros(0, 3, 2, 2, requires_grad=True)
+    zero = kd_quality_focal_loss(empty, torch.zeros(0, 3, 2, 2), avg_factor=5)
+    assert zero.item() == 0.0 and zero.requires_grad
 
 
 def test_mask_logit_kd():

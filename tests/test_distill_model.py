@@ -418,6 +418,58 @@ def test_crosskd_is_the_reference_formula_through_the_teacher_box_branch(tmp_pat
         assert torch.equal(v, teacher_before[k]), k
 
 
+def test_crosskd_mask_term_is_the_reference_mask_loss_with_kd(tmp_path, caplog):
+    """jbwang1997/CrossKD (faster-rcnn branch) crosskd_two_stage.py ``mask_loss_with_kd`` with its
+    Mask R-CNN config, transcribed: the teacher's mask pooler + head on the (adapted) student
+    features at the student's foreground RoIs, KDQualityFocalLoss (beta 1) to the teacher's own
+    mask logits over every class channel and cell, summed / the number of sampled RoIs. It is on by
+    default for mask students and teachers; gradients reach the student backbone and the adapters
+    (not the student's mask head, not the teacher); MASK_WEIGHT 0 or a maskless teacher: box terms only."""
+    config, weights = _teacher(tmp_path)
+    model = build_model(distill_cfg(config, ["crosskd"], teacher_weights=weights)).train()
+    distiller, teacher = model.distillers["crosskd"], model.teacher
+    assert distiller.needs_masks and model.needs_masks
+    seen = _capture_ctx(model, "crosskd")
+    losses = _losses(model)
+    ctx = seen["ctx"]
+    fg = ctx.s_mask.proposals
+    assert sum(len(p) for p in fg) > 0
+    feats = {n: a(ctx.s_features[n]) for n, a in distiller.adapters.items()}
+    heads = teacher.roi_heads
+
+    def mask_branch(features):
+        pooled = heads.mask_pooler([features[f] for f in heads.mask_in_features], [p.proposal_boxes for p in fg])
+        return heads.mask_head.layers(pooled)
+
+    c = mask_branch(feats)
+    with torch.no_grad():
+        t = mask_branch(ctx.t_features)
+    assert c.shape[1] == 11  # every class channel, not the ground-truth class only
+    q = torch.sigmoid(t)
+    qfl = torch.nn.functional.binary_cross_entropy_with_logits(c, q, reduction="none") * (torch.sigmoid(c) - q).abs()
+    num_rois = ctx.s_stages[0].scores.shape[0]
+    assert num_rois > sum(len(p) for p in fg)  # divided by all sampled RoIs, not the foreground ones
+    ref = qfl.sum() / (num_rois + torch.finfo(torch.float32).eps)
+    assert losses["loss_kd_crosskd_mask"].item() == pytest.approx(ref.item(), rel=1e-5)
+    losses["loss_kd_crosskd_mask"].backward()
+    student = model.student
+    for module in (student.backbone.bottom_up, distiller.adapters):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert all(p.grad is None for p in student.roi_heads.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+    off = build_model(distill_cfg(config, ["crosskd"], teacher_weights=weights,
+                                  opts=["DISTILL.CROSSKD.MASK_WEIGHT", "0.0"])).train()
+    assert not off.needs_masks
+    assert sorted(_kd_losses(_losses(off))) == ["loss_kd_crosskd_cls", "loss_kd_crosskd_reg"]
+    box_teacher, box_weights = _teacher(tmp_path, name="box_teacher",
+                                        opts=("MODEL.FPN.OUT_CHANNELS", "64", "MODEL.MASK_ON", "False"))
+    with caplog.at_level("WARNING"):
+        maskless = build_model(distill_cfg(box_teacher, ["crosskd"], teacher_weights=box_weights)).train()
+    assert "the teacher none; CrossKD's mask term is off" in caplog.text
+    assert sorted(_kd_losses(_losses(maskless))) == ["loss_kd_crosskd_cls", "loss_kd_crosskd_reg"]
+
+
 def test_crosskd_cascade_runs_each_teacher_stage_on_that_stages_rois(tmp_path):
     config, weights = _teacher(tmp_path, TINY_CASCADE)
     model = build_model(distill_cfg(config, ["crosskd"], base=TINY_CASCADE, teacher_weights=weights)).train()
@@ -432,7 +484,9 @@ def test_crosskd_cascade_runs_each_teacher_stage_on_that_stages_rois(tmp_path):
         head.forward = record
     seen = _capture_ctx(model, "crosskd")
     kd = _kd_losses(_losses(model))
-    assert sorted(kd) == sorted(f"loss_kd_crosskd_{p}_stage{k}" for p in ("cls", "reg") for k in range(3))
+    # (the mask term once, on the last stage's foreground RoIs, as Detectron2's cascade mask head)
+    assert sorted(kd) == sorted([f"loss_kd_crosskd_{p}_stage{k}" for p in ("cls", "reg") for k in range(3)]
+                                + ["loss_kd_crosskd_mask"])
     rois = [len(torch.cat([p.proposal_boxes.tensor for p in s.proposals])) for s in seen["ctx"].s_stages]
     # the teacher's own answer (no grad), then per stage the cross pass on the student's features
     assert calls == [(k, False, rois[k]) for k in range(3)] + [(k, True, rois[k]) for k in range(3)]

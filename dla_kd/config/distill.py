@@ -215,8 +215,12 @@ def add_distill_config(cfg: CN) -> None:
     # and predictor on the student's RoIs; its output is distilled to the teacher's own output.
     # TEMPERATURE: of the class KD (KL x T^2). CLS_WEIGHT: the class KD's weight. REG_WEIGHT: the
     # L1 on the teacher's top-class deltas weighted by its probability. Defaults: the reference's
-    # Faster R-CNN config (T 3, loss_weight 0.5 and 1.0); WEIGHT multiplies both.
-    _C.DISTILL.CROSSKD = _loss_node(1.0, TEMPERATURE=3.0, CLS_WEIGHT=0.5, REG_WEIGHT=1.0)
+    # Faster R-CNN config (T 3, loss_weight 0.5 and 1.0). MASK_WEIGHT: the mask term when student
+    # and teacher both have a mask head (the teacher's mask head on the student's foreground RoIs,
+    # quality focal loss to the teacher's mask sigmoid over every class channel, / #sampled RoIs;
+    # reference: its Mask R-CNN config, KDQualityFocalLoss beta 1, loss_weight 1.0); 0 = box terms
+    # only, as the reference's Faster R-CNN recipe. WEIGHT multiplies every term.
+    _C.DISTILL.CROSSKD = _loss_node(1.0, TEMPERATURE=3.0, CLS_WEIGHT=0.5, REG_WEIGHT=1.0, MASK_WEIGHT=1.0)
 
 
 def add_projected_backbone_config(cfg: CN) -> None:

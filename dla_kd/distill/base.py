@@ -58,6 +58,11 @@ class DistillContext:
         stage's RoIs, pooled from ``features`` (name -> (N, C_t, H, W)); autograd stays on, so
         CrossKD runs the frozen teacher head on the student's features. ``t_stages`` is this on
         the teacher's features under ``no_grad``.
+    teacher_mask_answer: ``teacher_mask_answer(features)`` -> (R_fg, K or 1, M, M): the teacher's
+        mask pooler and head at the student's foreground RoIs (``s_mask.proposals``), pooled from
+        ``features`` (name -> (N, C_t, H, W)), autograd on (CrossKD's mask term); None unless a
+        distiller ``needs_masks`` and the student has a mask head. ``t_mask_logits`` is this on
+        the teacher's features under ``no_grad``.
     """
 
     s_features: Dict[str, torch.Tensor]
@@ -70,6 +75,7 @@ class DistillContext:
     t_mask_logits: Optional[torch.Tensor] = None
     teacher: Optional[nn.Module] = None
     teacher_box_answer: Optional[Callable] = None
+    teacher_mask_answer: Optional[Callable] = None
     image_sizes: Optional[List[Tuple[int, int]]] = None
     _box_masks: Dict = field(default_factory=dict, repr=False)
     _valid: Dict = field(default_factory=dict, repr=False)

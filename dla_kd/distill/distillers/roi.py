@@ -2,6 +2,7 @@
 own sampled RoIs (``DistillContext.t_stages``), so both classifiers answer the same question.
 Cascade students get one loss per stage (``loss_kd_<name>_stage{k}``), as Detectron2 names
 its own cascade losses."""
+import logging
 from typing import Dict
 
 import torch
@@ -18,10 +19,13 @@ from ..losses import (
     build_adapter,
     crosskd_box_loss,
     kd_loss,
+    kd_quality_focal_loss,
     logit_mse_loss,
     mask_logit_kd_loss,
     select_class_deltas,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _gt_classes(proposals) -> torch.Tensor:
@@ -182,50 +186,74 @@ class MaskKDDistiller(Distiller):
 @register_distiller("crosskd")
 class CrossKDDistiller(Distiller):
     """CrossKD (Wang et al., CVPR 2024), two-stage form of the authors' code: jbwang1997/CrossKD,
-    branch faster-rcnn, mmdet/models/detectors/crosskd_two_stage.py (``bbox_loss_with_kd``) with
-    configs/crosskd/crosskd_r18_faster-rcnn_r50_fpn_1x_coco.py.
+    branch faster-rcnn, mmdet/models/detectors/crosskd_two_stage.py (``bbox_loss_with_kd``,
+    ``mask_loss_with_kd``) with configs/crosskd/crosskd_r18_faster-rcnn_r50_fpn_1x_coco.py and,
+    for Mask R-CNN, crosskd_r18_mask-rcnn_r50_fpn_1x_coco.py.
 
-    The student's FPN features (box levels of the teacher, through a trainable 1x1-conv adapter
-    per level where the FPN widths differ; identity otherwise, as in the reference) go through the
-    teacher's whole frozen box branch -- pooler, box head, predictor -- on the student's sampled
-    RoIs: the "cross-head" prediction c. With t the teacher's own answer on the same RoIs (the
-    same teacher stage(s), see ``DISTILL.ROI.CASCADE_TEACHER_STAGE``), per student stage:
+    The student's FPN features (the teacher's box and mask levels, through a trainable 1x1-conv
+    adapter per level where the FPN widths differ; identity otherwise, as in the reference) go
+    through the teacher's frozen heads on the student's RoIs: the "cross-head" predictions c.
+    With t the teacher's own answer on the same RoIs (box: the same teacher stage(s), see
+    ``DISTILL.ROI.CASCADE_TEACHER_STAGE``), per student box stage:
 
     * ``loss_kd_crosskd_cls``: CLS_WEIGHT * kd_loss(c.scores, t.scores, TEMPERATURE) (KL summed
       over the K+1 classes, x T^2, mean over all RoIs; reference: T 3, loss_weight 0.5).
     * ``loss_kd_crosskd_reg``: REG_WEIGHT * crosskd_box_loss(c.deltas, t.deltas, t.scores)
       (L1 on the teacher's top-class deltas weighted by its probability; reference: weight 1).
 
-    Gradients reach the adapters and the student's backbone/FPN through the frozen teacher head
-    (no teacher parameter requires grad); the student's own box head trains on its detection
+    and, when student and teacher both have a mask head (the reference runs it whenever the
+    student has one) and MASK_WEIGHT > 0:
+
+    * ``loss_kd_crosskd_mask``: MASK_WEIGHT * kd_quality_focal_loss(c.mask, t.mask, R) -- the
+      teacher's mask pooler + head on the student's foreground RoIs, every class channel and mask
+      cell, summed and divided by R, the number of sampled RoIs of the stage the mask head runs
+      on (the reference's ``avg_factor=num_rois``; reference: KDQualityFocalLoss beta 1, weight 1).
+
+    Gradients reach the adapters and the student's backbone/FPN through the frozen teacher heads
+    (no teacher parameter requires grad); the student's own heads train on their detection
     losses only, as in the reference. Cascade students (``_stage{k}`` suffix): stage k runs on
     stage k's RoIs, and its gradient into the student features is scaled by 1 / #stages, as
-    Detectron2's ``CascadeROIHeads`` scales each stage's pooled features.
+    Detectron2's ``CascadeROIHeads`` scales each stage's pooled features; the mask term runs on
+    the last stage's foreground RoIs, as Detectron2's mask head does.
     """
 
     needs_teacher_rois = True
 
     @configurable
-    def __init__(self, *, channels: Dict[str, tuple], temperature: float, cls_weight: float, reg_weight: float):
-        """channels: level -> (student width, teacher width) for the teacher's box levels."""
+    def __init__(self, *, channels: Dict[str, tuple], temperature: float, cls_weight: float, reg_weight: float,
+                 mask_weight: float = 0.0):
+        """channels: level -> (student width, teacher width) for the teacher's box (and, with
+        the mask term, mask) levels. mask_weight: 0 switches the mask term off."""
         super().__init__()
         self.adapters = nn.ModuleDict({n: build_adapter(cs, ct) for n, (cs, ct) in channels.items()})
         self.temperature, self.cls_weight, self.reg_weight = temperature, cls_weight, reg_weight
+        self.mask_weight = mask_weight
+        self.needs_masks = mask_weight > 0
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
+        node = cfg.DISTILL.CROSSKD
+        mask_weight = node.MASK_WEIGHT if student.roi_heads.mask_on else 0.0
+        if mask_weight > 0 and not teacher.roi_heads.mask_on:
+            logger.warning(
+                "DISTILL.CROSSKD.MASK_WEIGHT %s: the student has a mask head, the teacher none; "
+                "CrossKD's mask term is off (box terms only)", node.MASK_WEIGHT,
+            )
+            mask_weight = 0.0
+        levels = list(teacher.roi_heads.box_in_features)
+        if mask_weight > 0:
+            levels += [n for n in teacher.roi_heads.mask_in_features if n not in levels]
         s_shapes, t_shapes = student.backbone.output_shape(), teacher.backbone.output_shape()
         channels = {}
-        for n in teacher.roi_heads.box_in_features:
+        for n in levels:
             if n not in s_shapes or s_shapes[n].stride != t_shapes[n].stride:
                 raise ValueError(
-                    f"CrossKD pools the student's {n!r} with the teacher's box pooler: the student backbone must "
+                    f"CrossKD pools the student's {n!r} with the teacher's ROI poolers: the student backbone must "
                     f"output it at stride {t_shapes[n].stride} (it has {sorted(s_shapes)})"
                 )
             channels[n] = (s_shapes[n].channels, t_shapes[n].channels)
-        node = cfg.DISTILL.CROSSKD
         return {"channels": channels, "temperature": node.TEMPERATURE, "cls_weight": node.CLS_WEIGHT,
-                "reg_weight": node.REG_WEIGHT}
+                "reg_weight": node.REG_WEIGHT, "mask_weight": mask_weight}
 
     def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
         feats = {n: adapter(ctx.s_features[n]) for n, adapter in self.adapters.items()}
@@ -240,6 +268,12 @@ class CrossKDDistiller(Distiller):
             suffix = f"_stage{k}" if n_stages > 1 else ""
             losses[f"loss_kd_{self.loss_name}_cls{suffix}"] = self.cls_weight * kd_loss(c.scores, t.scores, self.temperature)
             losses[f"loss_kd_{self.loss_name}_reg{suffix}"] = self.reg_weight * crosskd_box_loss(c.deltas, t.deltas, t.scores)
+        if self.mask_weight > 0 and ctx.teacher_mask_answer is not None:
+            num_rois = ctx.s_stages[-1].scores.shape[0]
+            c_mask = ctx.teacher_mask_answer(feats)
+            losses[f"loss_kd_{self.loss_name}_mask"] = self.mask_weight * kd_quality_focal_loss(
+                c_mask, ctx.t_mask_logits, num_rois
+            )
         return losses
 
 

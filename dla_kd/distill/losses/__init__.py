@@ -9,7 +9,7 @@ Feature level (student s / teacher t: (N, C, H, W), equal shapes after adaptatio
 RoI level (logits (R, K+1), background last):
     kd_loss (also CrossKD's class term), logit_mse_loss, decoupled_mean (plain / DeFeat per-group
     RoI reduction), box_delta_l2_loss, box_l1_loss, box_giou_loss, crosskd_box_loss,
-    mask_logit_kd_loss.
+    mask_logit_kd_loss, kd_quality_focal_loss (CrossKD's mask term).
 
 Teacher inputs are always detached inside the losses. Losses that can see empty input (no RoI,
 no foreground) return a zero connected to the student's graph (``connected_zero``).
@@ -31,7 +31,7 @@ from .defeat import defeat_feature_loss
 from .fgd import FGDLoss, fgd_attention
 from .fitnet import fitnet_loss
 from .logits import decoupled_mean, kd_loss, logit_mse_loss
-from .mask_kd import mask_logit_kd_loss
+from .mask_kd import kd_quality_focal_loss, mask_logit_kd_loss
 from .mgd import MGDLoss, mgd_random_mask
 from .pkd import pkd_loss, standardize_per_channel
 from .reviewkd import ABF, ReviewKDFusion, hcl_loss
@@ -67,6 +67,7 @@ __all__ = [
     "get_norm",
     "hcl_loss",
     "kd_loss",
+    "kd_quality_focal_loss",
     "logit_mse_loss",
     "masked_mean",
     "masked_sum",

@@ -279,11 +279,13 @@ class DistillGeneralizedRCNN(nn.Module):
             teacher=self.teacher,
             teacher_box_answer=functools.partial(self._teacher_box_answer, stages),
         )
+        if self.needs_masks and mask_out is not None:
+            ctx.teacher_mask_answer = functools.partial(mask_logits, self.teacher.roi_heads, instances=mask_out.proposals)
         with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
             if self.needs_teacher_rois:
                 ctx.t_stages = [_to_float(ctx.teacher_box_answer(t_feats, k)) for k in range(len(stages))]
-            if self.needs_masks and mask_out is not None:
-                ctx.t_mask_logits = mask_logits(self.teacher.roi_heads, t_feats, mask_out.proposals).float()
+            if ctx.teacher_mask_answer is not None:
+                ctx.t_mask_logits = ctx.teacher_mask_answer(t_feats).float()
         kd_losses = {name: distiller(ctx) for name, distiller in self.distillers.items()}
         return PartLosses({**proposal_losses, **detector_losses}, kd_losses, proposals, gt)
 
