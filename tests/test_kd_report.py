@@ -1,5 +1,6 @@
 """tools/kd_report.py: teacher once, student and KD runs once per seed (seed-major), collected when
 finished, resumed otherwise; report with mean ± std, sizes, curves, environment and wall time."""
+import hashlib
 import json
 import os
 import shutil
@@ -290,6 +291,10 @@ def test_runs_of_another_report_are_taken_over_and_only_evaluated(report_setup, 
     assert sorted(new) == sorted([("teacher.yaml", 1, True), ("student.yaml", 1, True), ("student.yaml", 2, True),
                                   ("fitnet.yaml", 1, True), ("fitnet.yaml", 2, False)])
     assert "fitnet/seed2: not taken over" in capsys.readouterr().out
+    # a run trained from --teacher-weights records that teacher too (file, sha256, its AP here)
+    record = json.load(open(out / "fitnet" / "seed2" / "teacher.json"))
+    assert record["weights"] == os.path.abspath(teacher_weights) and record["bbox_AP"] == 61.0
+    assert record["sha256"] == hashlib.sha256(open(teacher_weights, "rb").read()).hexdigest()
     taken = out / "student" / "seed1"
     assert os.path.realpath(taken / "model_final.pth") == os.path.realpath(first_out / "student" / "seed1" / "model_final.pth")
     second = json.load(open(taken / f"eval_{datasets[1]}.json"))

@@ -313,8 +313,7 @@ def main():
             teacher = teacher_future.result()  # a distillation run to train waits for the teacher
             if teacher is None:
                 return item, None
-            if not args.teacher_weights:
-                write_teacher_record(out, teacher_weights, teacher)
+            write_teacher_record(out, teacher_weights, teacher)  # trained here or given (--teacher-weights)
         threads = max(1, args.threads // args.jobs)
         missing = unevaluated(name, seed) if done else []
         if missing:
