@@ -99,6 +99,23 @@ def test_kd_is_positive_for_a_different_student(tmp_path):
         assert float(value) > 0, name
 
 
+def test_init_from_teacher_copies_what_matches_and_warns_about_the_rest(tmp_path, caplog):
+    """Teacher FPN 64, student FPN 32: under the prefixes only the tensors of equal shape are
+    copied (the heads' output biases); the others stay as built and a warning counts them."""
+    config, weights = _teacher(tmp_path)
+    with caplog.at_level("WARNING"):
+        model = build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=[
+            "DISTILL.INIT_FROM_TEACHER.ENABLED", "True",
+            "DISTILL.INIT_FROM_TEACHER.PREFIXES", "['backbone.fpn', 'proposal_generator', 'roi_heads']"]))
+    student, teacher = model.student.state_dict(), model.teacher.state_dict()
+    under = [k for k in student if k.startswith(("backbone.fpn", "proposal_generator", "roi_heads"))]
+    same = [k for k in under if teacher[k].shape == student[k].shape]
+    assert 0 < len(same) < len(under)
+    assert all(torch.equal(student[k], teacher[k]) for k in same)
+    assert f"initialised {len(same)} of {len(under)} student tensors" in caplog.text
+    assert f"{len(under) - len(same)} differ in name or shape" in caplog.text
+
+
 def test_simkd_student_reuses_teacher_heads(tmp_path):
     config, weights = _teacher(tmp_path)
     model = build_model(distill_cfg(config, ["simkd"], teacher_weights=weights))

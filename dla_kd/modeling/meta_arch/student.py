@@ -96,7 +96,10 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: List[str
             copied.append(name)
         else:
             skipped.append(name)
-    logger.info(f"Initialised {len(copied)} student tensors from the teacher; {len(skipped)} did not match: {skipped[:5]}")
+    (logger.warning if skipped else logger.info)(
+        f"DISTILL.INIT_FROM_TEACHER: initialised {len(copied)} of {len(copied) + len(skipped)} student tensors "
+        f"under {prefixes} from the teacher; {len(skipped)} differ in name or shape (kept as built): {skipped[:5]}"
+    )
     if not copied:
         raise ValueError(f"DISTILL.INIT_FROM_TEACHER: no student tensor under {prefixes} matches the teacher's shapes")
     record_init_source(student, copied, "DISTILL.INIT_FROM_TEACHER")
