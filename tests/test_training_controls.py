@@ -174,6 +174,16 @@ def test_feature_cache_refuses_another_teacher_and_random_inputs(tmp_path):
     _, other = _teacher_files(tmp_path, seed=1)
     with pytest.raises(FeatureCacheMismatchError, match="teacher_weights"):
         build_model(distill_cfg(config, ["fitnet"], teacher_weights=other, opts=cache))
+    # What does not change a teacher feature keeps the cache (the teacher config's schedule, a
+    # DISTILL key a later release adds: the teacher's config is loaded with every default); its
+    # model, input format or compute dtype do not.
+    teacher_opts = ["DISTILL.TEACHER.OPTS", "['SOLVER.BASE_LR', '0.5', 'DISTILL.CROSSKD.MASK_WEIGHT', '0.3']"]
+    build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=cache + teacher_opts))
+    for opts, key in ((["DISTILL.TEACHER.OPTS", "['MODEL.PIXEL_STD', '[1.0, 2.0, 3.0]']"], "teacher_model_sha1"),
+                      (["DISTILL.TEACHER.OPTS", "['INPUT.FORMAT', 'RGB']"], "teacher_input_format"),
+                      (["DISTILL.TEACHER.DTYPE", "bfloat16"], "teacher_dtype")):
+        with pytest.raises(FeatureCacheMismatchError, match=key):
+            build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=cache + opts))
     with pytest.raises(ValueError, match="INPUT.MIN_SIZE_TRAIN .* picks a random size"):
         build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights,
                                 opts=cache + ["INPUT.MIN_SIZE_TRAIN", "(96, 128)"]))

@@ -6,7 +6,8 @@ the batch is assembled from the per-image features by ``teacher_features.paste``
 Only the levels the distillers need are stored (``levels``), one file per (image, size).
 
 The cache directory holds ``cache_meta.json``, a signature of everything that determines the
-features (teacher config, the weights' sha256, levels, input pipeline, storage dtype); a run whose
+features (the teacher's model config and dtype, the weights' sha256, levels, input pipeline,
+storage dtype: :func:`cache_signature`); a run whose
 signature differs stops with :class:`FeatureCacheMismatchError` instead of reading stale
 features. Random augmentation would make cached features wrong, so it is refused at build.
 """
@@ -54,9 +55,15 @@ def _weights_identity(path: str) -> Dict:
 
 
 def cache_signature(cfg, tcfg, levels: Sequence[str]) -> Dict:
-    """Everything the cached features depend on."""
+    """Everything the cached features depend on: the teacher's model (its ``MODEL`` node, whole:
+    architecture, pixel statistics, device) and input format, its compute dtype and weights, the
+    levels, the student's input pipeline (the teacher sees the student's images) and the storage
+    dtype. The rest of the teacher's config (SOLVER, DATASETS, TEST, the DISTILL section a new
+    release may extend) does not change a feature and is not part of it."""
     return {
-        "teacher_config_sha1": hashlib.sha1(tcfg.dump().encode()).hexdigest(),
+        "teacher_model_sha1": hashlib.sha1(tcfg.MODEL.dump().encode()).hexdigest(),
+        "teacher_input_format": tcfg.INPUT.FORMAT,
+        "teacher_dtype": cfg.DISTILL.TEACHER.DTYPE,
         "teacher_weights": _weights_identity(cfg.DISTILL.TEACHER.WEIGHTS),
         "levels": sorted(levels),
         "input_format": cfg.INPUT.FORMAT,
