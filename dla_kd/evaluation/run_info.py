@@ -101,10 +101,10 @@ def weights_sha256(path: str) -> str:
 
 def write_teacher_record(output_dir: str, weights: str, teacher_results: Optional[Dict]) -> None:
     """``<output_dir>/teacher.json``: which teacher a distillation run learns from (weights file
-    and its sha256, the teacher's bbox AP), so runs of different sessions (each may retrain the
+    by its real path, its sha256, the teacher's bbox AP), so runs of different sessions (each may retrain the
     teacher on a fresh machine) can be told apart."""
     record = {
-        "weights": os.path.abspath(weights),
+        "weights": os.path.realpath(weights),
         "sha256": weights_sha256(weights),
         "bbox_AP": (teacher_results or {}).get("bbox", {}).get("AP"),
     }
