@@ -101,8 +101,8 @@ def weights_sha256(path: str) -> str:
 
 def write_teacher_record(output_dir: str, weights: str, teacher_results: Optional[Dict]) -> None:
     """``<output_dir>/teacher.json``: which teacher a distillation run learns from (weights file
-    by its real path, its sha256, the teacher's bbox AP), so runs of different sessions (each may retrain the
-    teacher on a fresh machine) can be told apart."""
+    by its real path, its sha256, the teacher's bbox AP), so runs of different sessions (each may
+    retrain the teacher on a fresh machine) can be told apart."""
     record = {
         "weights": os.path.realpath(weights),
         "sha256": weights_sha256(weights),
