@@ -174,7 +174,7 @@ def test_a_finished_split_is_kept_and_one_of_other_settings_refused(tmp_path, mo
     # other_settings="overwrite" replaces it.
     drawn.clear()
     generate_dataset("publaynet", 3, str(tmp_path), seed=1, show_progress=False, other_settings="overwrite")
-    assert drawn == [0, 1, 2] and generator.split_settings(json_path)["num_images"] == 3
+    assert drawn == [0, 1, 2] and generator.split_settings(json.loads(_read(json_path)))["num_images"] == 3
 
 
 def test_a_registered_split_drawn_otherwise_is_used_with_a_warning_never_redrawn(tmp_path, monkeypatch, caplog):

@@ -159,19 +159,13 @@ def _loads(line: str) -> Optional[Dict]:
         return None
 
 
-def _settings_of(data: Dict) -> Dict:
-    """:func:`split_settings` of a loaded split json."""
+def split_settings(data: Dict) -> Dict:
+    """The settings a finished split was drawn with: ``style``, ``seed``, ``split``, ``num_images``
+    and ``image_size`` (of its first page; ``None`` for an empty split), from its loaded json."""
     info, images = data.get("info", {}), data.get("images", [])
     size = [images[0]["width"], images[0]["height"]] if images else None
     return {"style": info.get("style"), "seed": info.get("seed"), "split": info.get("split"),
             "num_images": len(images), "image_size": size}
-
-
-def split_settings(json_path: str) -> Dict:
-    """The settings a finished split was drawn with: ``style``, ``seed``, ``split``, ``num_images``
-    and ``image_size`` (of its first page; ``None`` for an empty split), read from its json."""
-    with open(json_path) as f:
-        return _settings_of(json.load(f))
 
 
 def requested_settings(style: str, num_images: int, seed: int, split: str = "train",
@@ -204,7 +198,7 @@ def _finished_split(json_path: str, image_dir: str, wanted: Dict, other_settings
         return False
     with open(json_path) as f:
         data = json.load(f)
-    found = _settings_of(data)
+    found = split_settings(data)
     if found != wanted:
         differences = settings_differences(found, wanted)
         if other_settings == "keep":
