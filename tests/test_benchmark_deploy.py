@@ -98,7 +98,8 @@ def test_second_call_measures_only_missing_rows(deploy_run):
 
 def test_int8_with_7bit_weights_is_its_own_row_and_export(deploy_run):
     """--backends ... onnx-int8-7bit: int8 with reduce_range (CPUs without VNNI) is measured
-    beside the 8-bit rows (which are kept), from its own export, and checked against ONNX fp32."""
+    beside the 8-bit rows (which are kept), quantized from the same float graph (not exported
+    again) into a folder of its own, and checked against ONNX fp32."""
     out, argv = deploy_run
     rows_dir = os.path.join(out, "rows")
     kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
@@ -109,8 +110,14 @@ def test_int8_with_7bit_weights_is_its_own_row_and_export(deploy_run):
     assert len(by) == 10
     seven, eight = by["accurate", "onnx-int8-7bit"], by["accurate", "onnx-int8"]
     assert seven["file"] != eight["file"] and "QLinearConv" in seven[PROFILE_KEY]
-    with open(os.path.join(os.path.dirname(os.path.join(out, seven["file"])), "export_info.json")) as f:
-        assert json.load(f)["quantization"]["reduce_range"] is True
+    seven_dir = os.path.dirname(os.path.join(out, seven["file"]))
+    with open(os.path.join(seven_dir, "export_info.json")) as f:
+        info = json.load(f)
+    assert info["quantization"]["reduce_range"] is True and info["file"] == "model.int8.onnx"
+    assert info["export_method"].count("; int8:") == 1
+    assert sorted(os.listdir(seven_dir)) == ["export_info.json", "model.int8.onnx"]
+    float_file = os.path.normpath(os.path.join(seven_dir, info["quantization"]["float_file"]))
+    assert float_file == os.path.normpath(os.path.join(out, by["accurate", "onnx"]["file"]))
     with open(os.path.join(os.path.dirname(os.path.join(out, eight["file"])), "export_info.json")) as f:
         assert json.load(f)["quantization"]["reduce_range"] is False
     assert "| op type | ONNX fp32 | ONNX int8 | ONNX int8 7-bit |" in open(os.path.join(out, "deploy.md")).read()

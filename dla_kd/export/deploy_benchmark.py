@@ -35,7 +35,8 @@ from ..utils.benchmark import reset_peak_rss, rss_mb, time_calls
 from .ap_check import bbox_ap
 from .budget import BUDGET_KEYS, Budget, config_value
 from .calibration import dataset_records
-from .exporter import INT8_FILE, Int8Options, export_model
+from .exporter import INT8_FILE, Int8Options, export_model, quantize_export
+from .info import EXPORT_INFO_FILE
 from .op_profile import int8_speedup_bound, onnx_op_times
 from .processing import preprocess
 from .runtime import OnnxRunner, TorchRunner, TorchScriptRunner
@@ -124,8 +125,8 @@ def _file_mb(path: str) -> float:
 
 class _ModelExports:
     """The files of one model x budget: PyTorch state dict, TorchScript, ONNX fp32 and int8
-    (exported once into ``folder``, reused on resume; the 7-bit int8 model with its own float
-    graph in ``folder/onnx-int8-7bit``)."""
+    (exported once into ``folder``, reused on resume; the 7-bit int8 model, quantized from the
+    same float graph, in ``folder/onnx-int8-7bit``)."""
 
     def __init__(self, model: DeployModel, budget: NamedBudget, folder: str, settings: DeploySettings):
         cfg = load_config(model.config_file, model.opts)
@@ -143,11 +144,10 @@ class _ModelExports:
             self.files["pytorch"] = pth
         if "torchscript" in wanted:
             self._export(cfg, model, budget, "torchscript", None, settings)
-        if wanted & {"onnx", "onnx-int8"}:
+        if wanted & {"onnx", *INT8_BACKENDS}:
             self._export(cfg, model, budget, "onnx", self._int8("onnx-int8", settings), settings)
         if "onnx-int8-7bit" in wanted:
-            self._export(cfg, model, budget, "onnx", self._int8("onnx-int8-7bit", settings), settings,
-                         subdir="onnx-int8-7bit")
+            self._quantize_again(model, budget, "onnx-int8-7bit", settings)
 
     @staticmethod
     def _int8(backend: str, settings: DeploySettings) -> Optional[Int8Options]:
@@ -156,10 +156,9 @@ class _ModelExports:
         return Int8Options(settings.calibration or settings.dataset, settings.calibration_images,
                            reduce_range=INT8_BACKENDS[backend])
 
-    def _export(self, cfg, model: DeployModel, budget: NamedBudget, fmt: str, int8, settings,
-                subdir: str = "") -> None:
-        out = os.path.join(self.folder, subdir or fmt)
-        info_path = os.path.join(out, "export_info.json")
+    def _export(self, cfg, model: DeployModel, budget: NamedBudget, fmt: str, int8, settings) -> None:
+        out = os.path.join(self.folder, fmt)
+        info_path = os.path.join(out, EXPORT_INFO_FILE)
         int8_path = os.path.join(out, INT8_FILE)
         if not os.path.isfile(info_path) or (int8 is not None and not os.path.isfile(int8_path)):
             logger.info(f"Exporting {model.name} ({budget.label}) to {fmt}{' + int8' if int8 else ''}")
@@ -169,12 +168,20 @@ class _ModelExports:
             names = [o["name"] for o in json.load(f)["outputs"]]
         if fmt == "torchscript":
             self.files["torchscript"], self.names["torchscript"] = os.path.join(out, "model.ts"), names
-        elif subdir:
-            self.files[subdir], self.names[subdir] = int8_path, names
         else:
             self.files["onnx"], self.names["onnx"] = os.path.join(out, "model.onnx"), names
             if int8 is not None:
                 self.files["onnx-int8"], self.names["onnx-int8"] = int8_path, names
+
+    def _quantize_again(self, model: DeployModel, budget: NamedBudget, backend: str, settings) -> None:
+        """``backend``'s int8 model: the float ONNX export quantized with its options into
+        ``folder/<backend>`` (kept, reused on resume)."""
+        out = os.path.join(self.folder, backend)
+        int8_path = os.path.join(out, INT8_FILE)
+        if not os.path.isfile(os.path.join(out, EXPORT_INFO_FILE)) or not os.path.isfile(int8_path):
+            logger.info(f"Quantizing {model.name} ({budget.label}) for {backend}")
+            quantize_export(self.model, os.path.join(self.folder, "onnx"), self._int8(backend, settings), out)
+        self.files[backend], self.names[backend] = int8_path, self.names["onnx"]
 
     def runner(self, backend: str, threads: int):
         torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ from .budget import Budget
 from .calibration import DEFAULT_CALIBRATION_IMAGES, page_loaders
 from .check import BOX_TOL, MASK_TOL, SCORE_TOL, Comparison, check_runners
 from .errors import ExportError
-from .info import build_export_info, write_export_info
+from .info import build_export_info, read_export_info, write_export_info
 from .onnx import DEFAULT_OPSET, export_onnx
 from .processing import preprocess
 from .runtime import OnnxRunner, TorchRunner, exported_runner
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "torchscript-script": "model.ts"}
 FORMATS = tuple(MODEL_FILES)
 INT8_FILE = "model.int8.onnx"
+INT8_METHOD = "; int8: onnxruntime static quantization (QDQ)"  # added to export_info's export_method
 
 
 @dataclass
@@ -168,12 +169,13 @@ def export_model(
 
 
 def export_int8(model, float_path: str, names: List[str], spec: ModelSpec, calibration: List, int8: Int8Options,
-                check: bool, info: Dict) -> str:
-    """Quantize the float ONNX file ``float_path`` next to it (``INT8_FILE``), AP-check it, and make
-    ``info`` describe it (``file``, ``quantization``, ``int8_check``); returns its path."""
+                check: bool, info: Dict, folder: str = "") -> str:
+    """Quantize the float ONNX file ``float_path`` to ``INT8_FILE`` in ``folder`` (default: next to
+    it), AP-check it, and make ``info`` describe it (``file``, ``quantization``, ``int8_check``;
+    ``quantization.float_file`` relative to ``folder``); returns its path."""
     from .quantize import PageReader, quantize_onnx  # onnxruntime: an optional dependency (dla-kd[export])
 
-    folder = os.path.dirname(float_path)
+    folder = folder or os.path.dirname(float_path)
     path = os.path.join(folder, INT8_FILE)
     start = time.perf_counter()
     quantization = quantize_onnx(float_path, path, model, PageReader(calibration, spec), int8.per_channel,
@@ -181,12 +183,32 @@ def export_int8(model, float_path: str, names: List[str], spec: ModelSpec, calib
     logger.info(f"Quantized to int8 ({quantization['nodes']['int8']} int8 nodes) in {time.perf_counter() - start:.1f} s")
     info["quantization"] = {
         **quantization, "calibration": {"source": int8.calibration, "images": len(calibration)},
-        "float_file": os.path.basename(float_path), "float_file_size_bytes": os.path.getsize(float_path),
+        "float_file": os.path.relpath(float_path, folder), "float_file_size_bytes": os.path.getsize(float_path),
     }
-    info.update(file=INT8_FILE, file_size_bytes=os.path.getsize(path),
-                export_method=info["export_method"] + "; int8: onnxruntime static quantization (QDQ)")
+    info.update(file=INT8_FILE, file_size_bytes=os.path.getsize(path), export_method=info["export_method"] + INT8_METHOD)
     if check and int8.check is not None:
         info["int8_check"] = int8.check.run(OnnxRunner(float_path, names), OnnxRunner(path, names), spec, folder)
     else:
         info["int8_check"] = NOT_CHECKED if check else {**NOT_CHECKED, "reason": "AP not checked: checks disabled"}
+    return path
+
+
+def quantize_export(model, float_dir: str, int8: Int8Options, output_dir: str) -> str:
+    """Quantize the float ONNX export in ``float_dir`` (written by :func:`export_model` from the
+    deployable ``model``) once more, with other ``int8`` options, into ``output_dir``: its
+    ``INT8_FILE`` and an ``export_info.json`` that is the float export's with the quantization
+    (not AP-checked). The float graph is not exported again. Returns the int8 file's path."""
+    info = read_export_info(float_dir)
+    float_path = os.path.join(float_dir, MODEL_FILES["onnx"])
+    if info["format"] != "onnx" or not os.path.isfile(float_path):
+        raise ExportError(f"{float_dir} holds no float ONNX export ({MODEL_FILES['onnx']})")
+    quantized = info.pop("quantization", None)
+    info.pop("int8_check", None)
+    if quantized is not None:  # the float export was quantized too: describe the float file again
+        info.update(file=MODEL_FILES["onnx"], file_size_bytes=quantized["float_file_size_bytes"],
+                    export_method=info["export_method"].replace(INT8_METHOD, ""))
+    os.makedirs(output_dir, exist_ok=True)
+    path = export_int8(model, float_path, [o["name"] for o in info["outputs"]], ModelSpec.from_dict(info["spec"]),
+                       page_loaders(int8.calibration, int8.calibration_images), int8, False, info, output_dir)
+    write_export_info(info, output_dir)
     return path
