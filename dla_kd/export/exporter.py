@@ -202,11 +202,11 @@ def quantize_export(model, float_dir: str, int8: Int8Options, output_dir: str) -
     float_path = os.path.join(float_dir, MODEL_FILES["onnx"])
     if info["format"] != "onnx" or not os.path.isfile(float_path):
         raise ExportError(f"{float_dir} holds no float ONNX export ({MODEL_FILES['onnx']})")
-    quantized = info.pop("quantization", None)
+    # The float file's description (undoes what export_int8 wrote when the float export was quantized too).
+    info.pop("quantization", None)
     info.pop("int8_check", None)
-    if quantized is not None:  # the float export was quantized too: describe the float file again
-        info.update(file=MODEL_FILES["onnx"], file_size_bytes=quantized["float_file_size_bytes"],
-                    export_method=info["export_method"].replace(INT8_METHOD, ""))
+    info.update(file=MODEL_FILES["onnx"], file_size_bytes=os.path.getsize(float_path),
+                export_method=info["export_method"].replace(INT8_METHOD, ""))
     os.makedirs(output_dir, exist_ok=True)
     path = export_int8(model, float_path, [o["name"] for o in info["outputs"]], ModelSpec.from_dict(info["spec"]),
                        page_loaders(int8.calibration, int8.calibration_images), int8, False, info, output_dir)
