@@ -132,6 +132,42 @@ def test_publishing_a_shorter_list_over_a_published_report_is_refused(report_set
     assert os.path.isfile(out / "pub" / "runs" / "fitnet" / "seed1" / "eval_synthetic_doclaynet_val.json")
 
 
+def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_setup, tmp_path, monkeypatch):
+    """--publish-runs on a fresh machine: the published seeds are collected, not trained again; the
+    runs it trains are published; the published table stays as it was; its wall time counts there."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    pub = out / "pub"
+    table = (pub / "report.md").read_text()
+    for name in ("teacher", "student", "fitnet"):
+        shutil.rmtree(out / name)  # a fresh machine
+    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    partial = list(argv)
+    partial[partial.index("--distill") + 1] = other
+    partial[partial.index("--publish")] = "--publish-runs"
+    monkeypatch.setattr(sys, "argv", partial)
+    kd_report.main()
+    trained = [(c["config"], c["seed"]) for c in _calls(calls)[5:]]
+    assert sorted(trained) == [("pkd.yaml", 1), ("pkd.yaml", 2), ("teacher.yaml", 1)]  # no student seed again
+    assert (pub / "report.md").read_text() == table
+    assert os.path.isfile(pub / "runs" / "pkd" / "seed2" / "eval_synthetic_doclaynet_val.json")
+    assert len(json.load(open(pub / "invocations.json"))) == 2
+    # The full list with --publish then collects everything: nothing trains.
+    shutil.rmtree(out / "pkd")
+    monkeypatch.setattr(sys, "argv", argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:])
+    kd_report.main()
+    assert len(_calls(calls)) == 8
+    rows = json.load(open(pub / "report.json"))["rows"]
+    assert {r["run"]: r["seeds"] for r in rows} == {"teacher": 1, "student": 2, "fitnet": 2, "pkd": 2}
+    # Both flags at once are refused.
+    monkeypatch.setattr(sys, "argv", partial[:1] + ["--publish", str(pub)] + partial[1:])
+    with pytest.raises(SystemExit):
+        kd_report.main()
+
+
 def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, monkeypatch):
     kd_report, argv, out, calls = report_setup
     run_dir = out / "student" / "seed1"

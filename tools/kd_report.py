@@ -24,6 +24,11 @@ port (--dist-url auto). KEY VALUE overrides
 apply to the student and every distillation run (same schedule); ``--teacher-opts`` to the
 teacher. Distillation runs get DISTILL.TEACHER.CONFIG/WEIGHTS pointed at this teacher.
 
+``--publish DIR`` copies the report and every finished run (``DIR/runs/<run>/seed<k>``, from where
+a later call, also on a fresh machine, collects it instead of training it again) into a folder of
+the repository; ``--publish-runs DIR`` does the same for the runs only, for calls that train part
+of the list and must not replace the published table with their part of it.
+
 The table is about the student's first ``DATASETS.TEST`` dataset; ``--dataset`` names another of
 them (every run evaluates on all, see configs/synthetic/unlabeled): that table goes to
 ``report_<dataset>.{md,json}`` and ``curves_<dataset>.png``, e.g. from finished runs with
@@ -187,6 +192,10 @@ def main():
                         help="a folder under results/: report.md, report.json and curves.png are copied there, and "
                              "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
                              "a later invocation (also on a fresh machine) collects it")
+    parser.add_argument("--publish-runs", default="", metavar="DIR",
+                        help="--publish for the runs only: finished runs are collected from and copied to "
+                             "<DIR>/runs/<run>/seed<k>/ and the wall time is recorded there, but the published "
+                             "report is left as it is (a call that trains part of the list, also on a fresh machine)")
     parser.add_argument("--replace-published", action="store_true",
                         help="publish even when the published report has runs this call does not list "
                              "(they leave the published table; their files under <publish>/runs stay)")
@@ -198,6 +207,8 @@ def main():
                              "--distill config's name) when they trained the same way; only evaluated here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
     args = parser.parse_args()
+    if args.publish and args.publish_runs:
+        parser.error("--publish already publishes the runs: give --publish or --publish-runs, not both")
     started = time.time()
 
     student_cfg = load_config(args.student, args.opts)
@@ -226,9 +237,9 @@ def main():
     plan += [(name, seed) for seed in args.seeds for name in runs if name != "student"]
 
     def published(name, seed=None):
-        if not args.publish:
+        if not (args.publish or args.publish_runs):
             return None
-        return os.path.join(args.publish, "runs", name, *([f"seed{seed}"] if seed is not None else []))
+        return os.path.join(args.publish or args.publish_runs, "runs", name, *([f"seed{seed}"] if seed is not None else []))
 
     def run_dirs(name, seed=None):
         """Where a run's files are: this machine's output folder, then the published copy."""
@@ -277,7 +288,7 @@ def main():
         run has finished (on a fresh machine: from the published folder)."""
         if args.collect_only or (not args.teacher_weights and not needs_teacher()):
             final_iter = None if args.teacher_weights else teacher_final
-            if args.publish and load_eval(teacher_dir, dataset, final_iteration=final_iter) is not None:
+            if published("teacher") and load_eval(teacher_dir, dataset, final_iteration=final_iter) is not None:
                 publish_run(teacher_dir, published("teacher"))  # trained by a call without --publish
             return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
                          if r is not None), None)
@@ -297,7 +308,7 @@ def main():
         if problem:
             print(f"[kd_report] the teacher cannot be used: {problem}", flush=True)
             return None
-        if args.publish:
+        if published("teacher"):
             publish_run(teacher_dir, published("teacher"))
         return result
 
@@ -413,9 +424,9 @@ class BenchmarkReport:
         meta = run_environment(args.threads, args.jobs)
         # Kept with the published report when there is one: sessions on fresh machines add up.
         # Recorded in both folders: calls that trained here without publishing count when one publishes.
-        dirs = [args.output] + ([args.publish] if args.publish else [])
+        dirs = [args.output] + [d for d in (args.publish, args.publish_runs) if d]
         meta["wall_time_h"] = record_invocation(dirs, self.started, final) / 3600
-        meta["invocations"] = invocation_count(args.publish or args.output)
+        meta["invocations"] = invocation_count(args.publish or args.publish_runs or args.output)
         teachers = self._teachers(results)
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
         reused = {k: v for k, v in reused.items() if v}

@@ -10,18 +10,20 @@
 #      recipe (should it beat CrossKD, the combination rule makes it the combination's response
 #      loss), then logit MSE, mask KD, the balanced recipes, fgd_init;
 #   C: everything, all seeds: the full report (the README's command, same table), the only call that
-#      publishes (A and B would replace the published table by their part of it). PUBLISH=<dir>
-#      publishes elsewhere (e.g. the checkout this queue was copied from).
+#      publishes the table (A and B would replace it by their part of it: they publish their runs
+#      only, --publish-runs, and collect the published ones instead of training them again on a
+#      fresh machine). PUBLISH=<dir> publishes elsewhere (e.g. the checkout this queue was copied from).
 # Collect and publish what is finished meanwhile: the README's command with --collect-only.
 set -e
 KD=(.venv/bin/python tools/kd_report.py --teacher configs/synthetic/bench/teacher_R_50_GN.yaml
     --student configs/synthetic/bench/student_MNv3_GN.yaml --output output/kd_benchmark
     --jobs 2 --threads 2)
+PART=("${KD[@]}" --publish-runs "${PUBLISH:-results/kd_benchmark}")
 recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' "$n"; done; }
-"${KD[@]}" --seeds 42 1 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
-"${KD[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
-"${KD[@]}" --seeds 42 --distill $(recipes crosskd_balanced defeat_balanced)
-"${KD[@]}" --seeds 42 --distill $(recipes crosskd_mask logit_mse mask_kd fitnet_balanced \
+"${PART[@]}" --seeds 42 1 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
+"${PART[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
+"${PART[@]}" --seeds 42 --distill $(recipes crosskd_balanced defeat_balanced)
+"${PART[@]}" --seeds 42 --distill $(recipes crosskd_mask logit_mse mask_kd fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
 "${KD[@]}" --publish "${PUBLISH:-results/kd_benchmark}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml

@@ -3,7 +3,7 @@
 # where it stopped): the README's "Distil on your own PDFs" commands, in this order:
 #   1. the unlabeled pages of both styles (skipped when complete) and the teacher's offline
 #      pseudo-labels of the DocLayNet-style ones (journaled);
-#   2. the first seed of every row, publishing nothing (the
+#   2. the first seed of every row, publishing its runs but not the table (--publish-runs; the
 #      supervised and labelled-KD rows are the KD benchmark's runs, taken over with --reuse and
 #      only evaluated on the other domain; kd_report trains them when they have not finished);
 #   3. the full list (every seed), the only call that publishes (PUBLISH=<dir> publishes elsewhere,
@@ -25,7 +25,7 @@ ARGS=(--teacher configs/synthetic/bench/teacher_R_50_GN.yaml --teacher-weights $
       --reuse student=output/kd_benchmark/student kd_labelled=output/kd_benchmark/defeat_crosskd
       --jobs 2 --threads 2)
 U=configs/synthetic/unlabeled
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 --distill $U/kd_labelled.yaml $U/kd_unlabeled.yaml \
+.venv/bin/python tools/kd_report.py "${ARGS[@]}" --publish-runs "${PUBLISH:-results/unlabeled}" --seeds 42 --distill $U/kd_labelled.yaml $U/kd_unlabeled.yaml \
     $U/kd_pseudo_offline.yaml $U/kd_publaynet_unlabeled.yaml $U/kd_unlabeled_pseudo.yaml
 .venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}"
 .venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}" \
