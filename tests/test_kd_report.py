@@ -23,6 +23,8 @@ os.makedirs(out, exist_ok=True)
 if config == "teacher.yaml":
     time.sleep(float(os.environ.get("FAKE_TEACHER_SECONDS", "0")))
 base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0, "pkd.yaml": 44.0}[config] + seed
+if config == "teacher.yaml":  # FAKE_TEACHER_AP_OFFSET: a teacher retrained on a fresh machine scores otherwise
+    base += float(os.environ.get("FAKE_TEACHER_AP_OFFSET", "0"))
 final = int(os.environ["FAKE_FINAL_ITER"])
 with open(os.path.join(out, "metrics.json"), "w") as f:
     for it, frac in ((final // 2, 0.5), (final, 1.0)):
@@ -42,7 +44,7 @@ for dataset in datasets:
     res = {t: {"AP": ap, "AP50": ap + 20, "AP75": ap - 5, "AP-Text": ap} for t in ("bbox", "segm")}
     with open(os.path.join(out, f"eval_{dataset}.json"), "w") as f:
         json.dump({"iteration": final, "results": res}, f)
-torch.save({"model": {}}, os.path.join(out, "model_final.pth"))
+torch.save({"model": {}, "ap": base}, os.path.join(out, "model_final.pth"))  # other weights, other sha256
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args,
                         "eval_only": "--eval-only" in args, "start": start, "end": time.time()}) + "\n")
@@ -166,6 +168,64 @@ def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_set
     monkeypatch.setattr(sys, "argv", partial[:1] + ["--publish", str(pub)] + partial[1:])
     with pytest.raises(SystemExit):
         kd_report.main()
+
+
+def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup, tmp_path, monkeypatch, capsys):
+    """On a fresh machine the teacher is trained again and scores otherwise: the published teacher
+    (the one the published runs learned from) stays the table's teacher, the new one is published
+    beside it with its sha256, and the runs distilled from it record it."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    pub = out / "pub"
+    for name in ("teacher", "student", "fitnet"):
+        shutil.rmtree(out / name)  # a fresh machine
+    monkeypatch.setenv("FAKE_TEACHER_AP_OFFSET", "5")
+    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    partial = list(argv)
+    partial[partial.index("--distill") + 1] = other
+    partial[partial.index("--publish")] = "--publish-runs"
+    monkeypatch.setattr(sys, "argv", partial)
+    kd_report.main()
+    assert "is a retrained one" in capsys.readouterr().out
+    assert json.load(open(pub / "runs" / "teacher" / "eval_synthetic_doclaynet_val.json"))["results"]["bbox"]["AP"] == 61.0
+    (retrained,) = os.listdir(pub / "runs" / "teacher" / "retrained")
+    record = json.load(open(pub / "runs" / "teacher" / "retrained" / retrained / "teacher.json"))
+    assert record["bbox_AP"] == 66.0 and record["sha256"].startswith(retrained)
+    assert json.load(open(pub / "runs" / "pkd" / "seed1" / "teacher.json"))["sha256"] == record["sha256"]
+    # The full table: the published teacher's row and gap closed, both teachers listed.
+    monkeypatch.setattr(sys, "argv", argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:])
+    kd_report.main()
+    report = json.load(open(pub / "report.json"))
+    assert next(r for r in report["rows"] if r["run"] == "teacher")["bbox_AP"]["mean"] == 61.0
+    assert sorted((t["bbox_AP"], t["runs"]) for t in report["teachers"]) == [(61.0, 2), (66.0, 2)]
+
+
+def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
+    """publish_teacher: a teacher of the same training config is published beside the table's
+    teacher; one of another config (the benchmark's teacher changed) replaces it."""
+    kd_report = load_tool("kd_report")
+    import torch
+
+    def teacher(folder, ap, width):
+        os.makedirs(folder)
+        write_config(str(folder / "config.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", str(width)])
+        with open(folder / "eval_val.json", "w") as f:
+            json.dump({"iteration": 3, "results": {"bbox": {"AP": ap}}}, f)
+        torch.save({"model": {}, "ap": ap}, folder / "model_final.pth")
+        return str(folder / "model_final.pth")
+
+    pub = tmp_path / "pub"
+    teacher(pub, 61.0, 32)
+    same = teacher(tmp_path / "same", 66.0, 32)
+    kd_report.publish_teacher(str(tmp_path / "same"), str(pub), same, "val", 3)
+    assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 61.0
+    assert len(os.listdir(pub / "retrained")) == 1
+    wider = teacher(tmp_path / "wider", 70.0, 64)
+    kd_report.publish_teacher(str(tmp_path / "wider"), str(pub), wider, "val", 3)
+    assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 70.0
 
 
 def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, monkeypatch):

@@ -27,7 +27,11 @@ teacher. Distillation runs get DISTILL.TEACHER.CONFIG/WEIGHTS pointed at this te
 ``--publish DIR`` copies the report and every finished run (``DIR/runs/<run>/seed<k>``, from where
 a later call, also on a fresh machine, collects it instead of training it again) into a folder of
 the repository; ``--publish-runs DIR`` does the same for the runs only, for calls that train part
-of the list and must not replace the published table with their part of it.
+of the list and must not replace the published table with their part of it. A teacher retrained
+on a fresh machine (same config, other weights: CPU training is not bit-reproducible) does not
+replace the published one, which stays the table's teacher: it is published beside it in
+``<publish>/runs/teacher/retrained/<sha12>/``, and each distillation run names its teacher
+(``teacher.json``), listed with its AP under the table.
 
 The table is about the student's first ``DATASETS.TEST`` dataset; ``--dataset`` names another of
 them (every run evaluates on all, see configs/synthetic/unlabeled): that table goes to
@@ -57,7 +61,16 @@ from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import build_seed_rows, format_number, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
-from dla_kd.evaluation.reused_runs import EVAL_DIR, REUSED_FILE, adopt_run, collect_evaluations, reuse_problem, reused_from
+from dla_kd.evaluation.reused_runs import (
+    EVAL_DIR,
+    REUSED_FILE,
+    adopt_run,
+    collect_evaluations,
+    reuse_problem,
+    reused_from,
+    run_config,
+    training_differences,
+)
 from dla_kd.evaluation.run_info import (
     TEACHER_FILE,
     invocation_count,
@@ -106,6 +119,32 @@ def published_runs_left_out(publish_dir: str, json_name: str, runs) -> list:
     with open(path) as f:
         published = [row["run"] for row in json.load(f).get("rows", [])]
     return [name for name in published if name != "teacher" and name not in runs]
+
+
+RETRAINED_DIR = "retrained"  # <publish>/runs/teacher/retrained/<sha256[:12]>/: teachers retrained later
+
+
+def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset: str, final_iteration) -> None:
+    """Publish the teacher of this machine (``teacher_dir``, weights ``weights``). A published
+    teacher trained the same way that scores otherwise is one an earlier session trained (CPU
+    training is not bit-reproducible; checkpoints do not outlive a machine): it stays the table's
+    teacher, the one the published runs learned from, and this one is published beside it in
+    ``<published_dir>/retrained/<sha12>/`` with its ``teacher.json``. A teacher trained otherwise
+    (another config; both folders must have their config.yaml to tell) replaces it."""
+    here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
+    there = load_eval(published_dir, dataset, final_iteration=final_iteration)
+    configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
+    other_config = all(map(os.path.isfile, configs)) and training_differences(
+        run_config(published_dir), run_config(teacher_dir))
+    if there is None or there == here or other_config:
+        publish_run(teacher_dir, published_dir)
+        return
+    write_teacher_record(teacher_dir, weights, here)
+    target = os.path.join(published_dir, RETRAINED_DIR, weights_sha256(weights)[:12])
+    publish_run(teacher_dir, target)
+    print(f"[kd_report] the teacher of this machine (bbox AP {here['bbox']['AP']:.2f}) is a retrained one: the "
+          f"published teacher (bbox AP {there['bbox']['AP']:.2f}) stays the table's teacher, this one is "
+          f"published to {target}", flush=True)
 
 
 def _finished(output_dir, dataset, final_iteration=None, eval_only=False, published_dir=None, verbose=True):
@@ -242,9 +281,11 @@ def main():
         return os.path.join(args.publish or args.publish_runs, "runs", name, *([f"seed{seed}"] if seed is not None else []))
 
     def run_dirs(name, seed=None):
-        """Where a run's files are: this machine's output folder, then the published copy."""
+        """Where a run's files are: this machine's output folder, then the published copy; for the
+        teacher the published one first (see publish_teacher: a retrained teacher is not the table's)."""
         local = os.path.join(args.output, name, *([f"seed{seed}"] if seed is not None else []))
-        return [d for d in (local, published(name, seed)) if d]
+        dirs = [d for d in (local, published(name, seed)) if d]
+        return dirs[::-1] if name == "teacher" else dirs
 
     teacher_dir = os.path.join(args.output, "teacher")
 
@@ -289,7 +330,8 @@ def main():
         if args.collect_only or (not args.teacher_weights and not needs_teacher()):
             final_iter = None if args.teacher_weights else teacher_final
             if published("teacher") and load_eval(teacher_dir, dataset, final_iteration=final_iter) is not None:
-                publish_run(teacher_dir, published("teacher"))  # trained by a call without --publish
+                # trained by a call without --publish
+                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, final_iter)
             return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
                          if r is not None), None)
         threads = max(1, args.threads // args.jobs)
@@ -309,8 +351,14 @@ def main():
             print(f"[kd_report] the teacher cannot be used: {problem}", flush=True)
             return None
         if published("teacher"):
-            publish_run(teacher_dir, published("teacher"))
+            publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final)
         return result
+
+    def table_teacher(here):
+        """The teacher row of the table: the published teacher when there is one, else ``here``."""
+        final_iter = None if args.teacher_weights else teacher_final
+        there = load_eval(published("teacher"), dataset, final_iteration=final_iter) if published("teacher") else None
+        return there or here
 
     def execute(item):
         name, seed = item
@@ -366,11 +414,11 @@ def main():
         for future in futures:
             item, res = future.result()
             results[item] = res
-            report.write(teacher_future.result() if teacher_future.done() else None, results)
+            report.write(table_teacher(teacher_future.result()) if teacher_future.done() else None, results)
     teacher = teacher_future.result()
     if teacher is None and not args.collect_only:
         raise SystemExit("[kd_report] the teacher run failed or cannot be used; nothing was distilled")
-    report.write(teacher, results, final=True)
+    report.write(table_teacher(teacher), results, final=True)
 
 
 _COSTS = {}  # (deployable MODEL config, test size) -> model_cost

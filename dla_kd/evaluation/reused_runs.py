@@ -65,10 +65,11 @@ def _read_json(path: str) -> Optional[Dict]:
         return json.load(f)
 
 
-def _donor_cfg(donor_dir: str):
+def run_config(run_dir: str):
+    """The CfgNode a run folder's ``config.yaml`` holds."""
     from detectron2.config import CfgNode
 
-    with open(os.path.join(donor_dir, "config.yaml")) as f:
+    with open(os.path.join(run_dir, "config.yaml")) as f:
         return CfgNode.load_cfg(f)
 
 
@@ -78,7 +79,7 @@ def reuse_problem(donor_dir: str, cfg, final_iteration: int, teacher_sha256: Opt
     training settings, or another teacher than the one of sha256 ``teacher_sha256``."""
     if not os.path.isfile(os.path.join(donor_dir, "config.yaml")):
         return f"{donor_dir} has no config.yaml"
-    donor_cfg = _donor_cfg(donor_dir)
+    donor_cfg = run_config(donor_dir)
     if load_eval(donor_dir, donor_cfg.DATASETS.TEST[0], final_iteration=final_iteration) is None:
         return f"{donor_dir} has not finished (no final evaluation of {donor_cfg.DATASETS.TEST[0]})"
     problem = checkpoint_problem(os.path.join(donor_dir, "model_final.pth"))
@@ -127,7 +128,7 @@ def _copy_metrics(donor_dir: str, output_dir: str, several: bool) -> None:
     source = os.path.join(donor_dir, "metrics.json")
     if not os.path.isfile(source):
         return
-    tests = _donor_cfg(donor_dir).DATASETS.TEST
+    tests = run_config(donor_dir).DATASETS.TEST
     prefix = f"{tests[0]}/" if several and len(tests) == 1 else ""
     with open(source) as f, open(os.path.join(output_dir, "metrics.json"), "w") as out:
         for line in f:
