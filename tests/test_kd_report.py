@@ -134,6 +134,20 @@ def test_publishing_a_shorter_list_over_a_published_report_is_refused(report_set
     assert os.path.isfile(out / "pub" / "runs" / "fitnet" / "seed1" / "eval_synthetic_doclaynet_val.json")
 
 
+def _fresh_machine_partial_call(argv, out, tmp_path):
+    """Remove the output folder's runs (a fresh machine) and return a pkd recipe and the argv of a
+    call that trains only it, publishing its runs but not the table (--publish-runs)."""
+    for name in ("teacher", "student", "fitnet"):
+        shutil.rmtree(out / name)
+    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    partial = list(argv)
+    partial[partial.index("--distill") + 1] = other
+    partial[partial.index("--publish")] = "--publish-runs"
+    return other, partial
+
+
 def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_setup, tmp_path, monkeypatch):
     """--publish-runs on a fresh machine: the published seeds are collected, not trained again; the
     runs it trains are published; the published table stays as it was; its wall time counts there."""
@@ -142,14 +156,7 @@ def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_set
     kd_report.main()
     pub = out / "pub"
     table = (pub / "report.md").read_text()
-    for name in ("teacher", "student", "fitnet"):
-        shutil.rmtree(out / name)  # a fresh machine
-    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
-        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
-        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
-    partial = list(argv)
-    partial[partial.index("--distill") + 1] = other
-    partial[partial.index("--publish")] = "--publish-runs"
+    other, partial = _fresh_machine_partial_call(argv, out, tmp_path)
     monkeypatch.setattr(sys, "argv", partial)
     kd_report.main()
     trained = [(c["config"], c["seed"]) for c in _calls(calls)[5:]]
@@ -178,15 +185,8 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
     monkeypatch.setattr(sys, "argv", argv)
     kd_report.main()
     pub = out / "pub"
-    for name in ("teacher", "student", "fitnet"):
-        shutil.rmtree(out / name)  # a fresh machine
     monkeypatch.setenv("FAKE_TEACHER_AP_OFFSET", "5")
-    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
-        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
-        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
-    partial = list(argv)
-    partial[partial.index("--distill") + 1] = other
-    partial[partial.index("--publish")] = "--publish-runs"
+    other, partial = _fresh_machine_partial_call(argv, out, tmp_path)
     monkeypatch.setattr(sys, "argv", partial)
     kd_report.main()
     assert "is a retrained one" in capsys.readouterr().out
