@@ -47,7 +47,8 @@ for dataset in datasets:
 torch.save({"model": {}, "ap": base}, os.path.join(out, "model_final.pth"))  # other weights, other sha256
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps({"config": config, "seed": seed, "resume": "--resume" in args,
-                        "eval_only": "--eval-only" in args, "start": start, "end": time.time()}) + "\n")
+                        "eval_only": "--eval-only" in args, "start": start, "end": time.time(),
+                        "threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
 '''
 
 
@@ -145,7 +146,8 @@ def _fresh_machine_partial_call(argv, out, tmp_path):
     partial = list(argv)
     partial[partial.index("--distill") + 1] = other
     partial[partial.index("--publish")] = "--publish-runs"
-    return other, partial
+    partial[partial.index("--threads") + 1] = "2"
+    return other, partial[:1] + ["--jobs", "2"] + partial[1:]
 
 
 def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_setup, tmp_path, monkeypatch):
@@ -161,6 +163,8 @@ def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_set
     kd_report.main()
     trained = [(c["config"], c["seed"]) for c in _calls(calls)[5:]]
     assert sorted(trained) == [("pkd.yaml", 1), ("pkd.yaml", 2), ("teacher.yaml", 1)]  # no student seed again
+    # Nothing trained beside the teacher (the supervised seeds were published): it had every thread.
+    assert {c["config"]: c["threads"] for c in _calls(calls)[5:]} == {"teacher.yaml": "2", "pkd.yaml": "1"}
     assert (pub / "report.md").read_text() == table
     assert os.path.isfile(pub / "runs" / "pkd" / "seed2" / "eval_synthetic_doclaynet_val.json")
     assert len(json.load(open(pub / "invocations.json"))) == 2
@@ -288,11 +292,14 @@ def test_collecting_publishes_runs_trained_without_publishing(report_setup, monk
 def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_setup, monkeypatch):
     kd_report, argv, out, calls = report_setup
     monkeypatch.setenv("FAKE_TEACHER_SECONDS", "4")
-    monkeypatch.setattr(sys, "argv", argv[:1] + ["--jobs", "2"] + argv[1:])
+    two = argv[:1] + ["--jobs", "2"] + argv[1:]
+    two[two.index("--threads") + 1] = "2"
+    monkeypatch.setattr(sys, "argv", two)
     kd_report.main()
     runs = {(c["config"], c["seed"]): c for c in _calls(calls)}
     teacher = runs["teacher.yaml", 1]
     assert runs["student.yaml", 1]["start"] < teacher["end"]  # the other slot, while the teacher trains
+    assert teacher["threads"] == "1"  # its share of the threads
     assert runs["fitnet.yaml", 1]["start"] >= teacher["end"] and runs["fitnet.yaml", 2]["start"] >= teacher["end"]
     # A distillation run left to train on a fresh machine needs the teacher again.
     os.remove(out / "pub" / "runs" / "fitnet" / "seed2" / "eval_synthetic_doclaynet_val.json")
@@ -300,6 +307,7 @@ def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_
         shutil.rmtree(out / name)
     kd_report.main()
     assert [(c["config"], c["seed"]) for c in _calls(calls)][5:] == [("teacher.yaml", 1), ("fitnet.yaml", 2)]
+    assert _calls(calls)[5]["threads"] == "2"  # alone this time: every thread
 
 
 def test_a_second_test_dataset_gets_its_own_report(report_setup, tmp_path, monkeypatch):

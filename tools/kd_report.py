@@ -334,7 +334,10 @@ def main():
                 publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, final_iter)
             return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
                          if r is not None), None)
-        threads = max(1, args.threads // args.jobs)
+        # The supervised seeds train beside the teacher; when they have all finished (a fresh machine
+        # with published seeds) nothing does (distillation waits for it): it gets every thread.
+        alone = all(finished("student", seed) for seed in args.seeds)
+        threads = args.threads if alone else max(1, args.threads // args.jobs)
         if args.teacher_weights:
             opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
             tests = load_config(args.teacher, list(args.teacher_opts)).DATASETS.TEST
