@@ -223,6 +223,11 @@ def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
 
     pub = tmp_path / "pub"
     teacher(pub, 61.0, 32)
+    # The published teacher trained before a config key existed: that key does not make it another config.
+    lines = (pub / "config.yaml").read_text().splitlines(keepends=True)
+    kept = [line for line in lines if "MASK_WEIGHT:" not in line]
+    assert len(kept) == len(lines) - 1
+    (pub / "config.yaml").write_text("".join(kept))
     same = teacher(tmp_path / "same", 66.0, 32)
     kd_report.publish_teacher(str(tmp_path / "same"), str(pub), same, "val", 3)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 61.0

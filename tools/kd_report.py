@@ -130,12 +130,13 @@ def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset:
     training is not bit-reproducible; checkpoints do not outlive a machine): it stays the table's
     teacher, the one the published runs learned from, and this one is published beside it in
     ``<published_dir>/retrained/<sha12>/`` with its ``teacher.json``. A teacher trained otherwise
-    (another config; both folders must have their config.yaml to tell) replaces it."""
+    (another config; both folders must have their config.yaml to tell; keys one of them lacks, added
+    to the code after the published teacher trained, do not count) replaces it."""
     here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
     there = load_eval(published_dir, dataset, final_iteration=final_iteration)
     configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
     other_config = all(map(os.path.isfile, configs)) and training_differences(
-        run_config(published_dir), run_config(teacher_dir))
+        run_config(published_dir), run_config(teacher_dir), common_keys_only=True)
     if there is None or there == here or other_config:
         publish_run(teacher_dir, published_dir)
         return

@@ -51,10 +51,12 @@ def _plain(value):
     return value
 
 
-def training_differences(donor_cfg, cfg) -> List[str]:
-    """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS``."""
+def training_differences(donor_cfg, cfg, common_keys_only: bool = False) -> List[str]:
+    """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS``;
+    ``common_keys_only``: apart from keys one of them lacks too (added to the code later)."""
     a, b = _flat(donor_cfg), _flat(cfg)
-    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
+    keys = set(a) & set(b) if common_keys_only else set(a) | set(b)
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(keys)
             if k not in IGNORED_KEYS and a.get(k) != b.get(k)]
 
 
