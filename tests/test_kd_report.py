@@ -110,15 +110,20 @@ def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
     assert json.load(open(out / "report.json"))["environment"]["invocations"] == 2
 
 
+def _pkd_recipe(argv, tmp_path):
+    """A second distillation recipe (pkd) with the report's teacher, beside the fixture's fitnet."""
+    return write_config(str(tmp_path / "pkd.yaml"), TINY, [
+        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
+        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+
+
 def test_publishing_a_shorter_list_over_a_published_report_is_refused(report_setup, tmp_path, monkeypatch, capsys):
     kd_report, argv, out, calls = report_setup
     monkeypatch.setattr(sys, "argv", argv)
     kd_report.main()
     published = (out / "pub" / "report.md").read_text()
     # The same call without the fitnet recipe: refused before anything runs, the report kept.
-    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
-        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
-        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    other = _pkd_recipe(argv, tmp_path)
     shorter = list(argv)
     shorter[shorter.index("--distill") + 1] = other
     monkeypatch.setattr(sys, "argv", shorter)
@@ -136,18 +141,18 @@ def test_publishing_a_shorter_list_over_a_published_report_is_refused(report_set
 
 
 def _fresh_machine_partial_call(argv, out, tmp_path):
-    """Remove the output folder's runs (a fresh machine) and return a pkd recipe and the argv of a
-    call that trains only it, publishing its runs but not the table (--publish-runs)."""
+    """Remove the output folder's runs (a fresh machine) and return the argv of a call that trains
+    only a pkd recipe, publishing its runs but not the table (--publish-runs), and of the full call
+    (fitnet and pkd, --publish)."""
     for name in ("teacher", "student", "fitnet"):
         shutil.rmtree(out / name)
-    other = write_config(str(tmp_path / "pkd.yaml"), TINY, [
-        "SOLVER.MAX_ITER", "4", "MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN",
-        "DISTILL.TEACHER.CONFIG", argv[argv.index("--teacher") + 1], "DISTILL.LOSSES", "['pkd']"])
+    other = _pkd_recipe(argv, tmp_path)
     partial = list(argv)
     partial[partial.index("--distill") + 1] = other
     partial[partial.index("--publish")] = "--publish-runs"
     partial[partial.index("--threads") + 1] = "2"
-    return other, partial[:1] + ["--jobs", "2"] + partial[1:]
+    full = argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:]
+    return partial[:1] + ["--jobs", "2"] + partial[1:], full
 
 
 def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_setup, tmp_path, monkeypatch):
@@ -158,7 +163,7 @@ def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_set
     kd_report.main()
     pub = out / "pub"
     table = (pub / "report.md").read_text()
-    other, partial = _fresh_machine_partial_call(argv, out, tmp_path)
+    partial, full = _fresh_machine_partial_call(argv, out, tmp_path)
     monkeypatch.setattr(sys, "argv", partial)
     kd_report.main()
     trained = [(c["config"], c["seed"]) for c in _calls(calls)[5:]]
@@ -170,7 +175,7 @@ def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_set
     assert len(json.load(open(pub / "invocations.json"))) == 2
     # The full list with --publish then collects everything: nothing trains.
     shutil.rmtree(out / "pkd")
-    monkeypatch.setattr(sys, "argv", argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:])
+    monkeypatch.setattr(sys, "argv", full)
     kd_report.main()
     assert len(_calls(calls)) == 8
     rows = json.load(open(pub / "report.json"))["rows"]
@@ -190,7 +195,7 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
     kd_report.main()
     pub = out / "pub"
     monkeypatch.setenv("FAKE_TEACHER_AP_OFFSET", "5")
-    other, partial = _fresh_machine_partial_call(argv, out, tmp_path)
+    partial, full = _fresh_machine_partial_call(argv, out, tmp_path)
     monkeypatch.setattr(sys, "argv", partial)
     kd_report.main()
     assert "is a retrained one" in capsys.readouterr().out
@@ -200,7 +205,7 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
     assert record["bbox_AP"] == 66.0 and record["sha256"].startswith(retrained)
     assert json.load(open(pub / "runs" / "pkd" / "seed1" / "teacher.json"))["sha256"] == record["sha256"]
     # The full table: the published teacher's row and gap closed, both teachers listed.
-    monkeypatch.setattr(sys, "argv", argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:])
+    monkeypatch.setattr(sys, "argv", full)
     kd_report.main()
     report = json.load(open(pub / "report.json"))
     assert next(r for r in report["rows"] if r["run"] == "teacher")["bbox_AP"]["mean"] == 61.0

@@ -135,9 +135,8 @@ def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset:
     here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
     there = load_eval(published_dir, dataset, final_iteration=final_iteration)
     configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
-    other_config = all(map(os.path.isfile, configs)) and training_differences(
-        run_config(published_dir), run_config(teacher_dir), common_keys_only=True)
-    if there is None or there == here or other_config:
+    if there is None or there == here or (all(map(os.path.isfile, configs)) and training_differences(
+            run_config(published_dir), run_config(teacher_dir), common_keys_only=True)):
         publish_run(teacher_dir, published_dir)
         return
     write_teacher_record(teacher_dir, weights, here)
@@ -289,6 +288,8 @@ def main():
         return dirs[::-1] if name == "teacher" else dirs
 
     teacher_dir = os.path.join(args.output, "teacher")
+    # The teacher's evaluation that counts: the final one of a teacher trained here, any of given weights.
+    teacher_final_eval = None if args.teacher_weights else teacher_final
 
     def finished(name, seed):
         done, problem = _finished(os.path.join(args.output, name, f"seed{seed}"), dataset, student_final,
@@ -329,12 +330,10 @@ def main():
         when it failed or its checkpoint cannot be used. Only collected when every distillation
         run has finished (on a fresh machine: from the published folder)."""
         if args.collect_only or (not args.teacher_weights and not needs_teacher()):
-            final_iter = None if args.teacher_weights else teacher_final
-            if published("teacher") and load_eval(teacher_dir, dataset, final_iteration=final_iter) is not None:
-                # trained by a call without --publish
-                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, final_iter)
-            return next((r for r in (load_eval(d, dataset, final_iteration=final_iter) for d in run_dirs("teacher"))
-                         if r is not None), None)
+            here = load_eval(teacher_dir, dataset, final_iteration=teacher_final_eval)
+            if published("teacher") and here is not None:  # trained by a call without --publish
+                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final_eval)
+            return table_teacher(here)
         # The supervised seeds train beside the teacher; when they have all finished (a fresh machine
         # with published seeds) nothing does (distillation waits for it): it gets every thread.
         alone = all(finished("student", seed) for seed in args.seeds)
@@ -359,9 +358,9 @@ def main():
         return result
 
     def table_teacher(here):
-        """The teacher row of the table: the published teacher when there is one, else ``here``."""
-        final_iter = None if args.teacher_weights else teacher_final
-        there = load_eval(published("teacher"), dataset, final_iteration=final_iter) if published("teacher") else None
+        """The teacher row of the table: the published teacher when there is one (see
+        publish_teacher), else ``here`` (this machine's)."""
+        there = load_eval(published("teacher"), dataset, final_iteration=teacher_final_eval) if published("teacher") else None
         return there or here
 
     def execute(item):
