@@ -209,7 +209,10 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
     kd_report.main()
     report = json.load(open(pub / "report.json"))
     assert next(r for r in report["rows"] if r["run"] == "teacher")["bbox_AP"]["mean"] == 61.0
-    assert sorted((t["bbox_AP"], t["runs"]) for t in report["teachers"]) == [(61.0, 2), (66.0, 2)]
+    assert sorted((t["bbox_AP"], t["runs"], t["run_ids"]) for t in report["teachers"]) == [
+        (61.0, 2, ["fitnet/seed1", "fitnet/seed2"]), (66.0, 2, ["pkd/seed1", "pkd/seed2"])]
+    # The runs of the teacher fewer runs learned from are named (here a tie: the first listed is not).
+    assert ": 66.0, 2 run(s) (pkd/seed1, pkd/seed2)." in open(pub / "report.md").read()
 
 
 def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
@@ -489,6 +492,72 @@ def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
     assert record_invocation([str(output), str(published)], started=510.0, final=True) == 210.0  # + 510-520
     for folder in (output, published):
         assert [e["start"] for e in json.load(open(folder / "invocations.json"))] == [200.0, 400.0, 510.0]
+
+
+def _record_many(folder, first_start, count):
+    from dla_kd.evaluation.run_info import record_invocation
+
+    for k in range(count):
+        record_invocation([folder], started=float(first_start + k), final=True)
+
+
+def test_invocations_recorded_at_once_by_two_processes_are_all_kept(tmp_path):
+    """Two kd_report calls side by side (e.g. two lanes of one queue) record into the same
+    invocations.json: neither drops the other's records."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_record_many, args=(str(tmp_path), first, 40)) for first in (0, 1000)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    starts = [e["start"] for e in json.load(open(tmp_path / "invocations.json"))]
+    assert starts == [float(k) for k in range(40)] + [float(1000 + k) for k in range(40)]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_running_invocation_keeps_its_record_current(tmp_path, monkeypatch):
+    """keep_recording refreshes the record while the call runs (a call killed during its first run
+    keeps the time it ran); a heartbeat that arrives after the final record does not undo it."""
+    import time
+
+    from dla_kd.evaluation import run_info
+
+    started = time.time()
+    stop = run_info.keep_recording([str(tmp_path)], started, interval_s=0.05)
+    time.sleep(0.5)
+    stop.set()
+    (entry,) = json.load(open(tmp_path / "invocations.json"))
+    assert entry["start"] == started and not entry["finished"] and entry["end"] - started >= 0.3
+    run_info.record_invocation([str(tmp_path)], started, final=True)
+    final_end = json.load(open(tmp_path / "invocations.json"))[0]["end"]
+    run_info.record_invocation([str(tmp_path)], started)  # a heartbeat in flight when the call ended
+    (entry,) = json.load(open(tmp_path / "invocations.json"))
+    assert entry["finished"] and entry["end"] == final_end
+
+
+def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setup, monkeypatch):
+    """Before the first run of the list finishes, nothing else records the call: the heartbeat
+    does, so a call killed while the teacher trains still counts the minutes it ran."""
+    from dla_kd.evaluation import run_info
+
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--jobs", "1"] + argv[1:])
+    monkeypatch.setenv("FAKE_TEACHER_SECONDS", "2")
+    monkeypatch.setattr(run_info, "HEARTBEAT_S", 0.2)
+    records = []
+    record = run_info.record_invocation
+    monkeypatch.setattr(run_info, "record_invocation",
+                        lambda dirs, started, final=False: records.append((run_info.time.time(), final))
+                        or record(dirs, started, final))
+    kd_report.main()
+    teacher = next(c for c in _calls(calls) if c["config"] == "teacher.yaml")
+    during = [t for t, final in records if teacher["start"] + 0.3 < t < teacher["end"] and not final]
+    assert len(during) >= 3  # every 0.2 s of the teacher's 2 s
+    entries = json.load(open(out / "pub" / "invocations.json"))
+    assert len(entries) == 1 and entries[0]["finished"]
 
 
 def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypatch):

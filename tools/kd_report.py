@@ -74,6 +74,7 @@ from dla_kd.evaluation.reused_runs import (
 from dla_kd.evaluation.run_info import (
     TEACHER_FILE,
     invocation_count,
+    keep_recording,
     read_teacher_record,
     record_invocation,
     run_environment,
@@ -409,15 +410,19 @@ def main():
 
     results = {}
     report = BenchmarkReport(args, dataset, runs, started, run_dirs)
-    # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        teacher_future = pool.submit(train_teacher)
-        futures = [pool.submit(execute, item) for item in plan]
-        report.write(None, results)
-        for future in futures:
-            item, res = future.result()
-            results[item] = res
-            report.write(table_teacher(teacher_future.result()) if teacher_future.done() else None, results)
+    heartbeat = keep_recording(report.invocation_dirs, started)  # a killed call keeps the time it ran
+    try:
+        # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            teacher_future = pool.submit(train_teacher)
+            futures = [pool.submit(execute, item) for item in plan]
+            report.write(None, results)
+            for future in futures:
+                item, res = future.result()
+                results[item] = res
+                report.write(table_teacher(teacher_future.result()) if teacher_future.done() else None, results)
+    finally:
+        heartbeat.set()
     teacher = teacher_future.result()
     if teacher is None and not args.collect_only:
         raise SystemExit("[kd_report] the teacher run failed or cannot be used; nothing was distilled")
@@ -448,6 +453,8 @@ class BenchmarkReport:
 
     def __init__(self, args, dataset, runs, started, run_dirs):
         self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
+        # Recorded in both folders: calls that trained here without publishing count when one publishes.
+        self.invocation_dirs = [args.output] + [d for d in (args.publish, args.publish_runs) if d]
         student_cfg, teacher_cfg = load_config(args.student, list(args.opts)), load_config(args.teacher, list(args.teacher_opts))
         self.files = report_files(dataset, student_cfg)
         # SOLVER.MAX_ITER of the students (False) and of the teacher (True): a shorter curve is unfinished.
@@ -474,9 +481,7 @@ class BenchmarkReport:
         curves = self._curves(rows, results)
         meta = run_environment(args.threads, args.jobs)
         # Kept with the published report when there is one: sessions on fresh machines add up.
-        # Recorded in both folders: calls that trained here without publishing count when one publishes.
-        dirs = [args.output] + [d for d in (args.publish, args.publish_runs) if d]
-        meta["wall_time_h"] = record_invocation(dirs, self.started, final) / 3600
+        meta["wall_time_h"] = record_invocation(self.invocation_dirs, self.started, final) / 3600
         meta["invocations"] = invocation_count(args.publish or args.publish_runs or args.output)
         teachers = self._teachers(results)
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
@@ -496,9 +501,12 @@ class BenchmarkReport:
                    + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
                    + ".", ""]
         if teachers:
+            # With several teachers (one retrained on a later machine), the runs of all but the one
+            # most runs learned from are named: their rows mix teachers.
+            most = max(teachers, key=lambda t: t["runs"])
             md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
                    + "; ".join(f"`{t['sha256'][:12]}`: {format_number(t['bbox_AP'], '.1f')}, {t['runs']} run(s)"
-                               for t in teachers) + ".", ""]
+                               + ("" if t is most else f" ({', '.join(t['run_ids'])})") for t in teachers) + ".", ""]
         if reused:
             md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
                    "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(reused.items())) + ".", ""]
@@ -519,13 +527,15 @@ class BenchmarkReport:
                     shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
 
     def _teachers(self, results):
-        """Distinct teachers (by weights sha256) of the finished distillation runs."""
+        """Distinct teachers (by weights sha256) of the finished distillation runs, each with the
+        runs (``<name>/seed<k>``) that learned from it."""
         seen = {}
-        for (name, seed), res in results.items():
+        for (name, seed), res in sorted(results.items()):
             record = read_teacher_record(self.run_dirs(name, seed)) if res is not None and name != "student" else None
             if record:
-                entry = seen.setdefault(record["sha256"], {**record, "runs": 0})
+                entry = seen.setdefault(record["sha256"], {**record, "runs": 0, "run_ids": []})
                 entry["runs"] += 1
+                entry["run_ids"].append(f"{name}/seed{seed}")
         return list(seen.values())
 
     def _curves(self, rows, results):

@@ -1,10 +1,19 @@
 """What a long report ran on and how long it took, across interrupted invocations."""
+import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
+import tempfile
+import threading
 import time
 from typing import Dict, Optional, Sequence, Union
+
+try:
+    import fcntl
+except ImportError:  # Windows: invocations of one process are still serialised (_RECORD_LOCK)
+    fcntl = None
 
 from ..utils import files as utils_files
 
@@ -37,32 +46,81 @@ def run_environment(threads: int, jobs: int) -> Dict:
     }
 
 
+_RECORD_LOCK = threading.Lock()  # the heartbeat thread and the report writer of one process
+HEARTBEAT_S = 300.0  # how often a running invocation refreshes its record (keep_recording)
+
+
+def _lock_path(output_dir: str) -> str:
+    """The lock file of ``<output_dir>/invocations.json``: in the temporary folder, not beside it
+    (the published folder is committed; ``invocations.json`` itself is replaced on every write)."""
+    key = hashlib.sha1(os.path.realpath(output_dir).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"dla_kd-invocations-{key}.lock")
+
+
+@contextlib.contextmanager
+def _locked(dirs: Sequence[str]):
+    """Hold ``_RECORD_LOCK`` and, where ``fcntl`` exists, an exclusive ``flock`` on the lock file
+    of each folder (:func:`_lock_path`, taken in sorted order: two calls that share folders cannot
+    deadlock), so that two invocations of this machine recording at once (two kd_report calls side
+    by side) do not drop each other's record."""
+    with _RECORD_LOCK, contextlib.ExitStack() as stack:
+        if fcntl is not None:
+            for path in sorted({_lock_path(d) for d in dirs}):
+                fcntl.flock(stack.enter_context(open(path, "a")), fcntl.LOCK_EX)
+        yield
+
+
 def record_invocation(output_dirs: Union[str, Sequence[str]], started: float, final: bool = False) -> float:
     """Record this invocation (started at ``started``, still running unless ``final``) in
     ``<dir>/invocations.json`` of each of ``output_dirs`` and return the wall time of all
     invocations in seconds (time in which any of them ran). The files are merged first, so the
     published folder also counts the calls that did not publish but trained into the output
-    folder. An invocation killed before its end keeps the time of its last record."""
+    folder. An invocation killed before its end keeps the time of its last record (refreshed every
+    ``HEARTBEAT_S`` by :func:`keep_recording`)."""
     dirs = [output_dirs] if isinstance(output_dirs, str) else list(output_dirs)
-    merged = {}
-    for output_dir in dirs:
-        path = os.path.join(output_dir, INVOCATIONS_FILE)
-        if os.path.isfile(path):
-            with open(path) as f:
-                for e in json.load(f):
-                    if e["start"] not in merged or e["end"] > merged[e["start"]]["end"]:
-                        merged[e["start"]] = e
-    merged[started] = {"start": started, "end": time.time(), "finished": final,
-                       "load_average_1min": os.getloadavg()[0]}
-    entries = sorted(merged.values(), key=lambda e: e["start"])
-    for output_dir in dirs:
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, INVOCATIONS_FILE)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(entries, f, indent=2)
-        os.replace(tmp, path)
+    with _locked(dirs):
+        merged = {}
+        for output_dir in dirs:
+            path = os.path.join(output_dir, INVOCATIONS_FILE)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    for e in json.load(f):
+                        if e["start"] not in merged or e["end"] > merged[e["start"]]["end"]:
+                            merged[e["start"]] = e
+        mine = merged.get(started)
+        if mine is not None and mine["finished"] and not final:
+            return covered_seconds([(e["start"], e["end"]) for e in merged.values()])  # a late heartbeat
+        merged[started] = {"start": started, "end": time.time(), "finished": final,
+                           "load_average_1min": os.getloadavg()[0]}
+        entries = sorted(merged.values(), key=lambda e: e["start"])
+        for output_dir in dirs:
+            os.makedirs(output_dir, exist_ok=True)
+            path = os.path.join(output_dir, INVOCATIONS_FILE)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(entries, f, indent=2)
+            os.replace(tmp, path)
     return covered_seconds([(e["start"], e["end"]) for e in entries])
+
+
+def keep_recording(output_dirs: Union[str, Sequence[str]], started: float,
+                   interval_s: Optional[float] = None) -> threading.Event:
+    """Refresh this invocation's record (:func:`record_invocation`, not final) every
+    ``interval_s`` seconds (default ``HEARTBEAT_S``) in a daemon thread until the returned event is set: a call killed while
+    a long run trains (before any run of its list finished and recorded it) still counts the time
+    it ran, up to one interval. Set the event before the final record."""
+    stop = threading.Event()
+    interval_s = HEARTBEAT_S if interval_s is None else interval_s
+
+    def beat():
+        while not stop.wait(interval_s):
+            try:
+                record_invocation(output_dirs, started)
+            except OSError as e:  # a full disk must not kill the call it only times
+                print(f"[run_info] could not record the invocation: {e}", flush=True)
+
+    threading.Thread(target=beat, name="invocation-heartbeat", daemon=True).start()
+    return stop
 
 
 def covered_seconds(intervals) -> float:
