@@ -221,9 +221,9 @@ def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
     kd_report = load_tool("kd_report")
     import torch
 
-    def teacher(folder, ap, width):
+    def teacher(folder, ap, width, seed=-1):
         os.makedirs(folder)
-        write_config(str(folder / "config.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", str(width)])
+        write_config(str(folder / "config.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", str(width), "SEED", str(seed)])
         with open(folder / "eval_val.json", "w") as f:
             json.dump({"iteration": 3, "results": {"bbox": {"AP": ap}}}, f)
         torch.save({"model": {}, "ap": ap}, folder / "model_final.pth")
@@ -243,6 +243,15 @@ def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
     wider = teacher(tmp_path / "wider", 70.0, 64)
     kd_report.publish_teacher(str(tmp_path / "wider"), str(pub), wider, "val", 3)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 70.0
+    # Given weights (--teacher-weights) only evaluated, by a call whose first seed is another: that
+    # SEED says nothing about the weights (a call with --seeds 1 replaced the table's teacher).
+    given = teacher(tmp_path / "given", 58.0, 64, seed=1)
+    kd_report.publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3, evaluated_only=True)
+    assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 70.0
+    assert len(os.listdir(pub / "retrained")) == 2
+    # Trained here with another SEED, the same folder is another training: it replaces the table's.
+    kd_report.publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3)
+    assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 58.0
 
 
 def test_periodic_evaluation_is_not_mistaken_for_a_finished_run(report_setup, monkeypatch):

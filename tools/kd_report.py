@@ -125,19 +125,23 @@ def published_runs_left_out(publish_dir: str, json_name: str, runs) -> list:
 RETRAINED_DIR = "retrained"  # <publish>/runs/teacher/retrained/<sha256[:12]>/: teachers retrained later
 
 
-def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset: str, final_iteration) -> None:
+def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset: str, final_iteration,
+                    evaluated_only: bool = False) -> None:
     """Publish the teacher of this machine (``teacher_dir``, weights ``weights``). A published
     teacher trained the same way that scores otherwise is one an earlier session trained (CPU
     training is not bit-reproducible; checkpoints do not outlive a machine): it stays the table's
     teacher, the one the published runs learned from, and this one is published beside it in
     ``<published_dir>/retrained/<sha12>/`` with its ``teacher.json``. A teacher trained otherwise
     (another config; both folders must have their config.yaml to tell; keys one of them lacks, added
-    to the code after the published teacher trained, do not count) replaces it."""
+    to the code after the published teacher trained, do not count) replaces it. ``evaluated_only``:
+    given weights (--teacher-weights), only evaluated here: their run's SEED (the call's first seed)
+    says nothing about them and does not count either."""
     here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
     there = load_eval(published_dir, dataset, final_iteration=final_iteration)
     configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
+    ignored = ("SEED",) if evaluated_only else ()
     if there is None or there == here or (all(map(os.path.isfile, configs)) and training_differences(
-            run_config(published_dir), run_config(teacher_dir), common_keys_only=True)):
+            run_config(published_dir), run_config(teacher_dir), common_keys_only=True, ignored=ignored)):
         publish_run(teacher_dir, published_dir)
         return
     write_teacher_record(teacher_dir, weights, here)
@@ -333,7 +337,8 @@ def main():
         if args.collect_only or (not args.teacher_weights and not needs_teacher()):
             here = load_eval(teacher_dir, dataset, final_iteration=teacher_final_eval)
             if published("teacher") and here is not None:  # trained by a call without --publish
-                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final_eval)
+                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final_eval,
+                                evaluated_only=bool(args.teacher_weights))
             return table_teacher(here)
         # The supervised seeds train beside the teacher; when they have all finished (a fresh machine
         # with published seeds) nothing does (distillation waits for it): it gets every thread.

@@ -51,13 +51,14 @@ def _plain(value):
     return value
 
 
-def training_differences(donor_cfg, cfg, common_keys_only: bool = False) -> List[str]:
-    """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS``;
-    ``common_keys_only``: apart from keys one of them lacks too (added to the code later)."""
+def training_differences(donor_cfg, cfg, common_keys_only: bool = False, ignored: Sequence[str] = ()) -> List[str]:
+    """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS`` and
+    ``ignored``; ``common_keys_only``: apart from keys one of them lacks too (added to the code later)."""
     a, b = _flat(donor_cfg), _flat(cfg)
     keys = set(a) & set(b) if common_keys_only else set(a) | set(b)
+    skip = set(IGNORED_KEYS) | set(ignored)
     return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(keys)
-            if k not in IGNORED_KEYS and a.get(k) != b.get(k)]
+            if k not in skip and a.get(k) != b.get(k)]
 
 
 def _read_json(path: str) -> Optional[Dict]:
