@@ -73,6 +73,14 @@ def report_setup(tmp_path, monkeypatch):
     return kd_report, argv, out, calls
 
 
+def _side_by_side(argv, jobs, threads=None):
+    """``argv`` with ``--jobs jobs`` (and ``--threads threads``)."""
+    argv = argv[:1] + ["--jobs", str(jobs)] + argv[1:]
+    if threads is not None:
+        argv[argv.index("--threads") + 1] = str(threads)
+    return argv
+
+
 def _calls(path):
     return [json.loads(line) for line in open(path)] if os.path.isfile(path) else []
 
@@ -150,9 +158,8 @@ def _fresh_machine_partial_call(argv, out, tmp_path):
     partial = list(argv)
     partial[partial.index("--distill") + 1] = other
     partial[partial.index("--publish")] = "--publish-runs"
-    partial[partial.index("--threads") + 1] = "2"
     full = argv[:argv.index("--distill") + 2] + [other] + argv[argv.index("--distill") + 2:]
-    return partial[:1] + ["--jobs", "2"] + partial[1:], full
+    return _side_by_side(partial, 2, threads=2), full
 
 
 def test_a_partial_list_collects_and_publishes_runs_but_not_the_table(report_setup, tmp_path, monkeypatch):
@@ -314,9 +321,7 @@ def test_collecting_publishes_runs_trained_without_publishing(report_setup, monk
 def test_supervised_seeds_train_beside_the_teacher_distillation_after_it(report_setup, monkeypatch):
     kd_report, argv, out, calls = report_setup
     monkeypatch.setenv("FAKE_TEACHER_SECONDS", "4")
-    two = argv[:1] + ["--jobs", "2"] + argv[1:]
-    two[two.index("--threads") + 1] = "2"
-    monkeypatch.setattr(sys, "argv", two)
+    monkeypatch.setattr(sys, "argv", _side_by_side(argv, 2, threads=2))
     kd_report.main()
     runs = {(c["config"], c["seed"]): c for c in _calls(calls)}
     teacher = runs["teacher.yaml", 1]
@@ -553,7 +558,7 @@ def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setu
     from dla_kd.evaluation import run_info
 
     kd_report, argv, out, calls = report_setup
-    monkeypatch.setattr(sys, "argv", argv[:1] + ["--jobs", "1"] + argv[1:])
+    monkeypatch.setattr(sys, "argv", _side_by_side(argv, 1))
     monkeypatch.setenv("FAKE_TEACHER_SECONDS", "2")
     monkeypatch.setattr(run_info, "HEARTBEAT_S", 0.2)
     records = []

@@ -538,10 +538,8 @@ class BenchmarkReport:
         for (name, seed), res in sorted(results.items()):
             record = read_teacher_record(self.run_dirs(name, seed)) if res is not None and name != "student" else None
             if record:
-                entry = seen.setdefault(record["sha256"], {**record, "runs": 0, "run_ids": []})
-                entry["runs"] += 1
-                entry["run_ids"].append(f"{name}/seed{seed}")
-        return list(seen.values())
+                seen.setdefault(record["sha256"], {**record, "run_ids": []})["run_ids"].append(f"{name}/seed{seed}")
+        return [{**entry, "runs": len(entry["run_ids"])} for entry in seen.values()]
 
     def _curves(self, rows, results):
         """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs, each the

@@ -88,19 +88,18 @@ def record_invocation(output_dirs: Union[str, Sequence[str]], started: float, fi
                         if e["start"] not in merged or e["end"] > merged[e["start"]]["end"]:
                             merged[e["start"]] = e
         mine = merged.get(started)
-        if mine is not None and mine["finished"] and not final:
-            return covered_seconds([(e["start"], e["end"]) for e in merged.values()])  # a late heartbeat
-        merged[started] = {"start": started, "end": time.time(), "finished": final,
-                           "load_average_1min": os.getloadavg()[0]}
-        entries = sorted(merged.values(), key=lambda e: e["start"])
-        for output_dir in dirs:
-            os.makedirs(output_dir, exist_ok=True)
-            path = os.path.join(output_dir, INVOCATIONS_FILE)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(entries, f, indent=2)
-            os.replace(tmp, path)
-    return covered_seconds([(e["start"], e["end"]) for e in entries])
+        if final or mine is None or not mine["finished"]:  # a late heartbeat leaves the final record
+            merged[started] = {"start": started, "end": time.time(), "finished": final,
+                               "load_average_1min": os.getloadavg()[0]}
+            entries = sorted(merged.values(), key=lambda e: e["start"])
+            for output_dir in dirs:
+                os.makedirs(output_dir, exist_ok=True)
+                path = os.path.join(output_dir, INVOCATIONS_FILE)
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump(entries, f, indent=2)
+                os.replace(tmp, path)
+    return covered_seconds([(e["start"], e["end"]) for e in merged.values()])
 
 
 def keep_recording(output_dirs: Union[str, Sequence[str]], started: float,
