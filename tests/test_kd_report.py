@@ -219,7 +219,16 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
     assert sorted((t["bbox_AP"], t["runs"], t["run_ids"]) for t in report["teachers"]) == [
         (61.0, 2, ["fitnet/seed1", "fitnet/seed2"]), (66.0, 2, ["pkd/seed1", "pkd/seed2"])]
     # The runs of the teacher fewer runs learned from are named (here a tie: the first listed is not).
-    assert ": 66.0, 2 run(s) (pkd/seed1, pkd/seed2)." in open(pub / "report.md").read()
+    md = open(pub / "report.md").read()
+    assert ": 66.0, 2 run(s) (pkd/seed1, pkd/seed2)." in md
+    # pkd's gap closed against the teacher it learned from: (45.5 - 41.5) / (66 - 41.5), not / (61 - 41.5).
+    rows = {r["run"]: r for r in report["rows"]}
+    assert rows["pkd"]["bbox_gap_closed"] == pytest.approx(4.0 / 19.5)
+    assert rows["pkd"]["bbox_own_teacher_AP"] == 66.0
+    assert rows["pkd"]["bbox_gap_closed_own_teacher"] == pytest.approx(4.0 / 24.5)
+    assert rows["fitnet"]["bbox_gap_closed_own_teacher"] == rows["fitnet"]["bbox_gap_closed"]
+    assert "| gap closed (bbox, own teacher) |" in md
+    assert "| pkd | 2 | 45.5 ± 0.7 |" in md and "| +21% | +21% | +16% |" in md
 
 
 def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
@@ -371,6 +380,10 @@ def test_a_second_test_dataset_gets_its_own_report(report_setup, tmp_path, monke
     assert open(out / f"curves_{datasets[1]}.png", "rb").read(4) == b"\x89PNG"
     assert os.path.isfile(out / "pub" / f"report_{datasets[1]}.md")
     assert json.load(open(out / "report.json"))["dataset"] == datasets[0]  # the first table is kept
+    # The teacher's AP there, not the one the runs' teacher.json recorded on the first dataset.
+    assert json.load(open(out / "pub" / "runs" / "fitnet" / "seed1" / "teacher.json"))["bbox_AP"] == 61.0
+    assert [t["bbox_AP"] for t in other["teachers"]] == [51.0]
+    assert "gap closed (bbox, own teacher)" not in open(out / f"report_{datasets[1]}.md").read()  # one teacher
 
     monkeypatch.setattr(sys, "argv", argv[:1] + ["--collect-only", "--dataset", "synthetic_publaynet_val"] + argv[1:])
     with pytest.raises(SystemExit):

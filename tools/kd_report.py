@@ -59,7 +59,7 @@ import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
-from dla_kd.evaluation.kd_report import build_seed_rows, format_number, format_seed_report, load_eval
+from dla_kd.evaluation.kd_report import add_own_teacher_gap, build_seed_rows, format_number, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.reused_runs import (
     EVAL_DIR,
@@ -414,7 +414,7 @@ def main():
         return True, load_eval(out, dataset, final_iteration=student_final)
 
     results = {}
-    report = BenchmarkReport(args, dataset, runs, started, run_dirs)
+    report = BenchmarkReport(args, dataset, runs, started, run_dirs, teacher_final_eval)
     heartbeat = keep_recording(report.invocation_dirs, started)  # a killed call keeps the time it ran
     try:
         # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
@@ -456,8 +456,9 @@ class BenchmarkReport:
     ``curves.png`` into ``--output`` after every finished run (``report_<dataset>.*``,
     ``curves_<dataset>.png`` for a ``--dataset`` other than the student's first test dataset)."""
 
-    def __init__(self, args, dataset, runs, started, run_dirs):
+    def __init__(self, args, dataset, runs, started, run_dirs, teacher_final_eval=None):
         self.args, self.dataset, self.runs, self.started, self.run_dirs = args, dataset, runs, started, run_dirs
+        self.teacher_final_eval = teacher_final_eval  # the teacher's evaluation that counts (None: any)
         # Recorded in both folders: calls that trained here without publishing count when one publishes.
         self.invocation_dirs = [args.output] + [d for d in (args.publish, args.publish_runs) if d]
         student_cfg, teacher_cfg = load_config(args.student, list(args.opts)), load_config(args.teacher, list(args.teacher_opts))
@@ -488,7 +489,13 @@ class BenchmarkReport:
         # Kept with the published report when there is one: sessions on fresh machines add up.
         meta["wall_time_h"] = record_invocation(self.invocation_dirs, self.started, final) / 3600
         meta["invocations"] = invocation_count(args.publish or args.publish_runs or args.output)
-        teachers = self._teachers(results)
+        teachers = self._teachers(results, teacher)
+        own_teacher = {}  # run name -> its seeds' teachers' results
+        for t in teachers:
+            for run_id in t["run_ids"] if t["results"] else []:
+                own_teacher.setdefault(run_id.rsplit("/seed", 1)[0], []).append(t["results"])
+        add_own_teacher_gap(rows, own_teacher)
+        teachers = [{k: v for k, v in t.items() if k != "results"} for t in teachers]
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
         reused = {k: v for k, v in reused.items() if v}
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -531,15 +538,39 @@ class BenchmarkReport:
                 if os.path.isfile(os.path.join(args.output, name)):
                     shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
 
-    def _teachers(self, results):
+    def _teachers(self, results, table_teacher):
         """Distinct teachers (by weights sha256) of the finished distillation runs, each with the
-        runs (``<name>/seed<k>``) that learned from it."""
+        runs (``<name>/seed<k>``) that learned from it and its ``results`` on the report's dataset
+        (``bbox_AP`` their bbox AP): those of this machine's teacher or of a retrained one published
+        beside the table's when the sha256 is theirs, else the table's teacher's (``table_teacher``:
+        the teacher the published runs learned from; its folder need not name its sha256). The
+        AP a run's teacher.json records is on the dataset of the call that trained it."""
+        evaluated = self._teacher_evaluations()
         seen = {}
         for (name, seed), res in sorted(results.items()):
             record = read_teacher_record(self.run_dirs(name, seed)) if res is not None and name != "student" else None
             if record:
                 seen.setdefault(record["sha256"], {**record, "run_ids": []})["run_ids"].append(f"{name}/seed{seed}")
-        return [{**entry, "runs": len(entry["run_ids"])} for entry in seen.values()]
+        teachers = []
+        for sha, entry in seen.items():
+            here = evaluated.get(sha, table_teacher)  # None: the table's teacher has not finished
+            bbox_ap = here["bbox"]["AP"] if here else entry["bbox_AP"]
+            teachers.append({**entry, "bbox_AP": bbox_ap, "results": here, "runs": len(entry["run_ids"])})
+        return teachers
+
+    def _teacher_evaluations(self):
+        """sha256 -> results on the report's dataset of the teachers whose folder names its weights
+        (teacher.json): this machine's and those published in ``retrained/``."""
+        dirs = list(self.run_dirs("teacher"))
+        dirs += [os.path.join(d, RETRAINED_DIR, sha) for d in dirs if os.path.isdir(os.path.join(d, RETRAINED_DIR))
+                 for sha in sorted(os.listdir(os.path.join(d, RETRAINED_DIR)))]
+        evaluated = {}
+        for d in dirs:
+            record = read_teacher_record([d])
+            here = load_eval(d, self.dataset, final_iteration=self.teacher_final_eval) if record else None
+            if here is not None:
+                evaluated.setdefault(record["sha256"], here)
+        return evaluated
 
     def _curves(self, rows, results):
         """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs, each the

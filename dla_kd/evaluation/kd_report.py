@@ -88,6 +88,29 @@ def build_seed_rows(
     return rows
 
 
+def add_own_teacher_gap(rows: List[Dict], teacher_results: Dict[str, List[Dict]], student: str = "student") -> None:
+    """Gap closed against the teacher(s) a row's runs learned from rather than the table's teacher
+    (a teacher retrained on a later machine scores otherwise, and a row may mix both).
+    ``teacher_results``: run name -> the results of the teacher of each of its finished seeds.
+    Adds ``{task}_own_teacher_AP`` (mean over the seeds' teachers) and
+    ``{task}_gap_closed_own_teacher`` = (KD - student) / (own teacher - student) on the means."""
+    s_row = next((r for r in rows if r["run"] == student), None)
+    for row in rows:
+        per_seed = teacher_results.get(row["run"])
+        if not per_seed:
+            continue
+        for task in TASKS:
+            t = mean_std([r.get(task, {}).get("AP") for r in per_seed])["mean"]
+            s = s_row[f"{task}_AP"]["mean"] if s_row else None
+            row[f"{task}_own_teacher_AP"] = t
+            row[f"{task}_gap_closed_own_teacher"] = gap_closed(row[f"{task}_AP"]["mean"], s, t)
+
+
+def _own_teacher_differs(row: Dict) -> bool:
+    own = row.get("bbox_gap_closed_own_teacher")
+    return own is not None and (row["bbox_gap_closed"] is None or abs(own - row["bbox_gap_closed"]) > 1e-9)
+
+
 def _fmt_ms(stat: Dict) -> str:
     if stat.get("mean") is None:
         return "-"
@@ -105,18 +128,27 @@ def _pct(v) -> str:
 
 def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None) -> str:
     """Markdown: main table (mean ± std over seeds), then per-class bbox AP means.
-    ``sizes``: run -> {"params_M", "gflops"} of the deployable model."""
+    ``sizes``: run -> {"params_M", "gflops"} of the deployable model. When a row learned (in part)
+    from another teacher than the table's (see :func:`add_own_teacher_gap`), a column gives its
+    bbox gap closed against its own teacher(s)."""
     sizes = sizes or {}
+    own_teacher = any(_own_teacher_differs(r) for r in rows)
     head = ["run", "seeds", "bbox AP", "AP50", "AP75", "segm AP", "AP50", "AP75",
-            "gap closed (bbox)", "gap closed (segm)", "Δ bbox / student std", "params (M)", "GFLOPs"]
+            "gap closed (bbox)", "gap closed (segm)"] + (["gap closed (bbox, own teacher)"] if own_teacher else []) + [
+            "Δ bbox / student std", "params (M)", "GFLOPs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         size = sizes.get(r["run"], {})
         cells = [r["run"], str(r["seeds"])] + [_fmt_ms(r[f"{t}_{m}"]) for t in TASKS for m in METRICS]
-        cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"]),
-                  format_number(r["bbox_delta_in_student_std"], "+.1f"),
+        cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"])]
+        if own_teacher:
+            cells.append(_pct(r.get("bbox_gap_closed_own_teacher")))  # "-" for the teacher and the student
+        cells += [format_number(r["bbox_delta_in_student_std"], "+.1f"),
                   format_number(size.get("params_M"), ".2f"), format_number(size.get("gflops"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
+    if own_teacher:
+        lines += ["", "Gap closed (bbox, own teacher): against the mean bbox AP of the teachers the row's runs learned "
+                  "from (listed below), not the table's teacher."]
     classes = list(rows[0]["per_class_bbox_AP"]) if rows else []
     if classes:
         lines += ["", "Per-class bbox AP (mean over seeds):", "",
