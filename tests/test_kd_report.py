@@ -494,6 +494,17 @@ def test_training_differences_compare_files_not_path_spellings(tmp_path, monkeyp
         f"DISTILL.TEACHER.WEIGHTS: {str(tmp_path / 'teacher.pth')!r} there, {str(tmp_path / 'other.pth')!r} here"]
     assert [d.split(":")[0] for d in training_differences(donor, cfg("teacher.pth", (10, 30), SEED=1))] == [
         "SEED", "SOLVER.STEPS"]
+    # A key the donor's config.yaml lacks (older code) counts with the code's default: SEED -1 and
+    # DISTILL.BALANCE.ENABLED False are the defaults, SEED 1 and a key the code does not know are not.
+    balance = CfgNode({"ENABLED": False})
+    assert training_differences(donor, cfg("teacher.pth", (10, 20), SEED=-1)) == []
+    newer = cfg("teacher.pth", (10, 20))
+    newer.DISTILL.BALANCE = balance
+    assert training_differences(donor, newer) == []
+    newer.DISTILL.BALANCE.ENABLED = True
+    assert training_differences(donor, newer) == ["DISTILL.BALANCE.ENABLED: False there, True here"]
+    assert training_differences(donor, cfg("teacher.pth", (10, 20), UNKNOWN_KEY=0)) == [
+        "UNKNOWN_KEY: '<absent>' there, 0 here"]
 
 
 def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):

@@ -132,8 +132,8 @@ def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset:
     training is not bit-reproducible; checkpoints do not outlive a machine): it stays the table's
     teacher, the one the published runs learned from, and this one is published beside it in
     ``<published_dir>/retrained/<sha12>/`` with its ``teacher.json``. A teacher trained otherwise
-    (another config; both folders must have their config.yaml to tell; keys one of them lacks, added
-    to the code after the published teacher trained, do not count) replaces it. ``evaluated_only``:
+    (another config; both folders must have their config.yaml to tell; a key one of them lacks, added
+    to the code after the published teacher trained, counts with its default) replaces it. ``evaluated_only``:
     given weights (--teacher-weights), only evaluated here: their run's SEED (the call's first seed)
     says nothing about them and does not count either."""
     here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
@@ -141,7 +141,7 @@ def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset:
     configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
     ignored = ("SEED",) if evaluated_only else ()
     if there is None or there == here or (all(map(os.path.isfile, configs)) and training_differences(
-            run_config(published_dir), run_config(teacher_dir), common_keys_only=True, ignored=ignored)):
+            run_config(published_dir), run_config(teacher_dir), ignored=ignored)):
         publish_run(teacher_dir, published_dir)
         return
     write_teacher_record(teacher_dir, weights, here)

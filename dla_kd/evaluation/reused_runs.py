@@ -22,6 +22,7 @@ import shutil
 from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint import checkpoint_problem
+from ..config import get_dla_kd_cfg
 from .kd_report import load_eval
 from .run_info import TEACHER_FILE
 
@@ -51,14 +52,23 @@ def _plain(value):
     return value
 
 
-def training_differences(donor_cfg, cfg, common_keys_only: bool = False, ignored: Sequence[str] = ()) -> List[str]:
+_ABSENT = "<absent>"  # a key neither a config nor the code's defaults have
+
+
+def training_differences(donor_cfg, cfg, ignored: Sequence[str] = ()) -> List[str]:
     """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS`` and
-    ``ignored``; ``common_keys_only``: apart from keys one of them lacks too (added to the code later)."""
+    ``ignored``. A key one of them lacks (a config.yaml written before the code added the key)
+    counts with the code's default, which a new key sets to the behaviour before it: a donor
+    without it trained as one with the default does."""
+    defaults = _flat(get_dla_kd_cfg())
     a, b = _flat(donor_cfg), _flat(cfg)
-    keys = set(a) & set(b) if common_keys_only else set(a) | set(b)
     skip = set(IGNORED_KEYS) | set(ignored)
-    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(keys)
-            if k not in skip and a.get(k) != b.get(k)]
+    differences = []
+    for k in sorted((set(a) | set(b)) - skip):
+        there, here = a.get(k, defaults.get(k, _ABSENT)), b.get(k, defaults.get(k, _ABSENT))
+        if there != here:
+            differences.append(f"{k}: {there!r} there, {here!r} here")
+    return differences
 
 
 def _read_json(path: str) -> Optional[Dict]:
