@@ -234,8 +234,9 @@ def test_a_retrained_teacher_is_published_beside_the_table_teacher(report_setup,
 def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
     """publish_teacher: a teacher of the same training config is published beside the table's
     teacher; one of another config (the benchmark's teacher changed) replaces it."""
-    kd_report = load_tool("kd_report")
     import torch
+
+    from dla_kd.evaluation.publishing import publish_teacher
 
     def teacher(folder, ap, width, seed=-1):
         os.makedirs(folder)
@@ -247,26 +248,27 @@ def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
 
     pub = tmp_path / "pub"
     teacher(pub, 61.0, 32)
-    # The published teacher trained before a config key existed: that key does not make it another config.
+    # The published teacher trained before a config key existed: that key (at its default here) does not
+    # make it another config.
     lines = (pub / "config.yaml").read_text().splitlines(keepends=True)
     kept = [line for line in lines if "MASK_WEIGHT:" not in line]
     assert len(kept) == len(lines) - 1
     (pub / "config.yaml").write_text("".join(kept))
     same = teacher(tmp_path / "same", 66.0, 32)
-    kd_report.publish_teacher(str(tmp_path / "same"), str(pub), same, "val", 3)
+    publish_teacher(str(tmp_path / "same"), str(pub), same, "val", 3)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 61.0
     assert len(os.listdir(pub / "retrained")) == 1
     wider = teacher(tmp_path / "wider", 70.0, 64)
-    kd_report.publish_teacher(str(tmp_path / "wider"), str(pub), wider, "val", 3)
+    publish_teacher(str(tmp_path / "wider"), str(pub), wider, "val", 3)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 70.0
     # Given weights (--teacher-weights) only evaluated, by a call whose first seed is another: that
     # SEED says nothing about the weights (a call with --seeds 1 replaced the table's teacher).
     given = teacher(tmp_path / "given", 58.0, 64, seed=1)
-    kd_report.publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3, evaluated_only=True)
+    publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3, evaluated_only=True)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 70.0
     assert len(os.listdir(pub / "retrained")) == 2
     # Trained here with another SEED, the same folder is another training: it replaces the table's.
-    kd_report.publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3)
+    publish_teacher(str(tmp_path / "given"), str(pub), given, "val", 3)
     assert json.load(open(pub / "eval_val.json"))["results"]["bbox"]["AP"] == 58.0
 
 

@@ -61,18 +61,9 @@ from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import add_own_teacher_gap, build_seed_rows, format_number, format_seed_report, load_eval
 from dla_kd.evaluation.model_cost import model_cost
-from dla_kd.evaluation.reused_runs import (
-    EVAL_DIR,
-    REUSED_FILE,
-    adopt_run,
-    collect_evaluations,
-    reuse_problem,
-    reused_from,
-    run_config,
-    training_differences,
-)
+from dla_kd.evaluation.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out
+from dla_kd.evaluation.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from
 from dla_kd.evaluation.run_info import (
-    TEACHER_FILE,
     invocation_count,
     keep_recording,
     read_teacher_record,
@@ -90,66 +81,11 @@ def run_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE, REUSED_FILE)
-
-
-def publish_run(output_dir: str, published_dir: str) -> None:
-    """Copy what a finished run's rows and curve need (final evaluation of every test dataset,
-    metrics, config, the teacher it was distilled from) from ``output_dir`` to ``published_dir``:
-    a later session on a fresh machine collects the run from there instead of training it again."""
-    os.makedirs(published_dir, exist_ok=True)
-    evaluations = sorted(n for n in os.listdir(output_dir) if n.startswith("eval_") and n.endswith(".json"))
-    for name in (*evaluations, *PUBLISHED_FILES):
-        if os.path.isfile(os.path.join(output_dir, name)):
-            shutil.copyfile(os.path.join(output_dir, name), os.path.join(published_dir, name))
-
-
 def report_files(dataset: str, student_cfg) -> dict:
     """The report's file names: ``report.{md,json}``/``curves.png`` for the student's first test
     dataset, ``report_<dataset>...`` for another one."""
     suffix = "" if dataset == student_cfg.DATASETS.TEST[0] else f"_{dataset}"
     return {"md": f"report{suffix}.md", "json": f"report{suffix}.json", "curves": f"curves{suffix}.png"}
-
-
-def published_runs_left_out(publish_dir: str, json_name: str, runs) -> list:
-    """Runs of the published report ``publish_dir/json_name`` (if any) that are not the teacher
-    or one of ``runs``."""
-    path = os.path.join(publish_dir, json_name)
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        published = [row["run"] for row in json.load(f).get("rows", [])]
-    return [name for name in published if name != "teacher" and name not in runs]
-
-
-RETRAINED_DIR = "retrained"  # <publish>/runs/teacher/retrained/<sha256[:12]>/: teachers retrained later
-
-
-def publish_teacher(teacher_dir: str, published_dir: str, weights: str, dataset: str, final_iteration,
-                    evaluated_only: bool = False) -> None:
-    """Publish the teacher of this machine (``teacher_dir``, weights ``weights``). A published
-    teacher trained the same way that scores otherwise is one an earlier session trained (CPU
-    training is not bit-reproducible; checkpoints do not outlive a machine): it stays the table's
-    teacher, the one the published runs learned from, and this one is published beside it in
-    ``<published_dir>/retrained/<sha12>/`` with its ``teacher.json``. A teacher trained otherwise
-    (another config; both folders must have their config.yaml to tell; a key one of them lacks, added
-    to the code after the published teacher trained, counts with its default) replaces it. ``evaluated_only``:
-    given weights (--teacher-weights), only evaluated here: their run's SEED (the call's first seed)
-    says nothing about them and does not count either."""
-    here = load_eval(teacher_dir, dataset, final_iteration=final_iteration)
-    there = load_eval(published_dir, dataset, final_iteration=final_iteration)
-    configs = [os.path.join(d, "config.yaml") for d in (published_dir, teacher_dir)]
-    ignored = ("SEED",) if evaluated_only else ()
-    if there is None or there == here or (all(map(os.path.isfile, configs)) and training_differences(
-            run_config(published_dir), run_config(teacher_dir), ignored=ignored)):
-        publish_run(teacher_dir, published_dir)
-        return
-    write_teacher_record(teacher_dir, weights, here)
-    target = os.path.join(published_dir, RETRAINED_DIR, weights_sha256(weights)[:12])
-    publish_run(teacher_dir, target)
-    print(f"[kd_report] the teacher of this machine (bbox AP {here['bbox']['AP']:.2f}) is a retrained one: the "
-          f"published teacher (bbox AP {there['bbox']['AP']:.2f}) stays the table's teacher, this one is "
-          f"published to {target}", flush=True)
 
 
 def _finished(output_dir, dataset, final_iteration=None, eval_only=False, published_dir=None, verbose=True):
