@@ -9,6 +9,9 @@
 #   B: the first seeds of the rest: first CrossKD with the mask term of the authors' Mask R-CNN
 #      recipe (should it beat CrossKD, the combination rule makes it the combination's response
 #      loss), then logit MSE, mask KD, the balanced recipes, fgd_init;
+#   B2: seeds 1 and 2 of the two balanced feature losses that were level with the combinations at
+#      seed 42 (MGD 28.7, DeFeat 28.0, from the retrained teacher): whether balancing makes them the
+#      best feature losses (the combination rule, applied to the balanced rows, needs their means);
 #   C: everything, all seeds: the full report (the README's command, same table), the only call that
 #      publishes the table (A and B would replace it by their part of it: they publish their runs
 #      only, --publish-runs, and collect the published ones instead of training them again on a
@@ -26,4 +29,5 @@ recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' 
 "${PART[@]}" --seeds 42 --distill $(recipes crosskd_mask logit_mse mask_kd fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
+"${PART[@]}" --seeds 42 1 2 --distill $(recipes mgd_balanced defeat_balanced)
 "${KD[@]}" --publish "${PUBLISH:-results/kd_benchmark}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml
