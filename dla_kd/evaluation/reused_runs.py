@@ -16,6 +16,7 @@ from the same teacher weights (sha256). The new run folder then holds
     config.yaml, teacher.json   the donor's (provenance)
     reused_from.json        the donor folder and the keys that were allowed to differ
 """
+import functools
 import json
 import os
 import shutil
@@ -55,12 +56,18 @@ def _plain(value):
 _ABSENT = "<absent>"  # a key neither a config nor the code's defaults have
 
 
+@functools.lru_cache(maxsize=1)
+def _default_values() -> Dict:
+    """The code's config defaults, flattened as :func:`_flat` does (built once per process)."""
+    return _flat(get_dla_kd_cfg())
+
+
 def training_differences(donor_cfg, cfg, ignored: Sequence[str] = ()) -> List[str]:
     """Keys (with both values) in which two configs differ, apart from ``IGNORED_KEYS`` and
     ``ignored``. A key one of them lacks (a config.yaml written before the code added the key)
     counts with the code's default, which a new key sets to the behaviour before it: a donor
     without it trained as one with the default does."""
-    defaults = _flat(get_dla_kd_cfg())
+    defaults = _default_values()
     a, b = _flat(donor_cfg), _flat(cfg)
     skip = set(IGNORED_KEYS) | set(ignored)
     differences = []
