@@ -6,6 +6,9 @@
 #      then seed 2 of the five and of the balanced combination (3-seed means decide the bar), then the first seeds of the
 #      combination's two terms balanced (the loss-scale question: DeFeat's gradient in the
 #      combination is a fifth of the detection losses', analysis/);
+#   B3 (before B's last recipe, simkd_balanced, on the fresh machine of 2026-12-03): the three seeds
+#      of the second combination (mgd_crosskd: MGD at its balanced seed-42 weight + CrossKD; its rule
+#      was fixed before list B's results, README "A second combination");
 #   B: the first seeds of the rest: first CrossKD with the mask term of the authors' Mask R-CNN
 #      recipe (should it beat CrossKD, the combination rule makes it the combination's response
 #      loss), then logit MSE, mask KD, the balanced recipes, fgd_init;
@@ -26,6 +29,7 @@ recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' 
 "${PART[@]}" --seeds 42 1 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
 "${PART[@]}" --seeds 42 1 2 --distill $(recipes defeat_crosskd crosskd defeat pkd cwd defeat_crosskd_balanced)
 "${PART[@]}" --seeds 42 --distill $(recipes crosskd_balanced defeat_balanced)
+"${PART[@]}" --seeds 42 1 2 --distill $(recipes mgd_crosskd)
 "${PART[@]}" --seeds 42 --distill $(recipes crosskd_mask logit_mse mask_kd fitnet_balanced \
     mgd_balanced fgd_balanced fgd_init pkd_balanced cwd_balanced box_kd_balanced reviewkd_balanced \
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
