@@ -101,3 +101,16 @@ def test_every_base_file_is_used_by_a_built_config(dataset):
 def test_each_dataset_has_the_teachers_and_students(dataset):
     present = {p.name for p in (CONFIG_DIR / dataset).glob("*.yaml")}
     assert MODEL_SET <= present, sorted(MODEL_SET - present)
+
+
+def test_flatten_config_gives_dotted_leaf_keys_of_nodes_and_plain_dicts():
+    from dla_kd.config import flatten_config, get_dla_kd_cfg
+
+    cfg = get_dla_kd_cfg()
+    flat = dict(flatten_config(cfg))
+    assert flat["DISTILL.MGD.WEIGHT"] == cfg.DISTILL.MGD.WEIGHT
+    assert flat["DISTILL.MGD.SCHEDULE.STOP_ITER"] == -1
+    assert not any(isinstance(v, dict) for v in flat.values())
+    # a loaded config.yaml is a plain nested dict; the prefix goes before every key
+    assert list(flatten_config({"A": {"B": 1, "C": {"D": [2]}}, "E": "x"}, "P.")) == [
+        ("P.A.B", 1), ("P.A.C.D", [2]), ("P.E", "x")]

@@ -428,10 +428,10 @@ class BenchmarkReport:
         teachers = self._teachers(results, teacher)
         own_teacher = {}  # run name -> its seeds' teachers' results
         for t in teachers:
-            for run_id in t["run_ids"] if t["results"] else []:
-                own_teacher.setdefault(run_id.rsplit("/seed", 1)[0], []).append(t["results"])
+            for name, _ in t["run_pairs"] if t["results"] else []:
+                own_teacher.setdefault(name, []).append(t["results"])
         add_own_teacher_gap(rows, own_teacher)
-        teachers = [{k: v for k, v in t.items() if k != "results"} for t in teachers]
+        teachers = [{k: v for k, v in t.items() if k not in ("results", "run_pairs")} for t in teachers]
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
         reused = {k: v for k, v in reused.items() if v}
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -476,8 +476,8 @@ class BenchmarkReport:
 
     def _teachers(self, results, table_teacher):
         """Distinct teachers (by weights sha256) of the finished distillation runs, each with the
-        runs (``<name>/seed<k>``) that learned from it and its ``results`` on the report's dataset
-        (``bbox_AP`` their bbox AP): those of this machine's teacher or of a retrained one published
+        runs that learned from it (``run_pairs`` (name, seed), ``run_ids`` ``<name>/seed<k>``) and
+        its ``results`` on the report's dataset (``bbox_AP`` their bbox AP): those of this machine's teacher or of a retrained one published
         beside the table's when the sha256 is theirs, else the table's teacher's (``table_teacher``:
         the teacher the published runs learned from; its folder need not name its sha256). The
         AP a run's teacher.json records is on the dataset of the call that trained it."""
@@ -486,12 +486,13 @@ class BenchmarkReport:
         for (name, seed), res in sorted(results.items()):
             record = read_teacher_record(self.run_dirs(name, seed)) if res is not None and name != "student" else None
             if record:
-                seen.setdefault(record["sha256"], {**record, "run_ids": []})["run_ids"].append(f"{name}/seed{seed}")
+                seen.setdefault(record["sha256"], {**record, "run_pairs": []})["run_pairs"].append((name, seed))
         teachers = []
         for sha, entry in seen.items():
             here = evaluated.get(sha, table_teacher)  # None: the table's teacher has not finished
             bbox_ap = here["bbox"]["AP"] if here else entry["bbox_AP"]
-            teachers.append({**entry, "bbox_AP": bbox_ap, "results": here, "runs": len(entry["run_ids"])})
+            run_ids = [f"{name}/seed{seed}" for name, seed in entry["run_pairs"]]
+            teachers.append({**entry, "bbox_AP": bbox_ap, "results": here, "run_ids": run_ids, "runs": len(run_ids)})
         return teachers
 
     def _teacher_evaluations(self):

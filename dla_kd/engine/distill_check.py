@@ -2,23 +2,15 @@
 run would train a plain detector without a word (even with a teacher path that does not exist).
 Refused unless ``DISTILL.ALLOW_UNUSED``."""
 import logging
-from typing import Iterator, List, Tuple
+from typing import List
 
 from detectron2.config import CfgNode
 
-from ..config import add_distill_config
+from ..config import add_distill_config, flatten_config
 
 logger = logging.getLogger(__name__)
 
 DISTILL_META_ARCHITECTURE = "DistillGeneralizedRCNN"
-
-
-def _flatten(node, prefix: str) -> Iterator[Tuple[str, object]]:
-    for key, value in node.items():
-        if isinstance(value, CfgNode):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def changed_distill_keys(cfg: CfgNode) -> List[str]:
@@ -26,8 +18,8 @@ def changed_distill_keys(cfg: CfgNode) -> List[str]:
     ``DATASETS.UNLABELED`` when it names datasets (only distillation reads it)."""
     defaults = CfgNode()
     add_distill_config(defaults)
-    default_values = dict(_flatten(defaults.DISTILL, "DISTILL."))
-    changed = [k for k, v in _flatten(cfg.DISTILL, "DISTILL.") if default_values.get(k) != v]
+    default_values = dict(flatten_config(defaults.DISTILL, "DISTILL."))
+    changed = [k for k, v in flatten_config(cfg.DISTILL, "DISTILL.") if default_values.get(k) != v]
     unlabeled = ["DATASETS.UNLABELED"] if cfg.DATASETS.get("UNLABELED") else []
     return [k for k in changed if k != "DISTILL.ALLOW_UNUSED"] + unlabeled
 

@@ -23,7 +23,7 @@ import shutil
 from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint import checkpoint_problem
-from ..config import get_dla_kd_cfg
+from ..config import flatten_config, get_dla_kd_cfg
 from .kd_report import load_eval
 from .run_info import TEACHER_FILE
 
@@ -34,15 +34,9 @@ COPIED_FILES = ("config.yaml", TEACHER_FILE)
 EVAL_TASKS = ("bbox/", "segm/")  # metrics.json keys of the periodic evaluations
 
 
-def _flat(node, prefix: str = "") -> Dict:
+def _flat(node) -> Dict:
     """{"MODEL.WEIGHTS": value, ...} with tuples as lists and file paths as real paths."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = _plain(value)
-    return out
+    return {key: _plain(value) for key, value in flatten_config(node)}
 
 
 def _plain(value):
