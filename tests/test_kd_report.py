@@ -619,3 +619,24 @@ def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypa
     costs = [kd_report.deployable_cost(load_config(c)) for c in [student, *distill, wider]]
     assert len(measured) == 2 and measured[1] == 64
     assert costs[0] == costs[1] == costs[2] != costs[3]
+
+
+def test_curves_show_the_best_runs_at_the_students_size_and_the_best_of_any_size():
+    from dla_kd.evaluation.kd_report import deploys_as_student, runs_to_draw
+
+    def row(name, ap):
+        return {"run": name, "bbox_AP": {"mean": ap}}
+
+    plain, larger = {"params_M": 1.24, "gflops": 0.46}, {"params_M": 5.05, "gflops": 4.4}
+    sizes = {"teacher": {"params_M": 28.6, "gflops": 13.9}, "student": plain, "a": dict(plain), "b": dict(plain),
+             "c": dict(plain), "simkd": larger}  # "d": size not computed
+    rows = [row("teacher", 38.5), row("student", 20.1), row("c", 27.0), row("simkd", 30.4), row("b", 28.0),
+            row("a", 29.0), row("d", 28.5), row("unfinished", None)]
+    assert not deploys_as_student(sizes, "simkd") and deploys_as_student(sizes, "a") and deploys_as_student(sizes, "d")
+    # The two best at the student's size (an unknown size is not hidden), then SimKD: best of all, 4x the parameters.
+    assert runs_to_draw(rows, sizes, 2) == ["a", "d", "simkd"]
+    assert runs_to_draw(rows, sizes, 4) == ["a", "d", "b", "c", "simkd"]
+    assert runs_to_draw(rows, sizes, 0) == []
+    # When the best row deploys the student's size, nothing is added.
+    rows = [r for r in rows if r["run"] != "simkd"] + [row("simkd", 25.0)]
+    assert runs_to_draw(rows, sizes, 2) == ["a", "d"]

@@ -59,7 +59,8 @@ import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
-from dla_kd.evaluation.kd_report import add_own_teacher_gap, build_seed_rows, format_number, format_seed_report, load_eval
+from dla_kd.evaluation.kd_report import (
+    add_own_teacher_gap, build_seed_rows, deploys_as_student, format_number, format_seed_report, load_eval, runs_to_draw)
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out
 from dla_kd.evaluation.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from
@@ -167,7 +168,9 @@ def main():
                         help="runs trained side by side, the teacher included (CPU: threads/jobs each); "
                              "supervised seeds train beside the teacher, distillation runs wait for it")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads to share between jobs")
-    parser.add_argument("--curves", type=int, default=2, help="learning curves of this many best KD runs")
+    parser.add_argument("--curves", type=int, default=2,
+                        help="learning curves of this many best KD runs whose deployable model is the student's "
+                             "size (plus the best of any size when it is not among them)")
     parser.add_argument("--publish", default="",
                         help="a folder under results/: report.md, report.json and curves.png are copied there, and "
                              "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
@@ -444,7 +447,8 @@ class BenchmarkReport:
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
         if curves:
-            md += [f"Learning curves (bbox AP during training, mean over seeds): `{self.files['curves']}`. Largest change "
+            md += [f"Learning curves (bbox AP during training, mean over seeds; the best KD runs at the student's "
+                   f"deployable size, and the best of any size): `{self.files['curves']}`. Largest change "
                    "of bbox AP over the last third of the schedule: "
                    + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
                    + ".", ""]
@@ -510,18 +514,22 @@ class BenchmarkReport:
         return evaluated
 
     def _curves(self, rows, results):
-        """bbox AP curves: teacher, supervised student and the ``--curves`` best KD runs, each the
-        mean over its finished seeds (a seed still training would cut the mean curve short)."""
-        kd = sorted((r for r in rows if r["run"] not in ("teacher", "student") and r["bbox_AP"]["mean"] is not None),
-                    key=lambda r: -r["bbox_AP"]["mean"])[: self.args.curves]
-        names = ["teacher", "student"] + [r["run"] for r in kd]
+        """bbox AP curves: teacher, supervised student and the KD runs of ``runs_to_draw`` (the
+        ``--curves`` best at the student's deployable cost, and the best of any cost), each the
+        mean over its finished seeds (a seed still training would cut the mean curve short). A
+        run that deploys more than the student says so in the legend."""
+        names = ["teacher", "student"] + runs_to_draw(rows, self.sizes, self.args.curves)
         curves = {"teacher": _first_curve(self.run_dirs("teacher"), self.metrics["teacher"])}
         for name in names[1:]:
             curves[name] = mean_curve([_first_curve(self.run_dirs(name, s), self.metrics.get(name))
                                        for s in self.args.seeds if results.get((name, s)) is not None])
         curves = {k: v for k, v in curves.items() if v}
         if curves:
-            plot_curves(curves, os.path.join(self.args.output, self.files["curves"]), f"bbox AP on {self.dataset}")
+            plot_curves(curves, os.path.join(self.args.output, self.files["curves"]), f"bbox AP on {self.dataset}",
+                        labels={n: f"{n} (deploys {self.sizes[n]['params_M']:.2f} M params, "
+                                   f"{self.sizes[n]['gflops']:.1f} GFLOPs)"
+                                for n in curves if n not in ("teacher", "student")
+                                and not deploys_as_student(self.sizes, n)})
         return curves
 
 

@@ -61,8 +61,10 @@ def plateau_change(curve: Curve, fraction: float = 1 / 3, max_iter: Optional[int
     return max(abs(v - last) for it, v in curve if it + 1 >= start)
 
 
-def plot_curves(curves: Dict[str, Curve], path: str, title: str, ylabel: str = "bbox AP") -> str:
-    """One line per named curve, written as a PNG to ``path``."""
+def plot_curves(curves: Dict[str, Curve], path: str, title: str, ylabel: str = "bbox AP",
+                labels: Optional[Dict[str, str]] = None) -> str:
+    """One line per named curve, written as a PNG to ``path``; ``labels``: legend text per name
+    (default: the name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,7 +74,7 @@ def plot_curves(curves: Dict[str, Curve], path: str, title: str, ylabel: str = "
     for name, curve in curves.items():
         if curve:
             xs, ys = zip(*curve)
-            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+            ax.plot(xs, ys, marker="o", markersize=3, label=(labels or {}).get(name, name))
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

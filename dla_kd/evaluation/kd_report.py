@@ -88,6 +88,31 @@ def build_seed_rows(
     return rows
 
 
+def runs_to_draw(rows: List[Dict], sizes: Dict[str, Dict], count: int,
+                 teacher: str = "teacher", student: str = "student") -> List[str]:
+    """Names of the KD runs whose learning curves are drawn beside the teacher's and the student's,
+    best mean bbox AP first: the ``count`` best among the rows whose deployable model costs what
+    the student's does (``sizes``: run -> {"params_M", "gflops"}), the comparison at equal cost;
+    then the best row of any cost when it is not among them (e.g. SimKD, which deploys the
+    teacher's heads), so the table's best row always has its curve. A run whose size, or the
+    student's, is unknown counts as the student's size (it is not hidden)."""
+    kd = sorted((r for r in rows if r["run"] not in (teacher, student) and r["bbox_AP"]["mean"] is not None),
+                key=lambda r: -r["bbox_AP"]["mean"])
+    names = [r["run"] for r in kd if deploys_as_student(sizes, r["run"], student)][:count]
+    if count > 0 and kd and kd[0]["run"] not in names:
+        names.append(kd[0]["run"])
+    return names
+
+
+def deploys_as_student(sizes: Dict[str, Dict], name: str, student: str = "student") -> bool:
+    """Whether run ``name``'s deployable model has the student's parameters and GFLOPs
+    (``sizes``: run -> {"params_M", "gflops"}); True when either size is unknown."""
+    size, plain = sizes.get(name), sizes.get(student)
+    if not size or not plain:
+        return True
+    return all(math.isclose(size.get(k) or 0.0, plain.get(k) or 0.0, rel_tol=1e-6) for k in ("params_M", "gflops"))
+
+
 def add_own_teacher_gap(rows: List[Dict], teacher_results: Dict[str, List[Dict]], student: str = "student") -> None:
     """Gap closed against the teacher(s) a row's runs learned from rather than the table's teacher
     (a teacher retrained on a later machine scores otherwise, and a row may mix both).
