@@ -640,3 +640,18 @@ def test_curves_show_the_best_runs_at_the_students_size_and_the_best_of_any_size
     # When the best row deploys the student's size, nothing is added.
     rows = [r for r in rows if r["run"] != "simkd"] + [row("simkd", 25.0)]
     assert runs_to_draw(rows, sizes, 2) == ["a", "d"]
+
+
+def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_path):
+    from dla_kd.distill.balance import BALANCE_FILE
+    from dla_kd.evaluation.publishing import publish_run
+
+    run, published = tmp_path / "run", tmp_path / "pub" / "mgd_balanced" / "seed1"
+    run.mkdir()
+    files = {"eval_synthetic_doclaynet_val.json": "{}", "metrics.json": "{}\n", "config.yaml": "SEED: 1\n",
+             "teacher.json": "{}", BALANCE_FILE: json.dumps({"calibrated": True, "losses": [{"weight": 94.5}]})}
+    for name, text in {**files, "model_final.pth": "weights", "model_0000199.pth": "weights", "log.txt": "log"}.items():
+        (run / name).write_text(text)
+    publish_run(str(run), str(published))
+    assert sorted(os.listdir(published)) == sorted(files)
+    assert json.load(open(published / BALANCE_FILE))["losses"][0]["weight"] == 94.5

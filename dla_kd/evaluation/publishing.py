@@ -4,7 +4,7 @@ on a fresh machine collects the run instead of training it again, and the table'
 the teachers retrained beside it.
 
     <publish>/runs/<run>/seed<k>/          eval_*.json, metrics.json, config.yaml, teacher.json,
-                                           reused_from.json of each finished run
+                                           reused_from.json, kd_balance.json of each finished run
     <publish>/runs/teacher/                the table's teacher (the one the published runs learned from)
     <publish>/runs/teacher/retrained/<sha12>/   teachers retrained on later machines
 """
@@ -12,16 +12,20 @@ import json
 import os
 import shutil
 
+from ..distill.balance import BALANCE_FILE
 from .kd_report import load_eval
 from .reused_runs import REUSED_FILE, run_config, training_differences
 from .run_info import TEACHER_FILE, weights_sha256, write_teacher_record
 
-PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE, REUSED_FILE)
+# With the evaluations: the curve, the config, the teacher, the donor of a taken-over run and the
+# KD weights calibrated by DISTILL.BALANCE (each seed calibrates its own).
+PUBLISHED_FILES = ("metrics.json", "config.yaml", TEACHER_FILE, REUSED_FILE, BALANCE_FILE)
 
 
 def publish_run(output_dir: str, published_dir: str) -> None:
     """Copy what a finished run's rows and curve need (final evaluation of every test dataset,
-    metrics, config, the teacher it was distilled from) from ``output_dir`` to ``published_dir``:
+    metrics, config, the teacher it was distilled from, its calibrated KD weights) from
+    ``output_dir`` to ``published_dir`` (never checkpoints):
     a later session on a fresh machine collects the run from there instead of training it again."""
     os.makedirs(published_dir, exist_ok=True)
     evaluations = sorted(n for n in os.listdir(output_dir) if n.startswith("eval_") and n.endswith(".json"))
