@@ -60,7 +60,8 @@ from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
 from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import (
-    add_own_teacher_gap, build_seed_rows, deploys_as_student, format_number, format_seed_report, load_eval, runs_to_draw)
+    add_own_teacher_gap, build_seed_rows, deploys_as_student, format_number, format_seed_report, load_eval,
+    runs_to_draw)
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out
 from dla_kd.evaluation.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from
@@ -481,8 +482,9 @@ class BenchmarkReport:
     def _teachers(self, results, table_teacher):
         """Distinct teachers (by weights sha256) of the finished distillation runs, each with the
         runs that learned from it (``run_pairs`` (name, seed), ``run_ids`` ``<name>/seed<k>``) and
-        its ``results`` on the report's dataset (``bbox_AP`` their bbox AP): those of this machine's teacher or of a retrained one published
-        beside the table's when the sha256 is theirs, else the table's teacher's (``table_teacher``:
+        its ``results`` on the report's dataset (``bbox_AP`` their bbox AP): those of this
+        machine's teacher or of a retrained one published beside the table's when the sha256 is
+        theirs, else the table's teacher's (``table_teacher``:
         the teacher the published runs learned from; its folder need not name its sha256). The
         AP a run's teacher.json records is on the dataset of the call that trained it."""
         evaluated = self._teacher_evaluations()
