@@ -22,6 +22,12 @@ config = os.path.basename(args[args.index("--config-file") + 1])
 os.makedirs(out, exist_ok=True)
 if config == "teacher.yaml":
     time.sleep(float(os.environ.get("FAKE_TEACHER_SECONDS", "0")))
+# FAKE_WAIT="<config>|<seed>|<file>|<text>": that run finishes once <file> contains <text> (60 s at most).
+wait = os.environ.get("FAKE_WAIT", "|||").split("|")
+while wait[:2] == [config, str(seed)] and time.time() - start < 60:
+    if os.path.isfile(wait[2]) and wait[3] in open(wait[2]).read():
+        break
+    time.sleep(0.2)
 base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0, "pkd.yaml": 44.0}[config] + seed
 if config == "teacher.yaml":  # FAKE_TEACHER_AP_OFFSET: a teacher retrained on a fresh machine scores otherwise
     base += float(os.environ.get("FAKE_TEACHER_AP_OFFSET", "0"))
@@ -576,6 +582,28 @@ def test_a_running_invocation_keeps_its_record_current(tmp_path, monkeypatch):
     run_info.record_invocation([str(tmp_path)], started)  # a heartbeat in flight when the call ended
     (entry,) = json.load(open(tmp_path / "invocations.json"))
     assert entry["finished"] and entry["end"] == final_end
+
+
+def test_a_run_finishing_before_an_earlier_one_is_in_the_table_at_once(report_setup, monkeypatch):
+    """Side by side, fitnet seed 1 trains until the report has a fitnet row: only seed 2, which
+    finishes meanwhile, can put it there. The final report has both seeds in seed order."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", _side_by_side(argv, 2, threads=2))
+    monkeypatch.setenv("FAKE_WAIT", f"fitnet.yaml|1|{out / 'report.json'}|\"run\": \"fitnet\"")
+    written = []
+    write = kd_report.BenchmarkReport.write
+
+    def recording_write(self, teacher, results, final=False):
+        written.append({k: v for k, v in results.items() if v is not None})
+        return write(self, teacher, results, final)
+
+    monkeypatch.setattr(kd_report.BenchmarkReport, "write", recording_write)
+    kd_report.main()
+    runs = {(c["config"], c["seed"]): c for c in _calls(calls)}
+    assert runs["fitnet.yaml", 2]["end"] < runs["fitnet.yaml", 1]["end"]
+    assert any(("fitnet", 2) in w and ("fitnet", 1) not in w for w in written)
+    fitnet = next(r for r in json.load(open(out / "report.json"))["rows"] if r["run"] == "fitnet")
+    assert fitnet["bbox_AP"]["values"] == [46.0, 47.0]  # seeds 1, 2 (base 45 + seed)
 
 
 def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setup, monkeypatch):

@@ -53,7 +53,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
@@ -362,9 +362,12 @@ def main():
             teacher_future = pool.submit(train_teacher)
             futures = [pool.submit(execute, item) for item in plan]
             report.write(None, results)
-            for future in futures:
+            # Written as each run finishes (not in plan order: a run that finishes while an earlier
+            # one still trains is in the table at once), its rows' seeds in plan order.
+            for future in as_completed(futures):
                 item, res = future.result()
                 results[item] = res
+                results = {i: results[i] for i in plan if i in results}
                 report.write(table_teacher(teacher_future.result()) if teacher_future.done() else None, results)
     finally:
         heartbeat.set()
