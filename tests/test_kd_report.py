@@ -606,6 +606,24 @@ def test_a_run_finishing_before_an_earlier_one_is_in_the_table_at_once(report_se
     assert fitnet["bbox_AP"]["values"] == [46.0, 47.0]  # seeds 1, 2 (base 45 + seed)
 
 
+def test_finished_runs_are_in_the_table_before_the_runs_planned_before_them_train(report_setup, monkeypatch):
+    """fitnet seed 1 is left to train again, seed 2 is published: seed 2 is collected first (one
+    job), so the table has fitnet before seed 1, which only finishes once it does, has trained."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", _side_by_side(argv, 1))
+    kd_report.main()
+    shutil.rmtree(out / "fitnet" / "seed1")
+    shutil.rmtree(out / "pub" / "runs" / "fitnet" / "seed1")
+    os.remove(out / "report.json")
+    monkeypatch.setenv("FAKE_WAIT", f"fitnet.yaml|1|{out / 'report.json'}|\"run\": \"fitnet\"")
+    kd_report.main()
+    calls_now = _calls(calls)[5:]
+    assert [(c["config"], c["seed"]) for c in calls_now] == [("fitnet.yaml", 1)]
+    assert calls_now[0]["end"] - calls_now[0]["start"] < 50  # it did not wait for its 60 s limit
+    fitnet = next(r for r in json.load(open(out / "report.json"))["rows"] if r["run"] == "fitnet")
+    assert fitnet["bbox_AP"]["values"] == [46.0, 47.0]
+
+
 def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setup, monkeypatch):
     """Before the first run of the list finishes, nothing else records the call: the heartbeat
     does, so a call killed while the teacher trains still counts the minutes it ran."""

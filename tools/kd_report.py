@@ -360,7 +360,9 @@ def main():
         # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             teacher_future = pool.submit(train_teacher)
-            futures = [pool.submit(execute, item) for item in plan]
+            # Finished runs first: collecting them trains nothing, and the table has them at once
+            # instead of after every run before them in the plan has trained.
+            futures = [pool.submit(execute, item) for item in sorted(plan, key=lambda item: not finished(*item))]
             report.write(None, results)
             # Written as each run finishes (not in plan order: a run that finishes while an earlier
             # one still trains is in the table at once), its rows' seeds in plan order.
