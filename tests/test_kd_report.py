@@ -701,3 +701,26 @@ def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_p
     publish_run(str(run), str(published))
     assert sorted(os.listdir(published)) == sorted(files)
     assert json.load(open(published / BALANCE_FILE))["losses"][0]["weight"] == 94.5
+
+
+def test_a_failed_teacher_record_write_leaves_the_old_record_whole(tmp_path, monkeypatch):
+    """teacher.json is replaced atomically: kd_report's table reads it while the teacher's thread
+    writes it, so a reader must never see a partial file (here: a write that fails half way)."""
+    from dla_kd.evaluation import run_info
+    from dla_kd.utils import files
+
+    weights = tmp_path / "model_final.pth"
+    weights.write_bytes(b"weights")
+    run_info.write_teacher_record(str(tmp_path), str(weights), {"bbox": {"AP": 38.5}})
+    before = (tmp_path / run_info.TEACHER_FILE).read_text()
+
+    def half_dump(obj, f, **kwargs):
+        f.write('{"weights": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.json, "dump", half_dump)
+    with pytest.raises(OSError):
+        run_info.write_teacher_record(str(tmp_path), str(weights), {"bbox": {"AP": 1.0}})
+    assert (tmp_path / run_info.TEACHER_FILE).read_text() == before
+    assert json.loads(before)["bbox_AP"] == 38.5
+    assert sorted(os.listdir(tmp_path)) == ["model_final.pth", run_info.TEACHER_FILE]  # no temporary left

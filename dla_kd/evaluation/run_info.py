@@ -166,8 +166,8 @@ def write_teacher_record(output_dir: str, weights: str, teacher_results: Optiona
         "bbox_AP": (teacher_results or {}).get("bbox", {}).get("AP"),
     }
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, TEACHER_FILE), "w") as f:
-        json.dump(record, f, indent=2)
+    # Atomic: kd_report's table reads the teacher folders while the teacher's thread publishes.
+    utils_files.write_json_atomically(os.path.join(output_dir, TEACHER_FILE), record, indent=2)
 
 
 def read_teacher_record(run_dirs) -> Optional[Dict]:
