@@ -705,20 +705,19 @@ def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_p
 
 def test_a_failed_teacher_record_write_leaves_the_old_record_whole(tmp_path, monkeypatch):
     """teacher.json is replaced atomically: kd_report's table reads it while the teacher's thread
-    writes it, so a reader must never see a partial file (here: a write that fails half way)."""
+    writes it, so a reader must never see a partial file (here: a write that fails before it is on disk)."""
+    from dla_kd.checkpoint import files
     from dla_kd.evaluation import run_info
-    from dla_kd.utils import files
 
     weights = tmp_path / "model_final.pth"
     weights.write_bytes(b"weights")
     run_info.write_teacher_record(str(tmp_path), str(weights), {"bbox": {"AP": 38.5}})
     before = (tmp_path / run_info.TEACHER_FILE).read_text()
 
-    def half_dump(obj, f, **kwargs):
-        f.write('{"weights": ')
+    def disk_full(fd):  # the new record is in the temporary file, not yet on disk
         raise OSError("disk full")
 
-    monkeypatch.setattr(files.json, "dump", half_dump)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     with pytest.raises(OSError):
         run_info.write_teacher_record(str(tmp_path), str(weights), {"bbox": {"AP": 1.0}})
     assert (tmp_path / run_info.TEACHER_FILE).read_text() == before

@@ -1,9 +1,10 @@
 """Writing COCO evaluation results to the output folder and printing them as tables."""
+import json
 import math
 import os
 from typing import Dict, List, Mapping, Optional
 
-from ..utils.files import write_json_atomically
+from ..checkpoint import atomic_write
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -24,7 +25,7 @@ def save_eval_results(results: Mapping, output_dir: str, dataset_name: str, **in
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, f"eval_{dataset_name}.json")
     payload = {"dataset": dataset_name, **info, "results": _json_safe(dict(results))}
-    write_json_atomically(path, payload, indent=2)
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     return path
 
 

@@ -15,6 +15,7 @@ try:
 except ImportError:  # Windows: invocations of one process are still serialised (_RECORD_LOCK)
     fcntl = None
 
+from ..checkpoint import atomic_write
 from ..utils import files as utils_files
 
 INVOCATIONS_FILE = "invocations.json"
@@ -167,7 +168,7 @@ def write_teacher_record(output_dir: str, weights: str, teacher_results: Optiona
     }
     os.makedirs(output_dir, exist_ok=True)
     # Atomic: kd_report's table reads the teacher folders while the teacher's thread publishes.
-    utils_files.write_json_atomically(os.path.join(output_dir, TEACHER_FILE), record, indent=2)
+    atomic_write(os.path.join(output_dir, TEACHER_FILE), lambda f: f.write(json.dumps(record, indent=2).encode()))
 
 
 def read_teacher_record(run_dirs) -> Optional[Dict]:
