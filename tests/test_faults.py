@@ -6,7 +6,8 @@ truncated ``model_final.pth``; kd_report resumes such a run; a second run in a l
 is refused naming the first, a stale lock is taken over; ``--eval-only`` loads strictly;
 ``DISTILL.*`` on a plain model is refused; a truncated checkpoint is named (teacher, eval, predict,
 export exits 2); free ports for side-by-side runs; an empty ``last_checkpoint`` counts as absent;
-the teacher sanity check says how many images it really used.
+the teacher sanity check says how many images it really used; concurrent atomic writes of one
+file leave one whole file.
 """
 import contextlib
 import json
@@ -118,6 +119,38 @@ def test_save_failing_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
         checkpointer.save("model_0000009", iteration=9)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000004.pth"]
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000004.pth")
+
+
+def test_atomic_writes_of_many_writers_leave_one_whole_file(tmp_path, monkeypatch):
+    """The one atomic write every module uses (checkpoints, evaluations, caches, rendered pages):
+    with ``unique`` temporaries, threads writing one file at once leave one writer's whole file and
+    no temporary; a failed write leaves the old file; ``durable=False`` never fsyncs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dla_kd.utils.files import atomic_write, atomic_write_json
+
+    path = str(tmp_path / "cache.json")
+    payloads = [{"writer": k, "entries": list(range(20000))} for k in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: atomic_write_json(path, p, unique=True), payloads * 4))
+    assert json.load(open(path)) in payloads
+    assert os.listdir(tmp_path) == ["cache.json"]
+
+    def half_then_fail(f):
+        f.write(b'{"writer"')
+        raise OSError("No space left on device")
+
+    for unique in (False, True):
+        with pytest.raises(OSError, match="No space left"):
+            atomic_write(path, half_then_fail, unique=unique)
+        assert json.load(open(path)) in payloads and os.listdir(tmp_path) == ["cache.json"]
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    atomic_write(str(tmp_path / "page.png"), lambda f: f.write(b"png"), durable=False, unique=True)
+    assert synced == [] and (tmp_path / "page.png").read_bytes() == b"png"
+    atomic_write_json(path, {"writer": "last"})
+    assert len(synced) == 2 and json.load(open(path)) == {"writer": "last"}  # the file, then its folder
 
 
 def test_resume_of_finished_run_recreates_final_checkpoint(use_synthetic_root, tmp_path):

@@ -7,9 +7,11 @@ file (:class:`UnreadableCheckpointError`, :func:`checkpoint_problem`).
 """
 import logging
 import os
-from typing import IO, Callable, Optional
+from typing import Optional
 
 import torch
+
+from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -26,39 +28,6 @@ def unreadable_message(path: str, error: BaseException) -> str:
         f"({type(error).__name__}: {error}); a run killed while saving leaves such a file: "
         "use another checkpoint or re-create it"
     )
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that it is either complete or untouched: the data
-    goes to ``<path>.tmp`` in the same folder, is flushed and fsync'ed, then renamed over ``path``
-    (``os.replace`` is atomic on one file system). If ``write`` fails the temporary file is
-    removed; a process killed meanwhile leaves only ``<path>.tmp`` (overwritten by the next save)."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_folder(os.path.dirname(os.path.abspath(path)))
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoint_problem(path: str) -> Optional[str]:

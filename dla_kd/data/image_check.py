@@ -29,12 +29,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
+
+from ..utils.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,7 @@ def _write_cache(path: str, entries: Dict[str, CacheEntry]) -> None:
     try:
         folder = os.path.dirname(path) or "."
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".part", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": _CACHE_VERSION, "images": entries}, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_json(path, {"version": _CACHE_VERSION, "images": entries}, unique=True)
     except OSError as e:
         logger.info(f"Image check results not cached ({e}); set ${ENV_CACHE_DIR} to a writable folder")
 

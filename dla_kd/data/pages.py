@@ -15,13 +15,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from ..utils.files import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +148,7 @@ def render_pdf_page(pdf, index: int, dpi: float) -> Image.Image:
 def _save_png(image: Image.Image, path: str) -> None:
     """Atomic PNG write (a killed run leaves no partial file under the final name)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".render.", suffix=".png", dir=os.path.dirname(path))
-    os.close(fd)
-    image.save(tmp, format="PNG", compress_level=3)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=3), durable=False, unique=True)
 
 
 # A cache entry: {"pages": [[page or None, file or None, width, height, reason or None], ...]}.
@@ -232,10 +230,7 @@ class PageCache:
         if not self.changed:
             return
         os.makedirs(self.cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".json", dir=self.cache_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": _INDEX_VERSION, "entries": self.entries}, f)
-        os.replace(tmp, self.index_path)
+        atomic_write_json(self.index_path, {"version": _INDEX_VERSION, "entries": self.entries}, unique=True)
         self.changed = False
 
 

@@ -19,7 +19,6 @@ The state (running sums, calibrated weights) lives in buffers, so it is in every
 deployed). The calibrated weights are logged and written to ``<OUTPUT_DIR>/kd_balance.json``.
 With several processes the norms are averaged over all ranks, so every rank uses the same weights.
 """
-import json
 import logging
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -27,6 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 from detectron2.utils import comm
 from torch import nn
+
+from ..utils.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +170,7 @@ class LossBalancer(nn.Module):
         logger.info(f"DISTILL.BALANCE calibrated the KD weights over {int(self.observed)} iterations:\n{lines}")
         if self.output_dir and comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
-            path = os.path.join(self.output_dir, BALANCE_FILE)
-            tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(report, f, indent=2)
-            os.replace(tmp, path)
+            atomic_write_json(os.path.join(self.output_dir, BALANCE_FILE), report, indent=2)
 
     def report(self) -> Dict:
         """Calibration summary: per loss its target, mean gradient norms and weight."""

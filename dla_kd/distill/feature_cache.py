@@ -16,7 +16,7 @@ import json
 import os
 from typing import Callable, Dict, List, Sequence
 
-from ..utils.files import file_sha256
+from ..utils.files import atomic_write, atomic_write_json, file_sha256
 from .teacher_features import PerImage
 
 import torch
@@ -116,10 +116,7 @@ class TeacherFeatureCache:
                     "Delete it or set DISTILL.TEACHER.FEATURE_CACHE.DIR to a new folder."
                 )
         else:
-            tmp = f"{meta_path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(signature, f, indent=2)
-            os.replace(tmp, meta_path)
+            atomic_write_json(meta_path, signature, unique=True, indent=2)
 
     def _path(self, item: Dict, image_hw) -> str:
         if "file_name" not in item:
@@ -150,8 +147,7 @@ class TeacherFeatureCache:
                 continue
             feats = {k: v.to(self.dtype) for k, v in computed[i].items() if k in self.levels}
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            torch.save({k: v.cpu().clone() for k, v in feats.items()}, tmp)  # clone: not the batch's storage
-            os.replace(tmp, path)
+            on_cpu = {k: v.cpu().clone() for k, v in feats.items()}  # clone: not the batch's storage
+            atomic_write(path, lambda f: torch.save(on_cpu, f), durable=False, unique=True)
             out.append(feats)
         return out

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from ..checkpoint import atomic_write
+from ..utils.files import atomic_write
 from ..distill.balance import BALANCE_FILE
 from .kd_report import load_eval
 from .reused_runs import REUSED_FILE, run_config, training_differences

@@ -1,10 +1,9 @@
 """Writing COCO evaluation results to the output folder and printing them as tables."""
-import json
 import math
 import os
 from typing import Dict, List, Mapping, Optional
 
-from ..checkpoint import atomic_write
+from ..utils.files import atomic_write_json
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -25,7 +24,7 @@ def save_eval_results(results: Mapping, output_dir: str, dataset_name: str, **in
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, f"eval_{dataset_name}.json")
     payload = {"dataset": dataset_name, **info, "results": _json_safe(dict(results))}
-    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    atomic_write_json(path, payload, indent=2)
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint import checkpoint_problem
 from ..config import flatten_config, get_dla_kd_cfg
+from ..utils.files import atomic_write_json
 from .kd_report import load_eval
 from .run_info import TEACHER_FILE
 
@@ -165,10 +166,7 @@ def collect_evaluations(eval_dir: str, output_dir: str, datasets: Sequence[str],
         if payload is None:
             raise FileNotFoundError(f"{os.path.join(eval_dir, name)}: the evaluation of the taken-over run is missing")
         payload.update(iteration=final_iteration, reused_from=reused.get("donor"))
-        path = os.path.join(output_dir, name)
-        with open(path + ".tmp", "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(path + ".tmp", path)
+        atomic_write_json(os.path.join(output_dir, name), payload, indent=2)
 
 
 def reused_from(run_dirs: Sequence[Optional[str]]) -> Optional[str]:

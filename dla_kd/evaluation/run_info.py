@@ -15,7 +15,6 @@ try:
 except ImportError:  # Windows: invocations of one process are still serialised (_RECORD_LOCK)
     fcntl = None
 
-from ..checkpoint import atomic_write
 from ..utils import files as utils_files
 
 INVOCATIONS_FILE = "invocations.json"
@@ -95,11 +94,7 @@ def record_invocation(output_dirs: Union[str, Sequence[str]], started: float, fi
             entries = sorted(merged.values(), key=lambda e: e["start"])
             for output_dir in dirs:
                 os.makedirs(output_dir, exist_ok=True)
-                path = os.path.join(output_dir, INVOCATIONS_FILE)
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(entries, f, indent=2)
-                os.replace(tmp, path)
+                utils_files.atomic_write_json(os.path.join(output_dir, INVOCATIONS_FILE), entries, unique=True, indent=2)
     return covered_seconds([(e["start"], e["end"]) for e in merged.values()])
 
 
@@ -168,7 +163,7 @@ def write_teacher_record(output_dir: str, weights: str, teacher_results: Optiona
     }
     os.makedirs(output_dir, exist_ok=True)
     # Atomic: kd_report's table reads the teacher folders while the teacher's thread publishes.
-    atomic_write(os.path.join(output_dir, TEACHER_FILE), lambda f: f.write(json.dumps(record, indent=2).encode()))
+    utils_files.atomic_write_json(os.path.join(output_dir, TEACHER_FILE), record, indent=2)
 
 
 def read_teacher_record(run_dirs) -> Optional[Dict]:

@@ -32,6 +32,7 @@ import torch
 
 from ..engine import load_config
 from ..utils.benchmark import reset_peak_rss, rss_mb, time_calls
+from ..utils.files import atomic_write_json
 from .ap_check import bbox_ap
 from .budget import BUDGET_KEYS, Budget, config_value
 from .calibration import dataset_records
@@ -266,10 +267,7 @@ def _read_row(path: str) -> Optional[Dict]:
 
 
 def _write_row(path: str, row: Dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(row, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, row, indent=2)
 
 
 def _work(path: str, backend: str, force: bool) -> Optional[str]:

@@ -31,8 +31,7 @@ from tqdm import tqdm
 
 from ..data.pages import Skipped, collect_pages
 from ..data.pseudo_labeled import PSEUDO_LABELS_KIND, PseudoLabelMismatchError
-from ..data.synthetic.coco import write_json_atomic
-from ..utils.files import file_fingerprint
+from ..utils.files import atomic_write_json, file_fingerprint
 from .segmentation import simplify_polygon
 
 logger = logging.getLogger(__name__)
@@ -219,5 +218,5 @@ def pseudo_label(predictor, paths: Sequence[str], output_dir: str, teacher: Dict
         journal.add({"file_name": page.file_name, "width": page.width, "height": page.height,
                      "source": page.source, "page": page.page, "detections": detections})
         summary.labelled += 1
-    write_json_atomic(coco_from_journal(journal, output_dir), summary.json_file)
+    atomic_write_json(summary.json_file, coco_from_journal(journal, output_dir), unique=True, separators=(",", ":"))
     return summary

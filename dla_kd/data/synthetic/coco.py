@@ -1,9 +1,8 @@
-"""COCO records: polygon clipping and measurement, annotation/image/category records and the
-atomic json write. Polygons are (N, 2) float arrays of pixel coordinates (x right, y down).
+"""COCO records: polygon clipping and measurement, annotation/image/category records.
+Polygons are (N, 2) float arrays of pixel coordinates (x right, y down).
 """
 
 import json
-import os
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -73,14 +72,6 @@ def annotation_record(polygon: np.ndarray, category_id: int, image_id: int, ann_
 def coco_categories(style: str) -> List[Dict]:
     """The ``categories`` field for the category table ``style``."""
     return [{"id": c["id"], "name": c["name"], "supercategory": c["name"]} for c in get_categories(style)]
-
-
-def write_json_atomic(data: Dict, path: str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def category_counts(json_path: str) -> Dict[str, int]:

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ...utils.files import atomic_write, atomic_write_json
 from .block import PAPER, Role, merge_grouped_regions
-from .coco import annotatable, annotation_record, coco_categories, write_json_atomic
+from .coco import annotatable, annotation_record, coco_categories
 from .degrade import degrade, sample_degradation, skew_matrix, transform_points
 from .layout import LETTER_PT, PageComposer, Placement
 from .styles import StyleSpec, get_style
@@ -124,8 +125,7 @@ def _write_page(job: Tuple[str, Tuple[int, int], int, str, int, str]) -> Dict:
     page = render_page(style_name, image_size, seed, split, index)
     file_name = f"{index:06d}.png"
     path = os.path.join(image_dir, file_name)
-    Image.fromarray(page.image).save(f"{path}.tmp", format="PNG", compress_level=3)
-    os.replace(f"{path}.tmp", path)
+    atomic_write(path, lambda f: Image.fromarray(page.image).save(f, format="PNG", compress_level=3), durable=False)
     record = {"id": index + 1, "file_name": file_name, "width": image_size[0], "height": image_size[1]}
     annotations = [annotation_record(polygon, category_id, record["id"], 0) for category_id, polygon in page.objects]
     return {"index": index, "record": record, "annotations": annotations}
@@ -284,6 +284,6 @@ def generate_dataset(
         "annotations": annotations,
         "categories": coco_categories(spec.name),
     }
-    write_json_atomic(data, json_path)
+    atomic_write_json(json_path, data, unique=True, separators=(",", ":"))
     os.remove(journal)
     return json_path
