@@ -719,8 +719,8 @@ def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_p
 def test_a_failed_teacher_record_write_leaves_the_old_record_whole(tmp_path, monkeypatch):
     """teacher.json is replaced atomically: kd_report's table reads it while the teacher's thread
     writes it, so a reader must never see a partial file (here: a write that fails before it is on disk)."""
-    from dla_kd.utils import files
     from dla_kd.evaluation import run_info
+    from dla_kd.utils import files
 
     weights = tmp_path / "model_final.pth"
     weights.write_bytes(b"weights")
@@ -736,3 +736,42 @@ def test_a_failed_teacher_record_write_leaves_the_old_record_whole(tmp_path, mon
     assert (tmp_path / run_info.TEACHER_FILE).read_text() == before
     assert json.loads(before)["bbox_AP"] == 38.5
     assert sorted(os.listdir(tmp_path)) == ["model_final.pth", run_info.TEACHER_FILE]  # no temporary left
+
+
+def test_teacher_effect_fit_recovers_known_effects_from_published_runs(tmp_path):
+    """AP = recipe + seed + teacher, exactly: the fit returns each teacher's and seed's effect; a
+    teacher whose runs no recipe shares with another teacher is not separable (None); the
+    supervised student and the teacher's own folders are not distillation runs."""
+    runs_dir = tmp_path / "pub" / "runs"
+    teachers = {"a" * 64: 38.5, "b" * 64: 35.6, "c" * 64: 36.2}
+    recipe_ap, seed_effect, teacher_effect = {"pkd": 25.0, "cwd": 24.0, "mgd": 27.0, "simkd": 30.0}, \
+        {1: 0.0, 2: -0.5, 42: 0.8}, {"a" * 64: 0.0, "b" * 64: 1.2, "c" * 64: 7.0}
+    taught_by = {("pkd", 42): "a", ("pkd", 1): "a", ("pkd", 2): "b", ("cwd", 42): "a", ("cwd", 1): "b",
+                 ("cwd", 2): "a", ("mgd", 42): "b", ("mgd", 1): "b", ("mgd", 2): "b",
+                 ("simkd", 42): "c", ("simkd", 1): "c"}
+    for (recipe, seed), t in taught_by.items():
+        run = runs_dir / recipe / f"seed{seed}"
+        run.mkdir(parents=True)
+        ap = recipe_ap[recipe] + seed_effect[seed] + teacher_effect[t * 64]
+        (run / "eval_val.json").write_text(json.dumps({"results": {"bbox": {"AP": ap}, "segm": {"AP": ap + 1}}}))
+        (run / "teacher.json").write_text(json.dumps({"sha256": t * 64, "bbox_AP": teachers[t * 64]}))
+    for other in ("student/seed1", "teacher"):  # no teacher record: not a distillation run
+        (runs_dir / other).mkdir(parents=True)
+        (runs_dir / other / "eval_val.json").write_text(json.dumps({"results": {"bbox": {"AP": 20.0}}}))
+
+    tool = load_tool("kd_teacher_effect")
+    assert tool.main(["--published", str(tmp_path / "pub"), "--dataset", "val", "--reference", "aaaa",
+                      "--output", str(tmp_path / "out")]) == 0
+    report = json.load(open(tmp_path / "out" / "teacher_effect.json"))
+    assert (tmp_path / "out" / "teacher_effect.md").is_file()
+    for task in ("bbox", "segm"):
+        fit = report[task]["fit"]
+        assert fit["runs"] == len(taught_by) and fit["reference"] == "a" * 64
+        effects = {t["teacher"][0]: t["effect"] for t in fit["teachers"]}
+        assert effects["a"] == 0.0 and effects["b"] == pytest.approx(1.2, abs=1e-9)
+        assert effects["c"] is None  # only SimKD learned from it: its effect is SimKD's own
+        seeds = {s["seed"]: s["effect"] for s in fit["seeds"]}
+        assert seeds[1] == 0.0 and seeds[2] == pytest.approx(-0.5, abs=1e-9) and seeds[42] == pytest.approx(0.8, abs=1e-9)
+    with pytest.raises(ValueError, match="matches 0 of the runs' teachers"):
+        tool.main(["--published", str(tmp_path / "pub"), "--dataset", "val", "--reference", "ffff",
+                   "--output", str(tmp_path / "out")])

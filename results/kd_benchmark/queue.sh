@@ -35,3 +35,6 @@ recipes() { for n in "$@"; do printf 'configs/synthetic/bench/distill/%s.yaml ' 
     logit_kd_balanced logit_mse_balanced mask_kd_balanced simkd_balanced)
 "${PART[@]}" --seeds 42 1 2 --distill $(recipes mgd_balanced defeat_balanced)
 "${KD[@]}" --publish "${PUBLISH:-results/kd_benchmark}" --seeds 42 1 2 --distill configs/synthetic/bench/distill/[a-z]*.yaml
+# The teacher effect (README "KD benchmark"), relative to the table's teacher, over every published run.
+.venv/bin/python tools/kd_teacher_effect.py --published "${PUBLISH:-results/kd_benchmark}" --reference b7ab74b97654 \
+    --output "${PUBLISH:-results/kd_benchmark}/analysis/teacher_effect"
