@@ -33,9 +33,10 @@ base = {"teacher.yaml": 60.0, "student.yaml": 40.0, "fitnet.yaml": 45.0, "pkd.ya
 if config == "teacher.yaml":  # FAKE_TEACHER_AP_OFFSET: a teacher retrained on a fresh machine scores otherwise
     base += float(os.environ.get("FAKE_TEACHER_AP_OFFSET", "0"))
 final = int(os.environ["FAKE_FINAL_ITER"])
+kd = {"kd_weight/fitnet": 0.5 * seed} if config == "fitnet.yaml" else {}  # as DISTILL.BALANCE would calibrate it
 with open(os.path.join(out, "metrics.json"), "w") as f:
     for it, frac in ((final // 2, 0.5), (final, 1.0)):
-        f.write(json.dumps({"iteration": it, "bbox/AP": base * frac}) + "\n")
+        f.write(json.dumps({"iteration": it, "bbox/AP": base * frac, **kd}) + "\n")
 # FAKE_TEST_DATASETS="a,b": the run evaluates on several datasets (AP 10 lower on each next one),
 # logged as Detectron2 does: "<dataset>/bbox/AP" when there are several. A DATASETS.TEST override
 # evaluates a part of them (same APs).
@@ -775,3 +776,18 @@ def test_teacher_effect_fit_recovers_known_effects_from_published_runs(tmp_path)
     with pytest.raises(ValueError, match="matches 0 of the runs' teachers"):
         tool.main(["--published", str(tmp_path / "pub"), "--dataset", "val", "--reference", "ffff",
                    "--output", str(tmp_path / "out")])
+
+
+def test_report_gives_each_distillation_rows_configured_and_trained_kd_weights(report_setup, monkeypatch):
+    """Issue 10 part 2: published and balanced weights in the benchmark. The configured weight
+    comes from the recipe's config, the trained one per seed from its metrics.json (last logged
+    ``kd_weight/<loss>``); the teacher and the supervised student have no row."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", argv)
+    kd_report.main()
+    weights = json.load(open(out / "report.json"))["kd_weights"]
+    assert weights == {"fitnet": {"balanced": False, "configured": {"fitnet": 1.0},
+                                  "trained": {"1": {"fitnet": 0.5}, "2": {"fitnet": 1.0}}}}
+    md = (out / "report.md").read_text()
+    assert "| run | loss | configured | balanced | seed 1 | seed 2 |" in md
+    assert "| fitnet | fitnet | 1 | no | 0.5 | 1 |" in md

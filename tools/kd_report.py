@@ -58,10 +58,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
 from dla_kd.engine import load_config
-from dla_kd.evaluation.curves import curve_metric, mean_curve, plateau_change, plot_curves, read_curve
+from dla_kd.evaluation.curves import curve_metric, last_logged, mean_curve, plateau_change, plot_curves, read_curve
 from dla_kd.evaluation.kd_report import (
-    add_own_teacher_gap, build_seed_rows, deploys_as_student, format_number, format_seed_report, load_eval,
-    runs_to_draw)
+    add_own_teacher_gap, build_seed_rows, configured_kd_weights, deploys_as_student, format_kd_weights, format_number,
+    format_seed_report, load_eval, runs_to_draw)
 from dla_kd.evaluation.model_cost import model_cost
 from dla_kd.evaluation.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out
 from dla_kd.evaluation.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from
@@ -413,11 +413,14 @@ class BenchmarkReport:
         # Run name -> key of its bbox AP on the dataset in metrics.json (None: not evaluated there).
         self.metrics = {"teacher": curve_metric(teacher_cfg.DATASETS.TEST, dataset)}
         self.sizes = {}
+        self.kd_config = {}  # distillation run name -> its configured KD weights (configured_kd_weights)
         for name, config in [("teacher", args.teacher)] + [(n, c) for n, (c, _) in runs.items()]:
             try:
                 cfg = load_config(config, list(args.opts) if name != "teacher" else [])
                 if name != "teacher":
                     self.metrics[name] = curve_metric(cfg.DATASETS.TEST, dataset)
+                    if configured_kd_weights(cfg):
+                        self.kd_config[name] = configured_kd_weights(cfg)
                 self.sizes[name] = deployable_cost(cfg)
             except Exception as e:  # a size that cannot be computed must not stop the report
                 print(f"[kd_report] size of {name} not computed: {e}", flush=True)
@@ -443,12 +446,14 @@ class BenchmarkReport:
         teachers = [{k: v for k, v in t.items() if k not in ("results", "run_pairs")} for t in teachers]
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
         reused = {k: v for k, v in reused.items() if v}
+        kd_weights = self._kd_weights(results)
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
         with open(os.path.join(args.output, self.files["json"]), "w") as f:
             json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
-                       "sizes": self.sizes, "rows": rows, "curves": curves, "teachers": teachers, "reused_runs": reused,
+                       "sizes": self.sizes, "rows": rows, "kd_weights": kd_weights, "curves": curves,
+                       "teachers": teachers, "reused_runs": reused,
                        "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
@@ -458,6 +463,11 @@ class BenchmarkReport:
                    "of bbox AP over the last third of the schedule: "
                    + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
                    + ".", ""]
+        if kd_weights:
+            md += ["KD weights: configured (the recipe's, the published weight unless it sets its own) and the one "
+                   "each seed trained with at its last iteration (`kd_weight/<loss>` in its metrics.json; with "
+                   "DISTILL.BALANCE the weight it calibrated, each seed its own):", "",
+                   format_kd_weights(kd_weights, args.seeds)]
         if teachers:
             # With several teachers (one retrained on a later machine), the runs of all but the one
             # most runs learned from are named: their rows mix teachers.
@@ -483,6 +493,20 @@ class BenchmarkReport:
             for name in self.files.values():
                 if os.path.isfile(os.path.join(args.output, name)):
                     shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
+
+    def _kd_weights(self, results):
+        """Run name -> configured KD weights and, per finished seed (``"trained"``, keyed by the
+        seed as a string), the weights its metrics.json logged last."""
+        out = {}
+        for name, conf in self.kd_config.items():
+            trained = {}
+            for seed in self.args.seeds:
+                if results.get((name, seed)) is not None:
+                    logged = next((w for w in (last_logged(d, "kd_weight/") for d in self.run_dirs(name, seed)) if w), {})
+                    if logged:
+                        trained[str(seed)] = logged
+            out[name] = {**conf, "trained": trained}
+        return out
 
     def _teachers(self, results, table_teacher):
         """Distinct teachers (by weights sha256) of the finished distillation runs, each with the

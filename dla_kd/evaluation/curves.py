@@ -4,30 +4,45 @@ and draws them (matplotlib, headless)."""
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 Curve = List[Tuple[int, float]]  # (iteration, AP) sorted by iteration
 
 
-def read_curve(output_dir: str, metric: str = "bbox/AP") -> Curve:
-    """(iteration, value) of every logged ``metric`` in ``<output_dir>/metrics.json``; when a
-    resumed run logged an iteration twice, the last entry wins."""
+def _metric_entries(output_dir: str) -> Iterator[Dict]:
+    """The entries of ``<output_dir>/metrics.json`` in the order logged (none if it is missing;
+    a line cut by a kill mid-write is skipped)."""
     path = os.path.join(output_dir, "metrics.json")
-    points: Dict[int, float] = {}
     if not os.path.isfile(path):
-        return []
+        return
     with open(path) as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill mid-write
+                yield json.loads(line)
+            except json.JSONDecodeError:
                 continue
-            if metric in entry and "iteration" in entry:
-                points[int(entry["iteration"])] = float(entry[metric])
+
+
+def read_curve(output_dir: str, metric: str = "bbox/AP") -> Curve:
+    """(iteration, value) of every logged ``metric`` in ``<output_dir>/metrics.json``; when a
+    resumed run logged an iteration twice, the last entry wins."""
+    points: Dict[int, float] = {}
+    for entry in _metric_entries(output_dir):
+        if metric in entry and "iteration" in entry:
+            points[int(entry["iteration"])] = float(entry[metric])
     return sorted(points.items())
+
+
+def last_logged(output_dir: str, prefix: str) -> Dict[str, float]:
+    """``{name: value}`` of every scalar ``<prefix><name>`` in ``<output_dir>/metrics.json``, as last
+    logged (e.g. ``prefix="kd_weight/"``: the KD weights a run ended with)."""
+    values: Dict[str, float] = {}
+    for entry in _metric_entries(output_dir):
+        values.update({k[len(prefix):]: float(v) for k, v in entry.items() if k.startswith(prefix)})
+    return values
 
 
 def curve_metric(test_datasets: Sequence[str], dataset: str, metric: str = "bbox/AP") -> Optional[str]:

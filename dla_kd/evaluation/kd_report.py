@@ -182,3 +182,27 @@ def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None
             per_class = [format_number(r["per_class_bbox_AP"].get(c), ".1f") for c in classes]
             lines.append("| " + " | ".join([r["run"]] + per_class) + " |")
     return "\n".join(lines) + "\n"
+
+
+def configured_kd_weights(cfg) -> Optional[Dict]:
+    """``{"balanced": DISTILL.BALANCE.ENABLED, "configured": {loss: DISTILL.<LOSS>.WEIGHT}}`` of a
+    distillation config (the recipe's weights: the published ones unless it sets its own); None for
+    a plain model."""
+    if cfg.MODEL.META_ARCHITECTURE != "DistillGeneralizedRCNN":
+        return None
+    return {"balanced": bool(cfg.DISTILL.BALANCE.ENABLED),
+            "configured": {loss: float(getattr(cfg.DISTILL, loss.upper()).WEIGHT) for loss in cfg.DISTILL.LOSSES}}
+
+
+def format_kd_weights(kd_weights: Dict[str, Dict], seeds: Sequence[int]) -> str:
+    """Markdown table of each distillation row's KD weights: configured, and the one each seed
+    trained with at its last iteration (``kd_weights[run]["trained"][str(seed)][loss]``; with
+    DISTILL.BALANCE the calibrated weight, each seed its own)."""
+    head = ["run", "loss", "configured", "balanced"] + [f"seed {s}" for s in seeds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, w in kd_weights.items():
+        for loss, configured in w["configured"].items():
+            trained = [w["trained"].get(str(s), {}).get(loss) for s in seeds]
+            lines.append("| " + " | ".join([run, loss, format(configured, ".4g"), "yes" if w["balanced"] else "no"]
+                                           + [format_number(t, ".4g") for t in trained]) + " |")
+    return "\n".join(lines) + "\n"
