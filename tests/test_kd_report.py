@@ -626,6 +626,24 @@ def test_finished_runs_are_in_the_table_before_the_runs_planned_before_them_trai
     assert fitnet["bbox_AP"]["values"] == [46.0, 47.0]
 
 
+def test_the_published_teacher_is_the_tables_while_a_fresh_machine_retrains_its_own(report_setup, monkeypatch):
+    """On a fresh machine the teacher trains again before the runs left to train; meanwhile the
+    table (written as collected runs come in, and published) keeps the published teacher's row and
+    gap closed: the fake teacher only finishes once the report has a teacher row (60 s at most)."""
+    kd_report, argv, out, calls = report_setup
+    monkeypatch.setattr(sys, "argv", _side_by_side(argv, 2, threads=2))
+    kd_report.main()
+    for gone in (out / "teacher", out / "fitnet" / "seed1", out / "pub" / "runs" / "fitnet" / "seed1"):
+        shutil.rmtree(gone)
+    os.remove(out / "report.json")
+    monkeypatch.setenv("FAKE_WAIT", f"teacher.yaml|1|{out / 'report.json'}|\"run\": \"teacher\"")
+    kd_report.main()
+    teacher = [c for c in _calls(calls)[5:] if c["config"] == "teacher.yaml"]
+    assert len(teacher) == 1 and teacher[0]["end"] - teacher[0]["start"] < 50  # it did not wait for its limit
+    rows = {r["run"]: r for r in json.load(open(out / "pub" / "report.json"))["rows"]}
+    assert rows["teacher"]["bbox_AP"]["mean"] == 61.0 and rows["fitnet"]["seeds"] == 2
+
+
 def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setup, monkeypatch, tmp_path):
     """Before the first run of the list finishes, nothing else records the call: the heartbeat
     does, so a call killed while the teacher trains still counts the minutes it ran. The fake

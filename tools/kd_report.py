@@ -363,14 +363,15 @@ def main():
             # Finished runs first: collecting them trains nothing, and the table has them at once
             # instead of after every run before them in the plan has trained.
             futures = [pool.submit(execute, item) for item in sorted(plan, key=lambda item: not finished(*item))]
-            report.write(None, results)
+            # While this machine's teacher trains, the table's teacher is the published one (if any).
+            report.write(table_teacher(None), results)
             # Written as each run finishes (not in plan order: a run that finishes while an earlier
             # one still trains is in the table at once), its rows' seeds in plan order.
             for future in as_completed(futures):
                 item, res = future.result()
                 results[item] = res
                 results = {i: results[i] for i in plan if i in results}
-                report.write(table_teacher(teacher_future.result()) if teacher_future.done() else None, results)
+                report.write(table_teacher(teacher_future.result() if teacher_future.done() else None), results)
     finally:
         heartbeat.set()
     teacher = teacher_future.result()
