@@ -420,8 +420,9 @@ class BenchmarkReport:
                 cfg = load_config(config, list(args.opts) if name != "teacher" else [])
                 if name != "teacher":
                     self.metrics[name] = curve_metric(cfg.DATASETS.TEST, dataset)
-                    if configured_kd_weights(cfg):
-                        self.kd_config[name] = configured_kd_weights(cfg)
+                    kd_weights = configured_kd_weights(cfg)
+                    if kd_weights:
+                        self.kd_config[name] = kd_weights
                 self.sizes[name] = deployable_cost(cfg)
             except Exception as e:  # a size that cannot be computed must not stop the report
                 print(f"[kd_report] size of {name} not computed: {e}", flush=True)

@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 
-from ..utils.files import atomic_write
 from ..distill.balance import BALANCE_FILE
+from ..utils.files import atomic_write
 from .kd_report import load_eval
 from .reused_runs import REUSED_FILE, run_config, training_differences
 from .run_info import TEACHER_FILE, weights_sha256, write_teacher_record

@@ -14,7 +14,6 @@ the seed effects come from the recipes that share a teacher over their seeds. St
 assume independent noise of one variance (the residuals' over the degrees of freedom left).
 """
 import glob
-import json
 import os
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
@@ -22,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .kd_report import load_eval
-from .run_info import TEACHER_FILE
+from .run_info import read_teacher_record
 
 
 def published_distillation_runs(runs_dir: str, dataset: str, task: str = "bbox") -> List[Dict]:
@@ -31,12 +30,10 @@ def published_distillation_runs(runs_dir: str, dataset: str, task: str = "bbox")
     the supervised student's folders have no teacher record and are left out)."""
     runs = []
     for run_dir in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*"))):
-        teacher_file = os.path.join(run_dir, TEACHER_FILE)
+        teacher = read_teacher_record([run_dir])
         results = load_eval(run_dir, dataset)
-        if not os.path.isfile(teacher_file) or results is None:
+        if teacher is None or results is None:
             continue
-        with open(teacher_file) as f:
-            teacher = json.load(f)
         recipe, seed = os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir)[len("seed"):]
         runs.append({"recipe": recipe, "seed": int(seed), "teacher": teacher["sha256"],
                      "teacher_AP": teacher.get("bbox_AP"), "AP": results[task]["AP"]})
@@ -71,12 +68,11 @@ def fit_teacher_effects(runs: Sequence[Dict], reference: Optional[str] = None) -
     dof = len(runs) - rank
     residual_var = float(((y - x @ beta) ** 2).sum() / dof) if dof > 0 else float("nan")
     cov = residual_var * np.linalg.pinv(x.T @ x)
+    row_space = np.linalg.pinv(x) @ x  # projection onto the row space of x
 
     def effect(column: int):
         # Estimable only if the column lies in the row space of x (else pinv gives an arbitrary split).
-        unit = np.zeros(len(columns))
-        unit[column] = 1.0
-        if not np.allclose(np.linalg.pinv(x) @ (x @ unit), unit, atol=1e-8):
+        if not np.allclose(row_space[:, column], np.eye(len(columns))[:, column], atol=1e-8):
             return None, None
         return float(beta[column]), float(np.sqrt(cov[column, column])) if dof > 0 else None
 
@@ -105,7 +101,7 @@ def teacher_effect_markdown(fit: Dict, task: str, dataset: str) -> str:
     """The fit as a Markdown table per teacher and per seed."""
     lines = [f"Effect of the teacher on the students' {task} AP ({dataset}; least squares over {fit['runs']} "
              f"distillation runs: AP = recipe + seed + teacher, residual std {_number(fit['residual_std'], '.2f')} "
-             f"AP on {fit['dof']} degrees of freedom). Effects are relative to the reference teacher and the first seed; "
+             f"AP on {fit['dof']} degrees of freedom). Effects are relative to the reference teacher and the smallest seed; "
              "`-`: not separable from the other effects with these runs.", "",
              "| teacher (sha256) | its bbox AP | runs | effect on the student's AP | standard error |",
              "|---|---:|---:|---:|---:|"]
