@@ -23,6 +23,7 @@ import textwrap
 
 import pytest
 import torch
+import torch.distributed as dist
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -33,7 +34,7 @@ from dla_kd.checkpoint import DLACheckpointer, IncompleteCheckpointError, Unread
 from dla_kd.engine import Trainer, load_config
 from dla_kd.engine.distill_check import changed_distill_keys, check_distill_section
 from dla_kd.engine.eval_weights import load_eval_weights
-from dla_kd.engine.launch import free_port, resolve_dist_url
+from dla_kd.engine.launch import free_port, process_group_closed, resolve_dist_url
 from dla_kd.engine.output_lock import OutputDirLock, OutputDirLockedError, lock_name
 from dla_kd.engine.teacher_check import evaluate_teacher
 from tiny_models import (
@@ -124,10 +125,11 @@ def test_save_failing_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_atomic_writes_of_many_writers_leave_one_whole_file(tmp_path, monkeypatch):
     """The one atomic write every module uses (checkpoints, evaluations, caches, rendered pages):
     with ``unique`` temporaries, threads writing one file at once leave one writer's whole file and
-    no temporary; a failed write leaves the old file; ``durable=False`` never fsyncs."""
+    no temporary; a failed write leaves the old file; ``durable=False`` never fsyncs; a copy
+    whose source cannot be read leaves the target as it was."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from dla_kd.utils.files import atomic_write, atomic_write_json
+    from dla_kd.utils.files import atomic_copy, atomic_write, atomic_write_json, atomic_write_text
 
     path = str(tmp_path / "cache.json")
     payloads = [{"writer": k, "entries": list(range(20000))} for k in range(8)]
@@ -151,6 +153,15 @@ def test_atomic_writes_of_many_writers_leave_one_whole_file(tmp_path, monkeypatc
     assert synced == [] and (tmp_path / "page.png").read_bytes() == b"png"
     atomic_write_json(path, {"writer": "last"})
     assert len(synced) == 2 and json.load(open(path)) == {"writer": "last"}  # the file, then its folder
+
+    report = str(tmp_path / "report.md")
+    atomic_write_text(report, "| AP ± std |")
+    atomic_copy(report, path)
+    assert open(path, encoding="utf-8").read() == "| AP ± std |"
+    with pytest.raises(FileNotFoundError):
+        atomic_copy(str(tmp_path / "absent.md"), path)  # the copy's target stays as it was
+    assert open(path, encoding="utf-8").read() == "| AP ± std |"
+    assert sorted(os.listdir(tmp_path)) == ["cache.json", "page.png", "report.md"]
 
 
 def test_resume_of_finished_run_recreates_final_checkpoint(use_synthetic_root, tmp_path):
@@ -336,6 +347,28 @@ def test_free_port_is_bindable_and_not_the_fixed_default():
         assert resolved.startswith("tcp://127.0.0.1:") and resolved != DEFAULT_DIST_URL
     assert resolve_dist_url("tcp://10.0.0.1:1234", 1, DEFAULT_DIST_URL) == "tcp://10.0.0.1:1234"
     assert resolve_dist_url(DEFAULT_DIST_URL, 2, DEFAULT_DIST_URL) == DEFAULT_DIST_URL
+
+
+def test_worker_closes_its_process_group_after_success_only(tmp_path):
+    """A gloo group left to interpreter exit can abort a run that succeeded (SIGABRT); after an
+    error the group is left alone (a barrier could hang on a dead peer)."""
+    def init():
+        store = dist.FileStore(str(tmp_path / f"store{len(list(tmp_path.iterdir()))}"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+
+    init()
+    try:
+        with process_group_closed():
+            assert dist.is_initialized()
+        assert not dist.is_initialized()
+        init()
+        with pytest.raises(RuntimeError, match="boom"):
+            with process_group_closed():
+                raise RuntimeError("boom")
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 # ---- 7. empty last_checkpoint, teacher sanity check count ---------------------------------------

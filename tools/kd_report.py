@@ -46,10 +46,8 @@ evaluated on are evaluated (dla_kd/evaluation/reused_runs.py). Else NAME trains,
 printed. The report lists the runs taken over.
 """
 import argparse
-import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -75,6 +73,7 @@ from dla_kd.evaluation.run_info import (
     write_teacher_record,
 )
 from dla_kd.export.student import deployable_cfg
+from dla_kd.utils.files import atomic_copy, atomic_write_json, atomic_write_text
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -452,11 +451,11 @@ class BenchmarkReport:
         meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
-        with open(os.path.join(args.output, self.files["json"]), "w") as f:
-            json.dump({"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
-                       "sizes": self.sizes, "rows": rows, "kd_weights": kd_weights, "curves": curves,
-                       "teachers": teachers, "reused_runs": reused,
-                       "plateau_change_last_third": convergence, "failed_or_missing": missing}, f, indent=2)
+        report = {"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
+                  "sizes": self.sizes, "rows": rows, "kd_weights": kd_weights, "curves": curves,
+                  "teachers": teachers, "reused_runs": reused,
+                  "plateau_change_last_third": convergence, "failed_or_missing": missing}
+        atomic_write_json(os.path.join(args.output, self.files["json"]), report, indent=2)
         md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
               format_seed_report(rows, self.sizes)]
         if curves:
@@ -487,14 +486,13 @@ class BenchmarkReport:
                f"{meta['load_average']}.", ""]
         if missing:
             md.append(f"Failed or missing runs (see <output>/<run>/seed<k>/kd_report_stdout.log): {', '.join(missing)}\n")
-        with open(os.path.join(args.output, self.files["md"]), "w") as f:
-            f.write("\n".join(md))
+        atomic_write_text(os.path.join(args.output, self.files["md"]), "\n".join(md))
         print("\n".join(md), flush=True)
         if args.publish:
             os.makedirs(args.publish, exist_ok=True)
             for name in self.files.values():
                 if os.path.isfile(os.path.join(args.output, name)):
-                    shutil.copyfile(os.path.join(args.output, name), os.path.join(args.publish, name))
+                    atomic_copy(os.path.join(args.output, name), os.path.join(args.publish, name))
 
     def _kd_weights(self, results):
         """Run name -> configured KD weights and, per finished seed (``"trained"``, keyed by the

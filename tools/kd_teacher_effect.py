@@ -11,11 +11,11 @@ Fits AP = recipe + seed + teacher by least squares over the published distillati
 ``teacher_effect.md`` to ``--output``.
 """
 import argparse
-import json
 import os
 
 from dla_kd.evaluation.teacher_effect import fit_teacher_effects, published_distillation_runs, teacher_effect_markdown
 from dla_kd.utils.cli import run_tool
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
 
 def parse_args(argv=None):
@@ -41,10 +41,8 @@ def main(argv=None):
         report[task] = {"fit": fit_teacher_effects(runs, args.reference), "runs": runs}
         text.append(teacher_effect_markdown(report[task]["fit"], task, args.dataset))
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "teacher_effect.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.output, "teacher_effect.md"), "w") as f:
-        f.write("\n".join(text))
+    atomic_write_json(os.path.join(args.output, "teacher_effect.json"), report, indent=2)
+    atomic_write_text(os.path.join(args.output, "teacher_effect.md"), "\n".join(text))
     print("\n".join(text))
     print(f"written: {args.output}/teacher_effect.{{json,md}}")
     return 0

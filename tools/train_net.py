@@ -21,7 +21,7 @@ from detectron2.engine import default_argument_parser, launch
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd.engine import Trainer, load_config, setup_run
 from dla_kd.engine.eval_weights import ALLOW_PARTIAL_FLAG, load_eval_weights
-from dla_kd.engine.launch import resolve_dist_url
+from dla_kd.engine.launch import process_group_closed, resolve_dist_url
 from dla_kd.engine.output_lock import OutputDirLock, OutputDirLockedError, lock_name
 
 
@@ -32,6 +32,11 @@ def setup(args):
 
 
 def main(args):
+    with process_group_closed():
+        return run(args)
+
+
+def run(args):
     cfg = setup(args)
     if args.eval_only:
         if not cfg.MODEL.WEIGHTS and not args.resume:

@@ -10,10 +10,9 @@ the teachers retrained beside it.
 """
 import json
 import os
-import shutil
 
 from ..distill.balance import BALANCE_FILE
-from ..utils.files import atomic_write
+from ..utils.files import atomic_copy
 from .kd_report import load_eval
 from .reused_runs import REUSED_FILE, run_config, training_differences
 from .run_info import TEACHER_FILE, weights_sha256, write_teacher_record
@@ -33,8 +32,7 @@ def publish_run(output_dir: str, published_dir: str) -> None:
     for name in (*evaluations, *PUBLISHED_FILES):
         if os.path.isfile(os.path.join(output_dir, name)):
             # Atomic: a report written meanwhile (another thread) reads the published folders.
-            with open(os.path.join(output_dir, name), "rb") as src:
-                atomic_write(os.path.join(published_dir, name), lambda dst: shutil.copyfileobj(src, dst))
+            atomic_copy(os.path.join(output_dir, name), os.path.join(published_dir, name))
 
 
 def published_runs_left_out(publish_dir: str, json_name: str, runs) -> list:

@@ -19,12 +19,11 @@ from the same teacher weights (sha256). The new run folder then holds
 import functools
 import json
 import os
-import shutil
 from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint import checkpoint_problem
 from ..config import flatten_config, get_dla_kd_cfg
-from ..utils.files import atomic_write_json
+from ..utils.files import atomic_copy, atomic_write_json
 from .kd_report import load_eval
 from .run_info import TEACHER_FILE
 
@@ -121,7 +120,7 @@ def adopt_run(donor_dir: str, output_dir: str, datasets: Sequence[str], final_it
     os.symlink(os.path.realpath(os.path.join(donor_dir, "model_final.pth")), link)
     for name in COPIED_FILES:
         if os.path.isfile(os.path.join(donor_dir, name)):
-            shutil.copyfile(os.path.join(donor_dir, name), os.path.join(output_dir, name))
+            atomic_copy(os.path.join(donor_dir, name), os.path.join(output_dir, name))
     _copy_metrics(donor_dir, output_dir, several=len(datasets) > 1)
     missing = []
     for dataset in datasets:
@@ -129,10 +128,9 @@ def adopt_run(donor_dir: str, output_dir: str, datasets: Sequence[str], final_it
         if load_eval(donor_dir, dataset, final_iteration=final_iteration) is None:
             missing.append(dataset)
         else:
-            shutil.copyfile(os.path.join(donor_dir, name), os.path.join(output_dir, name))
-    with open(os.path.join(output_dir, REUSED_FILE), "w") as f:
-        json.dump({"donor": os.path.realpath(donor_dir), "ignored_keys": list(IGNORED_KEYS),
-                   "evaluated_here": missing}, f, indent=2)
+            atomic_copy(os.path.join(donor_dir, name), os.path.join(output_dir, name))
+    atomic_write_json(os.path.join(output_dir, REUSED_FILE), {
+        "donor": os.path.realpath(donor_dir), "ignored_keys": list(IGNORED_KEYS), "evaluated_here": missing}, indent=2)
     return missing
 
 

@@ -32,7 +32,7 @@ import torch
 
 from ..engine import load_config
 from ..utils.benchmark import reset_peak_rss, rss_mb, time_calls
-from ..utils.files import atomic_write_json
+from ..utils.files import atomic_write_json, atomic_write_text
 from .ap_check import bbox_ap
 from .budget import BUDGET_KEYS, Budget, config_value
 from .calibration import dataset_records
@@ -423,9 +423,7 @@ def write_deploy_report(rows: List[Dict], output_dir: str, meta: Dict, teacher: 
     """``deploy.json`` (rows, targets, ``meta``), ``deploy.md`` and ``deploy.png`` in ``output_dir``."""
     checks = bar_checks(rows, teacher, meta["bar_threads"]) if teacher else []
     paths = {k: os.path.join(output_dir, f"deploy.{k}") for k in ("json", "md", "png")}
-    with open(paths["json"], "w") as f:
-        json.dump({"meta": meta, "rows": rows, "targets": checks}, f, indent=2)
-    with open(paths["md"], "w") as f:
-        f.write(markdown_report(rows, checks, meta))
+    atomic_write_json(paths["json"], {"meta": meta, "rows": rows, "targets": checks}, indent=2)
+    atomic_write_text(paths["md"], markdown_report(rows, checks, meta))
     plot_ap_latency(rows, paths["png"], meta["bar_threads"])
     return paths

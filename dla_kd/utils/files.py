@@ -3,6 +3,7 @@ copying it)."""
 import hashlib
 import json
 import os
+import shutil
 import threading
 from typing import IO, Any, Callable, Dict
 
@@ -37,10 +38,23 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None], *, durable: bool
         _fsync_folder(os.path.dirname(os.path.abspath(path)))
 
 
+def atomic_write_text(path: str, text: str, *, durable: bool = True, unique: bool = False) -> None:
+    """:func:`atomic_write` of ``text`` (UTF-8): reports a long job rewrites as it goes stay whole
+    when it is killed."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data), durable=durable, unique=unique)
+
+
+def atomic_copy(source: str, path: str, *, durable: bool = True) -> None:
+    """Copy the file ``source`` to ``path`` with :func:`atomic_write` (a reader never sees half of it)."""
+    with open(source, "rb") as src:
+        atomic_write(path, lambda dst: shutil.copyfileobj(src, dst), durable=durable)
+
+
 def atomic_write_json(path: str, data: Any, *, durable: bool = True, unique: bool = False, **dump_kwargs) -> None:
-    """:func:`atomic_write` of ``json.dumps(data, **dump_kwargs)`` (UTF-8)."""
+    """:func:`atomic_write_text` of ``json.dumps(data, **dump_kwargs)``."""
     text = json.dumps(data, **dump_kwargs)  # before the temporary file: data that is not JSON leaves nothing behind
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), durable=durable, unique=unique)
+    atomic_write_text(path, text, durable=durable, unique=unique)
 
 
 def _fsync_folder(folder: str) -> None:
