@@ -53,6 +53,21 @@ def test_gap_closed_and_seed_rows():
     assert "| fitnet | 71.0 | - |" in md
 
 
+def test_paired_delta_pairs_each_kd_seed_with_the_supervised_run_of_that_seed():
+    """Seeds matched by value, not by position; a seed the student lacks is left out."""
+    results = {"teacher": [_res(70.0, 80.0)], "student": [_res(59.0, 70.0), _res(61.0, 70.0)],
+               "fitnet": [_res(63.0, 71.0), _res(62.0, 71.0), _res(90.0, 71.0)]}
+    rows = build_seed_rows(results, seeds={"student": [42, 1], "fitnet": [1, 42, 7]})
+    delta = rows[2]["bbox_paired_delta"]
+    assert delta["seeds"] == [1, 42] and delta["values"] == pytest.approx([2.0, 3.0])  # 63 - 61, 62 - 59
+    assert delta["mean"] == pytest.approx(2.5) and delta["std"] == pytest.approx(0.5 ** 0.5)
+    assert "bbox_paired_delta" not in rows[0] and "bbox_paired_delta" not in rows[1]
+    md = format_seed_report(rows)
+    assert "paired Δ bbox (same seed)" in md
+    assert "| +8.2 | +2.5 ± 0.7 | - | - |" in md  # unpaired: (71.7 - 60) / std 1.41; paired: diffs 2, 3
+    assert "| student | 2 |" in md and md.split("| student | 2 |")[1].split("\n")[0].endswith("| - | - | - | - |")
+
+
 def test_load_eval_counts_only_the_final_evaluation(tmp_path):
     save_eval_results(_res(50.0, 60.0), str(tmp_path), "val", iteration=499)
     assert load_eval(str(tmp_path), "val", final_iteration=2999) is None  # a periodic evaluation

@@ -429,9 +429,11 @@ class BenchmarkReport:
     def write(self, teacher, results, final=False):
         args = self.args
         per_run = {"teacher": [teacher] if teacher else []}
+        seeds = {}
         for name in self.runs:
-            per_run[name] = [res for (n, _), res in results.items() if n == name and res is not None]
-        rows = build_seed_rows({k: v for k, v in per_run.items() if v})
+            finished = [(s, res) for (n, s), res in results.items() if n == name and res is not None]
+            per_run[name], seeds[name] = [res for _, res in finished], [s for s, _ in finished]
+        rows = build_seed_rows({k: v for k, v in per_run.items() if v}, seeds=seeds)
         missing = [f"{n}/seed{s}" for (n, s), res in results.items() if res is None]
         curves = self._curves(rows, results)
         meta = run_environment(args.threads, args.jobs)

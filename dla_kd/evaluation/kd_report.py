@@ -67,12 +67,22 @@ def aggregate_run(per_seed: List[Dict]) -> Dict:
 
 
 def build_seed_rows(
-    results: Dict[str, List[Dict]], teacher: str = "teacher", student: str = "student"
+    results: Dict[str, List[Dict]], teacher: str = "teacher", student: str = "student",
+    seeds: Optional[Dict[str, List[int]]] = None,
 ) -> List[Dict]:
     """One row per run (insertion order) with mean/std per metric, gap closed on the means, and
-    ``{task}_delta_in_student_std`` = (run mean - student mean) / student std."""
+    ``{task}_delta_in_student_std`` = (run mean - student mean) / student std.
+
+    ``seeds``: run -> the seed of each of its results (same order). With it every KD row also gets
+    ``{task}_paired_delta``: mean ± std of (run AP - supervised student AP) over the seeds both
+    have, ``{"mean", "std", "n", "values", "seeds"}``. A distillation run and the supervised run of
+    the same seed start from the same student and see the same pages in the same order (the KD
+    RNG is forked), so the per-seed difference is the KD loss's doing, without the seed's own
+    luck that the unpaired std carries."""
     rows = [{"run": name, "seeds": len(per_seed), **aggregate_run(per_seed)} for name, per_seed in results.items()]
     by_name = {r["run"]: r for r in rows}
+    if seeds:
+        _add_paired_deltas(rows, results, seeds, (teacher, student), student)
     for row in rows:
         for task in TASKS:
             key = f"{task}_AP"
@@ -86,6 +96,21 @@ def build_seed_rows(
                 None if special or None in (own, s.get("mean")) or not s_std else (own - s["mean"]) / s_std
             )
     return rows
+
+
+def _add_paired_deltas(rows: List[Dict], results: Dict[str, List[Dict]], seeds: Dict[str, List[int]],
+                       special: Sequence[str], student: str) -> None:
+    """``{task}_paired_delta`` of every row not in ``special`` (see :func:`build_seed_rows`)."""
+    plain = dict(zip(seeds.get(student, []), results.get(student, [])))
+    for row in rows:
+        if row["run"] in special:
+            continue
+        common = [(s, r) for s, r in zip(seeds.get(row["run"], []), results[row["run"]]) if s in plain]
+        for task in TASKS:
+            pairs = [(s, r.get(task, {}).get("AP"), plain[s].get(task, {}).get("AP")) for s, r in common]
+            pairs = [(s, kd - sup) for s, kd, sup in pairs if kd is not None and sup is not None]
+            row[f"{task}_paired_delta"] = {**mean_std([d for _, d in pairs]), "values": [d for _, d in pairs],
+                                           "seeds": [s for s, _ in pairs]}
 
 
 def runs_to_draw(rows: List[Dict], sizes: Dict[str, Dict], count: int,
@@ -147,6 +172,13 @@ def format_number(v, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def _fmt_delta(stat: Optional[Dict]) -> str:
+    """``+9.3 ± 0.6`` (signed mean ± std of paired differences); "-" when unknown."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean']:+.1f}" + ("" if stat.get("std") is None else f" ± {stat['std']:.1f}")
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:+.0f}%"
 
@@ -158,9 +190,10 @@ def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None
     bbox gap closed against its own teacher(s)."""
     sizes = sizes or {}
     own_teacher = any(_own_teacher_differs(r) for r in rows)
+    paired = any("bbox_paired_delta" in r for r in rows)
     head = ["run", "seeds", "bbox AP", "AP50", "AP75", "segm AP", "AP50", "AP75",
             "gap closed (bbox)", "gap closed (segm)"] + (["gap closed (bbox, own teacher)"] if own_teacher else []) + [
-            "Δ bbox / student std", "params (M)", "GFLOPs"]
+            "Δ bbox / student std"] + (["paired Δ bbox (same seed)"] if paired else []) + ["params (M)", "GFLOPs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         size = sizes.get(r["run"], {})
@@ -168,12 +201,18 @@ def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None
         cells += [_pct(r["bbox_gap_closed"]), _pct(r["segm_gap_closed"])]
         if own_teacher:
             cells.append(_pct(r.get("bbox_gap_closed_own_teacher")))  # "-" for the teacher and the student
-        cells += [format_number(r["bbox_delta_in_student_std"], "+.1f"),
-                  format_number(size.get("params_M"), ".2f"), format_number(size.get("gflops"), ".1f")]
+        cells.append(format_number(r["bbox_delta_in_student_std"], "+.1f"))
+        if paired:
+            cells.append(_fmt_delta(r.get("bbox_paired_delta")))  # "-" for the teacher and the student
+        cells += [format_number(size.get("params_M"), ".2f"), format_number(size.get("gflops"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     if own_teacher:
         lines += ["", "Gap closed (bbox, own teacher): against the mean bbox AP of the teachers the row's runs learned "
                   "from (listed below), not the table's teacher."]
+    if paired:
+        lines += ["", "Paired Δ bbox (same seed): mean ± std over seeds of (run bbox AP - supervised student's bbox AP "
+                  "with the same seed); both start from the same student and see the same pages in the same order, "
+                  "so the seed's own luck cancels."]
     classes = list(rows[0]["per_class_bbox_AP"]) if rows else []
     if classes:
         lines += ["", "Per-class bbox AP (mean over seeds):", "",
