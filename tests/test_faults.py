@@ -352,16 +352,15 @@ def test_free_port_is_bindable_and_not_the_fixed_default():
 def test_worker_closes_its_process_group_after_success_only(tmp_path):
     """A gloo group left to interpreter exit can abort a run that succeeded (SIGABRT); after an
     error the group is left alone (a barrier could hang on a dead peer)."""
-    def init():
-        store = dist.FileStore(str(tmp_path / f"store{len(list(tmp_path.iterdir()))}"), 1)
-        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    def init(store_name):
+        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / store_name), 1), rank=0, world_size=1)
 
-    init()
+    init("first")
     try:
         with process_group_closed():
             assert dist.is_initialized()
         assert not dist.is_initialized()
-        init()
+        init("second")
         with pytest.raises(RuntimeError, match="boom"):
             with process_group_closed():
                 raise RuntimeError("boom")
