@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint import checkpoint_problem
 from ..config import flatten_config, get_dla_kd_cfg
-from ..utils.files import atomic_copy, atomic_write_json
+from ..utils.files import atomic_copy, atomic_write_json, atomic_write_text
 from .kd_report import load_eval
 from .run_info import TEACHER_FILE
 
@@ -143,14 +143,16 @@ def _copy_metrics(donor_dir: str, output_dir: str, several: bool) -> None:
         return
     tests = run_config(donor_dir).DATASETS.TEST
     prefix = f"{tests[0]}/" if several and len(tests) == 1 else ""
-    with open(source) as f, open(os.path.join(output_dir, "metrics.json"), "w") as out:
+    lines = []
+    with open(source) as f:
         for line in f:
             try:
                 entry = json.loads(line)
             except ValueError:  # a line cut by a kill mid-write
                 continue
             entry = {(prefix + k if k.startswith(EVAL_TASKS) else k): v for k, v in entry.items()}
-            out.write(json.dumps(entry) + "\n")
+            lines.append(json.dumps(entry) + "\n")
+    atomic_write_text(os.path.join(output_dir, "metrics.json"), "".join(lines))
 
 
 def collect_evaluations(eval_dir: str, output_dir: str, datasets: Sequence[str], final_iteration: int) -> None:
