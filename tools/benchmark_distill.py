@@ -93,6 +93,8 @@ def _run_phase(phase, args) -> dict:
 
 
 def main():
+    from dla_kd.utils.files import atomic_write_json, atomic_write_text  # here: the phases import dla_kd after set_num_threads
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="a distillation config")
     parser.add_argument("--output", default="output/benchmarks/distill")
@@ -126,8 +128,7 @@ def main():
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
     }
-    with open(os.path.join(args.output, "distill_cost.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    atomic_write_json(os.path.join(args.output, "distill_cost.json"), report, indent=2)
     mem_key = next(k for k in results["student_step"] if k.startswith("peak_"))
     lines = [
         f"Distillation cost: `{args.config_file}`, batch {args.batch_size} x {args.image_size}px, {args.threads} threads",
@@ -138,8 +139,7 @@ def main():
         "",
         f"distill / (student + teacher) = {ratio:.3f} (target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'})",
     ]
-    with open(os.path.join(args.output, "distill_cost.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(args.output, "distill_cost.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

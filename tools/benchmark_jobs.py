@@ -12,12 +12,13 @@ training runs ``--iters`` iterations (no evaluation) in a fresh process through
 on a quiet machine: anything else running changes the answer.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -74,8 +75,7 @@ def main(argv=None) -> int:
         "load_average_1min_before": load_before, "cpu_count": os.cpu_count(),
     }
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "jobs.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_json(os.path.join(args.output, "jobs.json"), result, indent=2)
     md = (
         f"| mode | wall time for {args.jobs} x {args.iters} iterations (s) |\n|---|---:|\n"
         f"| {args.jobs} side by side, {max(1, args.threads // args.jobs)} thread(s) each | {side:.1f} |\n"
@@ -83,8 +83,7 @@ def main(argv=None) -> int:
         f"Faster: {result['faster']} ({seq / side:.2f}x). Load average before: {load_before:.2f} on "
         f"{os.cpu_count()} cores.\n"
     )
-    with open(os.path.join(args.output, "jobs.md"), "w") as f:
-        f.write(md)
+    atomic_write_text(os.path.join(args.output, "jobs.md"), md)
     print(md)
     return 0
 

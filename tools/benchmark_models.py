@@ -22,7 +22,6 @@ box head(s) -> NMS -> exactly that many masks. Writes ``benchmark.json`` and ``b
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -34,6 +33,7 @@ import torch
 import dla_kd  # noqa: F401  (registers the backbones)
 from dla_kd.engine import load_config
 from dla_kd.evaluation.model_cost import fixed_workload_model, measured_cost
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
 # (label, config); the publaynet configs stand for every dataset (heads differ by a few classes).
 DEFAULT_CONFIGS = [
@@ -153,13 +153,11 @@ def main(argv=None) -> int:
         "load_average_1min_at_end": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
     }
-    with open(os.path.join(args.output, "benchmark.json"), "w") as f:
-        json.dump({"settings": meta, "results": rows}, f, indent=2)
+    atomic_write_json(os.path.join(args.output, "benchmark.json"), {"settings": meta, "results": rows}, indent=2)
     table = to_markdown(rows, args.threads, args.detections)
     load = meta["load_average_1min_at_end"]
     table += f"Load average at the end: {load:.1f} on {meta['cpu_count']} cores (timings scale with it).\n"
-    with open(os.path.join(args.output, "benchmark.md"), "w") as f:
-        f.write(table)
+    atomic_write_text(os.path.join(args.output, "benchmark.md"), table)
     print(table)
     return 0
 

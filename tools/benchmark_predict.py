@@ -12,7 +12,6 @@ of the process, reset before each format (Linux). Writes benchmark_predict.json 
 benchmark_predict.md to --output.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -23,6 +22,7 @@ from dla_kd.engine import load_config
 from dla_kd.predict import OUTPUT_FORMATS
 from dla_kd.predict.benchmark import benchmark_page, benchmark_predictor, markdown_table
 from dla_kd.predict.visualize import DEFAULT_VIS_MAX_SIZE
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "synthetic", "mask_rcnn_R_18_GN_tiny_doclaynet.yaml")
@@ -56,10 +56,8 @@ def main(argv=None) -> int:
     report = benchmark_page(benchmark_predictor(cfg), height, width, args.output, args.formats, not args.no_vis,
                             args.vis_max_size)
     paths = {ext: os.path.join(args.output, f"benchmark_predict.{ext}") for ext in ("json", "md")}
-    with open(paths["json"], "w") as f:
-        json.dump(report, f, indent=2)
-    with open(paths["md"], "w") as f:
-        f.write(markdown_table(report))
+    atomic_write_json(paths["json"], report, indent=2)
+    atomic_write_text(paths["md"], markdown_table(report))
     print(markdown_table(report))
     print(f"written: {paths['json']}, {paths['md']}")
     return 0

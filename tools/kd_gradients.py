@@ -27,6 +27,7 @@ from dla_kd.checkpoint import DLACheckpointer
 from dla_kd.engine import Trainer, load_config
 from dla_kd.engine.loss_gradients import batch_interplay, loss_terms, mean_interplay, parameter_groups
 from dla_kd.utils.cli import run_tool
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
 
 def parse_args(argv=None):
@@ -83,10 +84,8 @@ def main(argv=None):
         print(f"{path} (iteration {iteration}): " + json.dumps(report["checkpoints"][-1]["groups"]["backbone"]),
               flush=True)
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "loss_gradients.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.output, "loss_gradients.md"), "w") as f:
-        f.write(markdown(report) + "\n")
+    atomic_write_json(os.path.join(args.output, "loss_gradients.json"), report, indent=2)
+    atomic_write_text(os.path.join(args.output, "loss_gradients.md"), markdown(report) + "\n")
     print(f"written: {args.output}/loss_gradients.{{json,md}}")
     return 0
 

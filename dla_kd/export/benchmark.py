@@ -1,7 +1,6 @@
 """CPU latency of the deployable model as PyTorch, TorchScript and onnxruntime, on one page at the
 config's test size: warm-up runs, then the median of N timed runs of the graph alone (the same
 pre/post-processing runs around every backend and is not timed), plus file sizes."""
-import json
 import logging
 import os
 from typing import Dict, List, Optional
@@ -20,6 +19,7 @@ from .spec import ModelSpec
 from .student import build_deployable_model, deployable_cfg
 from .torchscript import export_torchscript
 from ..utils.benchmark import time_calls
+from ..utils.files import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,6 @@ def markdown_table(report: Dict) -> str:
 def write_report(report: Dict, output_dir: str) -> Dict[str, str]:
     """``benchmark.json`` and ``benchmark.md`` in ``output_dir``; returns their paths."""
     paths = {"json": os.path.join(output_dir, "benchmark.json"), "markdown": os.path.join(output_dir, "benchmark.md")}
-    with open(paths["json"], "w") as f:
-        json.dump(report, f, indent=2)
-    with open(paths["markdown"], "w") as f:
-        f.write(markdown_table(report))
+    atomic_write_json(paths["json"], report, indent=2)
+    atomic_write_text(paths["markdown"], markdown_table(report))
     return paths

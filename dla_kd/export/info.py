@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..utils.files import atomic_write_json
 from .spec import ModelSpec
 from .tracing import INPUT_NAME, OUTPUT_MEANINGS
 
@@ -118,8 +119,7 @@ def build_export_info(
 
 def write_export_info(info: Dict, folder: str) -> str:
     path = os.path.join(folder, EXPORT_INFO_FILE)
-    with open(path, "w") as f:
-        json.dump(info, f, indent=2)
+    atomic_write_json(path, info, indent=2)
     return path
 
 
