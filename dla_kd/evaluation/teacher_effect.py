@@ -69,10 +69,11 @@ def fit_teacher_effects(runs: Sequence[Dict], reference: Optional[str] = None) -
     residual_var = float(((y - x @ beta) ** 2).sum() / dof) if dof > 0 else float("nan")
     cov = residual_var * np.linalg.pinv(x.T @ x)
     row_space = np.linalg.pinv(x) @ x  # projection onto the row space of x
+    identity = np.eye(len(columns))
 
     def effect(column: int):
         # Estimable only if the column lies in the row space of x (else pinv gives an arbitrary split).
-        if not np.allclose(row_space[:, column], np.eye(len(columns))[:, column], atol=1e-8):
+        if not np.allclose(row_space[:, column], identity[:, column], atol=1e-8):
             return None, None
         return float(beta[column]), float(np.sqrt(cov[column, column])) if dof > 0 else None
 
