@@ -82,7 +82,7 @@ def build_seed_rows(
     rows = [{"run": name, "seeds": len(per_seed), **aggregate_run(per_seed)} for name, per_seed in results.items()]
     by_name = {r["run"]: r for r in rows}
     if seeds:
-        _add_paired_deltas(rows, results, seeds, (teacher, student), student)
+        _add_paired_deltas(rows, results, seeds, teacher, student)
     for row in rows:
         for task in TASKS:
             key = f"{task}_AP"
@@ -99,11 +99,12 @@ def build_seed_rows(
 
 
 def _add_paired_deltas(rows: List[Dict], results: Dict[str, List[Dict]], seeds: Dict[str, List[int]],
-                       special: Sequence[str], student: str) -> None:
-    """``{task}_paired_delta`` of every row not in ``special`` (see :func:`build_seed_rows`)."""
+                       teacher: str, student: str) -> None:
+    """``{task}_paired_delta`` of every row but the teacher's and the student's (see
+    :func:`build_seed_rows`)."""
     plain = dict(zip(seeds.get(student, []), results.get(student, [])))
     for row in rows:
-        if row["run"] in special:
+        if row["run"] in (teacher, student):
             continue
         common = [(s, r) for s, r in zip(seeds.get(row["run"], []), results[row["run"]]) if s in plain]
         for task in TASKS:
