@@ -162,22 +162,17 @@ def _own_teacher_differs(row: Dict) -> bool:
     return own is not None and (row["bbox_gap_closed"] is None or abs(own - row["bbox_gap_closed"]) > 1e-9)
 
 
-def _fmt_ms(stat: Dict) -> str:
-    if stat.get("mean") is None:
+def _fmt_ms(stat: Optional[Dict], signed: bool = False) -> str:
+    """``30.1 ± 0.6`` (mean ± std, ``+9.3 ± 0.6`` when ``signed``: a difference); "-" when unknown."""
+    if not stat or stat.get("mean") is None:
         return "-"
-    return f"{stat['mean']:.1f}" if stat.get("std") is None else f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+    mean = format(stat["mean"], "+.1f" if signed else ".1f")
+    return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.1f}"
 
 
 def format_number(v, spec: str) -> str:
     """``v`` formatted with ``spec`` as the tables print it; "-" when unknown (None, nan, inf)."""
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
-def _fmt_delta(stat: Optional[Dict]) -> str:
-    """``+9.3 ± 0.6`` (signed mean ± std of paired differences); "-" when unknown."""
-    if not stat or stat.get("mean") is None:
-        return "-"
-    return f"{stat['mean']:+.1f}" + ("" if stat.get("std") is None else f" ± {stat['std']:.1f}")
 
 
 def _pct(v) -> str:
@@ -204,7 +199,7 @@ def format_seed_report(rows: List[Dict], sizes: Optional[Dict[str, Dict]] = None
             cells.append(_pct(r.get("bbox_gap_closed_own_teacher")))  # "-" for the teacher and the student
         cells.append(format_number(r["bbox_delta_in_student_std"], "+.1f"))
         if paired:
-            cells.append(_fmt_delta(r.get("bbox_paired_delta")))  # "-" for the teacher and the student
+            cells.append(_fmt_ms(r.get("bbox_paired_delta"), signed=True))  # "-" for the teacher and the student
         cells += [format_number(size.get("params_M"), ".2f"), format_number(size.get("gflops"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     if own_teacher:
