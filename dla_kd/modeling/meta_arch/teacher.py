@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ...checkpoint import load_weights_strict
-from ...engine.setup import load_config
+from ...config import load_config
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .._version import __version__
 from ..utils.files import atomic_write_json
 from .spec import ModelSpec
 from .tracing import INPUT_NAME, OUTPUT_MEANINGS
@@ -64,10 +65,8 @@ def library_versions() -> Dict[str, str]:
     import detectron2
     import torchvision
 
-    import dla_kd
-
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                "detectron2": detectron2.__version__, "dla_kd": dla_kd.__version__}
+                "detectron2": detectron2.__version__, "dla_kd": __version__}
     for name in ("onnx", "onnxruntime"):
         try:
             versions[name] = __import__(name).__version__

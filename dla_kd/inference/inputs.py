@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.pages import IMAGE_EXTENSIONS, PDF_EXTENSION, open_pdf, render_pdf_page
-from ..export.samples import read_image_rgb
+from .samples import read_image_rgb
 
 
 class InputError(ValueError):
