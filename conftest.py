@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny synthetic datasets root, a tiny detector (checkpoint and export)."""
+"""Fixtures shared by the toolkit's tests (tests/) and the projects' (projects/<name>/tests/): a
+tiny synthetic datasets root, one thread, a tiny detector (checkpoint and export). The helper
+modules of tests/ (tiny_models, layout_files) and the projects' packages are importable through
+pytest.ini's ``pythonpath``."""
 import os
 
 import pytest

@@ -30,20 +30,21 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..engine import load_config
-from ..utils.benchmark import reset_peak_rss, rss_mb, time_calls
-from ..utils.files import atomic_write_json, atomic_write_text
-from .ap_check import bbox_ap
-from .budget import BUDGET_KEYS, Budget, config_value
-from .calibration import dataset_records
-from .exporter import INT8_FILE, Int8Options, export_model, quantize_export
-from .info import EXPORT_INFO_FILE
+from dla_kd.config import load_config
+from dla_kd.export.ap_check import bbox_ap
+from dla_kd.export.calibration import dataset_records
+from dla_kd.export.exporter import INT8_FILE, Int8Options, export_model, quantize_export
+from dla_kd.inference.budget import BUDGET_KEYS, Budget, config_value
+from dla_kd.inference.info import EXPORT_INFO_FILE
+from dla_kd.inference.processing import preprocess
+from dla_kd.inference.runtime import OnnxRunner, TorchRunner, TorchScriptRunner
+from dla_kd.inference.samples import read_image_rgb
+from dla_kd.inference.spec import ModelSpec
+from dla_kd.inference.student import build_deployable_model
+from dla_kd.utils.benchmark import reset_peak_rss, rss_mb, time_calls
+from dla_kd.utils.files import atomic_write_json, atomic_write_text
+
 from .op_profile import int8_speedup_bound, onnx_op_times
-from .processing import preprocess
-from .runtime import OnnxRunner, TorchRunner, TorchScriptRunner
-from .samples import read_image_rgb
-from .spec import ModelSpec
-from .student import build_deployable_model
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Dict
 
 import numpy as np
 
-from .quantize import QUANTIZED_OP_TYPES
-from .runtime import onnx_session_options
-from .tracing import INPUT_NAME
+from dla_kd.export.quantize import QUANTIZED_OP_TYPES
+from dla_kd.inference.runtime import onnx_session_options
+from dla_kd.inference.tracing import INPUT_NAME
 
 
 def onnx_op_times(path: str, image: np.ndarray, threads: int = 1, runs: int = 3, warmup: int = 1) -> Dict[str, float]:

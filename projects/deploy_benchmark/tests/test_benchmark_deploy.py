@@ -1,4 +1,4 @@
-"""tools/benchmark_deploy.py: every model x budget x backend row measured (AP from the same
+"""projects/deploy_benchmark/tools/benchmark_deploy.py: every model x budget x backend row measured (AP from the same
 detections as the backend gives, budgets that reach the graph and the input size, latencies and
 file sizes), resumable row by row, and the targets computed from the rows as issue 12 states them."""
 import json
@@ -6,9 +6,11 @@ import os
 
 import pytest
 
-from dla_kd.export.deploy_benchmark import DEFAULT_BACKENDS, PROFILE_KEY, DeployModel, NamedBudget, bar_checks, markdown_report
-from dla_kd.export.op_profile import int8_speedup_bound, quantizable_share
+from deploy_benchmark.benchmark import DEFAULT_BACKENDS, PROFILE_KEY, DeployModel, NamedBudget, bar_checks, markdown_report
+from deploy_benchmark.op_profile import int8_speedup_bound, quantizable_share
 from tiny_models import save_random_weights, tool_main, write_config
+
+TOOLS = "projects/deploy_benchmark/tools"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +30,7 @@ def deploy_run(tmp_path_factory, synthetic_root):
             "--calibration-images", "2"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETECTRON2_DATASETS", synthetic_root)
-        assert tool_main("benchmark_deploy")(argv) == 0
+        assert tool_main("benchmark_deploy", TOOLS)(argv) == 0
         yield out, argv
 
 
@@ -74,9 +76,9 @@ def test_second_call_measures_only_missing_rows(deploy_run):
     kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
     assert len(kept) == 8
     os.remove(os.path.join(rows_dir, "tiny__lean__onnx.json"))
-    assert tool_main("benchmark_deploy")(argv + ["--report-only"]) == 0  # an interrupted run's report
+    assert tool_main("benchmark_deploy", TOOLS)(argv + ["--report-only"]) == 0  # an interrupted run's report
     assert len(_report(out)["rows"]) == 7 and len(os.listdir(rows_dir)) == 7
-    assert tool_main("benchmark_deploy")(argv) == 0
+    assert tool_main("benchmark_deploy", TOOLS)(argv) == 0
     for f, mtime in kept.items():
         if f != "tiny__lean__onnx.json":
             assert os.path.getmtime(os.path.join(rows_dir, f)) == mtime, f
@@ -90,7 +92,7 @@ def test_second_call_measures_only_missing_rows(deploy_run):
     old = {k: v for k, v in row.items() if k != PROFILE_KEY}
     with open(path, "w") as f:
         json.dump(old, f)
-    assert tool_main("benchmark_deploy")(argv) == 0
+    assert tool_main("benchmark_deploy", TOOLS)(argv) == 0
     with open(path) as f:
         row = json.load(f)
     assert {k: v for k, v in row.items() if k != PROFILE_KEY} == old and "QLinearConv" in row[PROFILE_KEY]
@@ -103,7 +105,7 @@ def test_int8_with_7bit_weights_is_its_own_row_and_export(deploy_run):
     out, argv = deploy_run
     rows_dir = os.path.join(out, "rows")
     kept = {f: os.path.getmtime(os.path.join(rows_dir, f)) for f in os.listdir(rows_dir)}
-    assert tool_main("benchmark_deploy")(argv + ["--backends", *DEFAULT_BACKENDS, "onnx-int8-7bit"]) == 0
+    assert tool_main("benchmark_deploy", TOOLS)(argv + ["--backends", *DEFAULT_BACKENDS, "onnx-int8-7bit"]) == 0
     assert all(os.path.getmtime(os.path.join(rows_dir, f)) == t for f, t in kept.items())
     report = _report(out)
     by = {(r["budget"], r["backend"]): r for r in report["rows"]}

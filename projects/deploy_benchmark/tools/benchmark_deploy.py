@@ -8,14 +8,14 @@ onnx-int8-7bit`` adds int8 with 7-bit weights (onnxruntime's reduce_range: on CP
 the AP-vs-latency plot and the targets (student >= 3x the teacher's pages/s within 1 AP of its own
 PyTorch AP; int8 >= 1.5x ONNX fp32 within 1 AP).
 
-    python tools/benchmark_deploy.py --output results/deploy_benchmark --dataset synthetic_doclaynet_val \\
+    python projects/deploy_benchmark/tools/benchmark_deploy.py --output projects/deploy_benchmark/results --dataset synthetic_doclaynet_val \\
         --model teacher=configs/synthetic/bench/teacher_R_50_GN.yaml:output/kd_benchmark/teacher/model_final.pth \\
         --model student=configs/synthetic/bench/student_MNv3_GN.yaml:output/kd_benchmark/student/seed42/model_final.pth \\
         --teacher teacher --budget accurate \\
         --budget lean=fast:MODEL.RPN.POST_NMS_TOPK_TEST=100,MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.3
 
 Models are given as NAME=CONFIG:WEIGHTS (a distillation config exports its student alone).
-Budgets (see dla_kd/export/budget.py) as a preset name, or LABEL=PRESET:KEY=VALUE,...
+Budgets (see dla_kd/inference/budget.py) as a preset name, or LABEL=PRESET:KEY=VALUE,...
 Writes deploy.json, deploy.md, deploy.png and rows/ (one JSON per measured row: a second call
 resumes and only measures what is missing; --force measures again) to --output, the exported
 files to --output/exports (not for committing). Measure on a quiet machine: nothing else running.
@@ -28,8 +28,11 @@ import sys
 import time
 
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
-from dla_kd.evaluation.run_info import run_environment
-from dla_kd.export.deploy_benchmark import (
+from dla_kd.utils.benchmark import run_environment
+from dla_kd.utils.cli import run_tool
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's package
+from deploy_benchmark.benchmark import (  # noqa: E402
     BACKENDS,
     DEFAULT_BACKENDS,
     DeployModel,
@@ -38,7 +41,6 @@ from dla_kd.export.deploy_benchmark import (
     run_deploy_benchmark,
     write_deploy_report,
 )
-from dla_kd.utils.cli import run_tool
 
 logger = logging.getLogger("dla_kd.benchmark_deploy")
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
             "ap_images": args.ap_images, "runs": args.runs, "warmup": args.warmup,
             "load_average_at_start": load_before, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
             "wall_time_s_this_call": round(time.time() - start, 1),
-            "command": "tools/benchmark_deploy.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
+            "command": "projects/deploy_benchmark/tools/benchmark_deploy.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     paths = write_deploy_report(rows, args.output, meta, args.teacher)
     with open(paths["md"]) as f:
         print(f.read())

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from ..distill.balance import loss_gradients
+from dla_kd.distill.balance import loss_gradients
 
 DETECTION = "detection"
 

@@ -1,4 +1,4 @@
-"""A report's published copy (``--publish`` / ``--publish-runs`` of ``tools/kd_report.py``,
+"""A report's published copy (``--publish`` / ``--publish-runs`` of ``projects/kd_benchmark/tools/kd_report.py``,
 committed under ``results/``): what a finished run's rows and curves need, so that a later session
 on a fresh machine collects the run instead of training it again, and the table's teacher with
 the teachers retrained beside it.
@@ -11,9 +11,9 @@ the teachers retrained beside it.
 import json
 import os
 
-from ..distill.balance import BALANCE_FILE
-from ..utils.files import atomic_copy
-from .kd_report import load_eval
+from dla_kd.distill.balance import BALANCE_FILE
+from dla_kd.utils.files import atomic_copy
+from .report import load_eval
 from .reused_runs import REUSED_FILE, run_config, training_differences
 from .run_info import TEACHER_FILE, weights_sha256, write_teacher_record
 

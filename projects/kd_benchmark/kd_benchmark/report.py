@@ -13,7 +13,7 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-from .results import per_category_ap
+from dla_kd.evaluation.results import per_category_ap
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -241,3 +241,43 @@ def format_kd_weights(kd_weights: Dict[str, Dict], seeds: Sequence[int]) -> str:
             lines.append("| " + " | ".join([run, loss, format(configured, ".4g"), "yes" if w["balanced"] else "no"]
                                            + [format_number(t, ".4g") for t in trained]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_markdown(report: Dict, curves_file: str) -> str:
+    """``report.md`` from the content of ``report.json`` (``curves_file``: the curves' file name):
+    the table, convergence, KD weights, teachers, runs taken over, command and hardware."""
+    env, seeds = report["environment"], report["seeds"]
+    md = [f"### KD benchmark on {report['dataset']} (seeds {', '.join(map(str, seeds))})", "",
+          format_seed_report(report["rows"], report["sizes"])]
+    if report["curves"]:
+        convergence = report["plateau_change_last_third"]
+        md += [f"Learning curves (bbox AP during training, mean over seeds; the best KD runs at the student's "
+               f"deployable size, and the best of any size): `{curves_file}`. Largest change "
+               "of bbox AP over the last third of the schedule: "
+               + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
+               + ".", ""]
+    if report.get("kd_weights"):  # reports written before KD weights were recorded have none
+        md += ["KD weights: configured (the recipe's, the published weight unless it sets its own) and the one "
+               "each seed trained with at its last iteration (`kd_weight/<loss>` in its metrics.json; with "
+               "DISTILL.BALANCE the weight it calibrated, each seed its own):", "",
+               format_kd_weights(report["kd_weights"], seeds)]
+    teachers = report["teachers"]
+    if teachers:
+        # With several teachers (one retrained on a later machine), the runs of all but the one
+        # most runs learned from are named: their rows mix teachers.
+        most = max(teachers, key=lambda t: t["runs"])
+        md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
+               + "; ".join(f"`{t['sha256'][:12]}`: {format_number(t['bbox_AP'], '.1f')}, {t['runs']} run(s)"
+                           + ("" if t is most else f" ({', '.join(t['run_ids'])})") for t in teachers) + ".", ""]
+    if report["reused_runs"]:
+        md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
+               "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(report["reused_runs"].items())) + ".", ""]
+    md += [f"Command: `{env['command']}`", "",
+           f"Hardware: {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, {env['jobs']} job(s) "
+           f"side by side with {env['threads_per_job']} thread(s) each; wall time so far "
+           f"{env['wall_time_h']:.2f} h over {env['invocations']} invocation(s); load average "
+           f"{env['load_average']}.", ""]
+    if report["failed_or_missing"]:
+        md.append("Failed or missing runs (see <output>/<run>/seed<k>/kd_report_stdout.log): "
+                  f"{', '.join(report['failed_or_missing'])}\n")
+    return "\n".join(md)

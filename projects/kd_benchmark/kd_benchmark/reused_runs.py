@@ -1,4 +1,4 @@
-"""A finished run of another report taken over instead of trained again (``tools/kd_report.py
+"""A finished run of another report taken over instead of trained again (``projects/kd_benchmark/tools/kd_report.py
 --reuse``): same training, other evaluation datasets.
 
 A report that evaluates on more datasets than an earlier one (configs/synthetic/unlabeled also
@@ -21,10 +21,10 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..checkpoint import checkpoint_problem
-from ..config import flatten_config, get_dla_kd_cfg
-from ..utils.files import atomic_copy, atomic_write_json, atomic_write_text
-from .kd_report import load_eval
+from dla_kd.checkpoint import checkpoint_problem
+from dla_kd.config import flatten_config, get_dla_kd_cfg
+from dla_kd.utils.files import atomic_copy, atomic_write_json, atomic_write_text
+from .report import load_eval
 from .run_info import TEACHER_FILE
 
 REUSED_FILE = "reused_from.json"
@@ -137,7 +137,7 @@ def adopt_run(donor_dir: str, output_dir: str, datasets: Sequence[str], final_it
 def _copy_metrics(donor_dir: str, output_dir: str, several: bool) -> None:
     """The donor's metrics.json; when the donor evaluated one dataset and the run evaluates
     several, its evaluation keys ("bbox/AP") named as Detectron2 names them then
-    ("<dataset>/bbox/AP"), so the learning curve is found (dla_kd.evaluation.curves.curve_metric)."""
+    ("<dataset>/bbox/AP"), so the learning curve is found (kd_benchmark.curves.curve_metric)."""
     source = os.path.join(donor_dir, "metrics.json")
     if not os.path.isfile(source):
         return

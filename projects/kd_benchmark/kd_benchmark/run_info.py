@@ -4,7 +4,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -15,35 +14,9 @@ try:
 except ImportError:  # Windows: invocations of one process are still serialised (_RECORD_LOCK)
     fcntl = None
 
-from ..utils import files as utils_files
+from dla_kd.utils import files as utils_files
 
 INVOCATIONS_FILE = "invocations.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def run_environment(threads: int, jobs: int) -> Dict:
-    import torch
-
-    return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": threads,
-        "jobs": jobs,
-        "threads_per_job": max(1, threads // max(1, jobs)),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-    }
 
 
 _RECORD_LOCK = threading.Lock()  # the heartbeat thread and the report writer of one process

@@ -1,5 +1,5 @@
 """How much the teacher a distillation run learned from moves its AP, when a benchmark's runs
-learned from several trainings of one teacher config (``tools/kd_report.py`` retrains the teacher on
+learned from several trainings of one teacher config (``projects/kd_benchmark/tools/kd_report.py`` retrains the teacher on
 every fresh machine; CPU training is not bit-reproducible, so each scores a little otherwise).
 
 The published runs (``<publish>/runs/<recipe>/seed<k>/``: ``eval_<dataset>.json`` and the
@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .kd_report import load_eval
+from .report import load_eval
 from .run_info import read_teacher_record
 
 

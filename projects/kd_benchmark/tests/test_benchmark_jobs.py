@@ -1,4 +1,4 @@
-"""tools/benchmark_jobs.py: side-by-side vs sequential trainings, timed and written as JSON/Markdown."""
+"""projects/kd_benchmark/tools/benchmark_jobs.py: side-by-side vs sequential trainings, timed and written as JSON/Markdown."""
 import json
 
 import pytest
@@ -19,7 +19,7 @@ open(out + ".threads", "w").write(os.environ["OMP_NUM_THREADS"])
 def test_side_by_side_and_sequential_are_timed(tmp_path, monkeypatch):
     fake = tmp_path / "fake.py"
     fake.write_text(FAKE)
-    tool = load_tool("benchmark_jobs")
+    tool = load_tool("benchmark_jobs", "projects/kd_benchmark/tools")
     monkeypatch.setattr(tool, "TRAIN_NET", str(fake))
     assert tool.main(["--config-file", "x.yaml", "--iters", "3", "--jobs", "2", "--threads", "2",
                       "--output", str(tmp_path / "out")]) == 0

@@ -1,4 +1,4 @@
-"""tools/kd_report.py: teacher once, student and KD runs once per seed (seed-major), collected when
+"""projects/kd_benchmark/tools/kd_report.py: teacher once, student and KD runs once per seed (seed-major), collected when
 finished, resumed otherwise; report with mean ± std, sizes, curves, environment and wall time."""
 import hashlib
 import json
@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from tiny_models import MICRO, TINY, load_tool, write_config
+
+TOOLS = "projects/kd_benchmark/tools"
 
 # A stand-in for tools/train_net.py: records its call, writes a final evaluation whose AP encodes
 # the run and seed, a learning curve in metrics.json and a loadable model_final.pth.
@@ -73,7 +75,7 @@ def report_setup(tmp_path, monkeypatch):
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     monkeypatch.setenv("FAKE_FINAL_ITER", "3")
-    kd_report = load_tool("kd_report")
+    kd_report = load_tool("kd_report", TOOLS)
     monkeypatch.setattr(kd_report, "TRAIN_NET", str(fake))
     out = tmp_path / "report"
     argv = ["kd_report.py", "--teacher", teacher, "--student", student, "--distill", distill,
@@ -119,7 +121,7 @@ def test_seeds_report_sizes_curves_and_collection(report_setup, monkeypatch):
     env = report["environment"]
     assert env["cpu_count"] == os.cpu_count() and env["threads_per_job"] == 1 and env["invocations"] == 1
     md = open(out / "report.md").read()
-    assert "| fitnet | 2 | 46.5 ± 0.7 |" in md and "Hardware:" in md and "Command: `tools/kd_report.py" in md
+    assert "| fitnet | 2 | 46.5 ± 0.7 |" in md and "Hardware:" in md and "Command: `projects/kd_benchmark/tools/kd_report.py" in md
     # A second invocation collects everything and trains nothing.
     kd_report.main()
     assert len(_calls(calls)) == 5
@@ -244,7 +246,7 @@ def test_a_teacher_trained_otherwise_replaces_the_published_one(tmp_path):
     teacher; one of another config (the benchmark's teacher changed) replaces it."""
     import torch
 
-    from dla_kd.evaluation.publishing import publish_teacher
+    from kd_benchmark.publishing import publish_teacher
 
     def teacher(folder, ap, width, seed=-1):
         os.makedirs(folder)
@@ -487,7 +489,7 @@ def test_training_differences_compare_files_not_path_spellings(tmp_path, monkeyp
     paths and tuples: not a difference; another file, another value or another key is."""
     from detectron2.config import CfgNode
 
-    from dla_kd.evaluation.reused_runs import training_differences
+    from kd_benchmark.reused_runs import training_differences
 
     (tmp_path / "teacher.pth").write_bytes(b"w")
     (tmp_path / "other.pth").write_bytes(b"w")
@@ -520,12 +522,12 @@ def test_training_differences_compare_files_not_path_spellings(tmp_path, monkeyp
 def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
     """A --collect-only call beside a training call does not add its minutes to the report's wall
     time: the time in which any invocation ran counts, once."""
-    from dla_kd.evaluation.run_info import covered_seconds, record_invocation
+    from kd_benchmark.run_info import covered_seconds, record_invocation
 
     assert covered_seconds([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
     assert covered_seconds([]) == 0
     clock = iter([100.0, 130.0, 160.0])
-    monkeypatch.setattr("dla_kd.evaluation.run_info.time.time", lambda: next(clock))
+    monkeypatch.setattr("kd_benchmark.run_info.time.time", lambda: next(clock))
     assert record_invocation(str(tmp_path), started=0.0) == 100.0  # training call, still running
     assert record_invocation(str(tmp_path), started=90.0, final=True) == 130.0  # collect-only beside it: 90-130
     assert record_invocation(str(tmp_path), started=0.0, final=True) == 160.0  # training call ends at 160
@@ -543,7 +545,7 @@ def test_wall_time_counts_overlapping_invocations_once(tmp_path, monkeypatch):
 
 
 def _record_many(folder, first_start, count):
-    from dla_kd.evaluation.run_info import record_invocation
+    from kd_benchmark.run_info import record_invocation
 
     for k in range(count):
         record_invocation([folder], started=float(first_start + k), final=True)
@@ -571,7 +573,7 @@ def test_a_running_invocation_keeps_its_record_current(tmp_path, monkeypatch):
     keeps the time it ran); a heartbeat that arrives after the final record does not undo it."""
     import time
 
-    from dla_kd.evaluation import run_info
+    from kd_benchmark import run_info
 
     started = time.time()
     stop = run_info.keep_recording([str(tmp_path)], started, interval_s=0.05)
@@ -649,7 +651,7 @@ def test_kd_report_records_its_invocation_while_the_first_run_trains(report_setu
     does, so a call killed while the teacher trains still counts the minutes it ran. The fake
     teacher only finishes once three heartbeat records were written after it started (60 s at
     most), so a loaded machine slows the test down instead of failing it."""
-    from dla_kd.evaluation import run_info
+    from kd_benchmark import run_info
 
     kd_report, argv, out, calls = report_setup
     monkeypatch.setattr(sys, "argv", _side_by_side(argv, 1))
@@ -683,7 +685,7 @@ def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypa
     recipes and two deployable architectures); another architecture is measured on its own."""
     from dla_kd.engine import load_config
 
-    kd_report = load_tool("kd_report")
+    kd_report = load_tool("kd_report", TOOLS)
     measured = []
     monkeypatch.setattr(kd_report, "model_cost", lambda cfg, h, w: measured.append(cfg.MODEL.FPN.OUT_CHANNELS) or
                         {"params_M": float(cfg.MODEL.FPN.OUT_CHANNELS)})
@@ -700,7 +702,7 @@ def test_model_cost_measured_once_per_deployable_architecture(tmp_path, monkeypa
 
 
 def test_curves_show_the_best_runs_at_the_students_size_and_the_best_of_any_size():
-    from dla_kd.evaluation.kd_report import deploys_as_student, runs_to_draw
+    from kd_benchmark.report import deploys_as_student, runs_to_draw
 
     def row(name, ap):
         return {"run": name, "bbox_AP": {"mean": ap}}
@@ -722,7 +724,7 @@ def test_curves_show_the_best_runs_at_the_students_size_and_the_best_of_any_size
 
 def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_path):
     from dla_kd.distill.balance import BALANCE_FILE
-    from dla_kd.evaluation.publishing import publish_run
+    from kd_benchmark.publishing import publish_run
 
     run, published = tmp_path / "run", tmp_path / "pub" / "mgd_balanced" / "seed1"
     run.mkdir()
@@ -738,8 +740,8 @@ def test_a_published_run_keeps_its_calibrated_kd_weights_but_no_checkpoint(tmp_p
 def test_a_failed_teacher_record_write_leaves_the_old_record_whole(tmp_path, monkeypatch):
     """teacher.json is replaced atomically: kd_report's table reads it while the teacher's thread
     writes it, so a reader must never see a partial file (here: a write that fails before it is on disk)."""
-    from dla_kd.evaluation import run_info
     from dla_kd.utils import files
+    from kd_benchmark import run_info
 
     weights = tmp_path / "model_final.pth"
     weights.write_bytes(b"weights")
@@ -778,7 +780,7 @@ def test_teacher_effect_fit_recovers_known_effects_from_published_runs(tmp_path)
         (runs_dir / other).mkdir(parents=True)
         (runs_dir / other / "eval_val.json").write_text(json.dumps({"results": {"bbox": {"AP": 20.0}}}))
 
-    tool = load_tool("kd_teacher_effect")
+    tool = load_tool("kd_teacher_effect", TOOLS)
     assert tool.main(["--published", str(tmp_path / "pub"), "--dataset", "val", "--reference", "aaaa",
                       "--output", str(tmp_path / "out")]) == 0
     report = json.load(open(tmp_path / "out" / "teacher_effect.json"))

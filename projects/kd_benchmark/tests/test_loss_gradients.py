@@ -1,4 +1,4 @@
-"""Loss-term gradient diagnostics (dla_kd/engine/loss_gradients.py, tools/kd_gradients.py)."""
+"""Loss-term gradient diagnostics (kd_benchmark/loss_gradients.py, tools/kd_gradients.py)."""
 import json
 import os
 
@@ -8,7 +8,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import dla_kd  # noqa: F401
-from dla_kd.engine.loss_gradients import batch_interplay, interplay, loss_terms, parameter_groups
+from kd_benchmark.loss_gradients import batch_interplay, interplay, loss_terms, parameter_groups
 from tiny_models import TINY, distill_cfg, fake_batch, save_random_weights, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,7 +92,7 @@ def test_kd_gradients_tool_writes_one_row_per_checkpoint(tmp_path, use_synthetic
         torch.save({"model": model.state_dict(), "iteration": iteration}, path)
         checkpoints.append(path)
     out = str(tmp_path / "out")
-    assert tool_main("kd_gradients")(["--config-file", str(config), "--checkpoints", *checkpoints,
+    assert tool_main("kd_gradients", "projects/kd_benchmark/tools")(["--config-file", str(config), "--checkpoints", *checkpoints,
                                       "--batches", "1", "--output", out]) == 0
     with open(os.path.join(out, "loss_gradients.json")) as f:
         report = json.load(f)
@@ -106,5 +106,5 @@ def test_kd_gradients_tool_writes_one_row_per_checkpoint(tmp_path, use_synthetic
         md = f.read()
     assert "| 7 |" in md and "| 19 |" in md and "cos detection / pkd" in md
     with pytest.raises(FileNotFoundError, match="nope.pth not found"):
-        tool_main("kd_gradients")(["--config-file", str(config), "--checkpoints", str(tmp_path / "nope.pth"),
+        tool_main("kd_gradients", "projects/kd_benchmark/tools")(["--config-file", str(config), "--checkpoints", str(tmp_path / "nope.pth"),
                                    "--output", out])

@@ -2,7 +2,7 @@
 """Is it faster to train several runs side by side with one thread each, or one after the other
 with all threads? Times both on the same config and writes ``jobs.{json,md}``.
 
-    python tools/benchmark_jobs.py --config-file configs/synthetic/bench/distill/fitnet.yaml \\
+    python projects/kd_benchmark/tools/benchmark_jobs.py --config-file projects/kd_benchmark/configs/fitnet.yaml \\
         --iters 60 --jobs 2 --threads 2 --output output/benchmarks/jobs [KEY VALUE ...]
 
 Side by side: ``--jobs`` training processes at once, ``--threads / --jobs`` threads each.
@@ -20,7 +20,8 @@ import time
 
 from dla_kd.utils.files import atomic_write_json, atomic_write_text
 
-TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
 def _command(config: str, iters: int, out: str, opts):

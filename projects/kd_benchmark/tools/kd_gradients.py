@@ -1,21 +1,22 @@
 #!/usr/bin/env python
 """Gradient interplay of a distillation run's loss terms at its checkpoints:
 
-    python tools/kd_gradients.py --config-file output/kd_benchmark/defeat_crosskd/seed42/config.yaml \\
+    python projects/kd_benchmark/tools/kd_gradients.py --config-file output/kd_benchmark/defeat_crosskd/seed42/config.yaml \\
         --checkpoints output/kd_benchmark/defeat_crosskd/seed42/model_0000199.pth ... \\
-        --batches 8 --output results/kd_benchmark/analysis/defeat_crosskd_seed42
+        --batches 8 --output projects/kd_benchmark/results/analysis/defeat_crosskd_seed42
 
 For every checkpoint, on the same ``--batches`` training batches (the run's data loader and SEED, 0 if < 0;
 the ROI sampling reseeded per batch, so every checkpoint sees the same draws): the norm of each
 term's gradient (the detection losses; each KD loss of DISTILL.LOSSES, at the weight it trains
 with at that iteration) on the student's backbone (bottom-up + FPN) and ROI heads, and the cosine
-between every two terms, averaged over the batches (``dla_kd/engine/loss_gradients.py``). Writes
+between every two terms, averaged over the batches (``kd_benchmark/loss_gradients.py``). Writes
 ``loss_gradients.json`` and ``loss_gradients.md`` to ``--output``.
 """
 import argparse
 import itertools
 import json
 import os
+import sys
 
 import torch
 from detectron2.modeling import build_model
@@ -24,10 +25,13 @@ from detectron2.utils.events import EventStorage
 
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import DLACheckpointer
-from dla_kd.engine import Trainer, load_config
-from dla_kd.engine.loss_gradients import batch_interplay, loss_terms, mean_interplay, parameter_groups
+from dla_kd.config import load_config
+from dla_kd.engine import Trainer
 from dla_kd.utils.cli import run_tool
 from dla_kd.utils.files import atomic_write_json, atomic_write_text
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's package
+from kd_benchmark.loss_gradients import batch_interplay, loss_terms, mean_interplay, parameter_groups  # noqa: E402
 
 
 def parse_args(argv=None):

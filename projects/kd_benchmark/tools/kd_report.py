@@ -7,9 +7,9 @@ seed standard deviation, and each deployable model's parameters and GFLOPs; plus
 (``curves.png``: teacher, student and the best KD runs, from the periodic evaluations that
 ``TEST.EVAL_PERIOD`` logs) and the hardware, threads and wall time.
 
-    python tools/kd_report.py --teacher configs/synthetic/bench/teacher_R_50_GN.yaml \\
+    python projects/kd_benchmark/tools/kd_report.py --teacher configs/synthetic/bench/teacher_R_50_GN.yaml \\
         --student configs/synthetic/bench/student_MNv3_GN.yaml \\
-        --distill configs/synthetic/bench/distill/[a-z]*.yaml --output output/kd_benchmark \\
+        --distill projects/kd_benchmark/configs/[a-z]*.yaml --output output/kd_benchmark \\
         --seeds 42 1 2 --jobs 2 --threads 2 [--teacher-weights W] [--collect-only] [KEY VALUE ...]
 
 The teacher trains into ``<output>/teacher``, every other run into ``<output>/<name>/seed<k>``:
@@ -34,7 +34,7 @@ replace the published one, which stays the table's teacher: it is published besi
 (``teacher.json``), listed with its AP under the table.
 
 The table is about the student's first ``DATASETS.TEST`` dataset; ``--dataset`` names another of
-them (every run evaluates on all, see configs/synthetic/unlabeled): that table goes to
+them (every run evaluates on all, see projects/unlabeled_kd): that table goes to
 ``report_<dataset>.{md,json}`` and ``curves_<dataset>.png``, e.g. from finished runs with
 ``--collect-only --dataset synthetic_publaynet_as_doclaynet_val``. The teacher is scored there
 when its own DATASETS.TEST (``--teacher-opts``) has it.
@@ -42,7 +42,7 @@ when its own DATASETS.TEST (``--teacher-opts``) has it.
 ``--reuse NAME=DIR`` takes over the finished runs ``DIR/seed<k>`` of another report for the run
 NAME instead of training it again, when they trained exactly as NAME would (config equal apart
 from OUTPUT_DIR and DATASETS.TEST, same teacher weights): only the test datasets they were not
-evaluated on are evaluated (dla_kd/evaluation/reused_runs.py). Else NAME trains, and the reason is
+evaluated on are evaluated (kd_benchmark/reused_runs.py). Else NAME trains, and the reason is
 printed. The report lists the runs taken over.
 """
 import argparse
@@ -55,27 +55,26 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import dla_kd  # noqa: F401
 from dla_kd.checkpoint import checkpoint_problem
-from dla_kd.engine import load_config
-from dla_kd.evaluation.curves import curve_metric, last_logged, mean_curve, plateau_change, plot_curves, read_curve
-from dla_kd.evaluation.kd_report import (
-    add_own_teacher_gap, build_seed_rows, configured_kd_weights, deploys_as_student, format_kd_weights, format_number,
-    format_seed_report, load_eval, runs_to_draw)
+from dla_kd.config import load_config
 from dla_kd.evaluation.model_cost import model_cost
-from dla_kd.evaluation.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out
-from dla_kd.evaluation.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from
-from dla_kd.evaluation.run_info import (
-    invocation_count,
-    keep_recording,
-    read_teacher_record,
-    record_invocation,
-    run_environment,
-    weights_sha256,
-    write_teacher_record,
-)
-from dla_kd.export.student import deployable_cfg
+from dla_kd.inference.student import deployable_cfg
+from dla_kd.utils.benchmark import run_environment
 from dla_kd.utils.files import atomic_copy, atomic_write_json, atomic_write_text
 
-TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)  # the project's package, kd_benchmark
+from kd_benchmark.curves import curve_metric, last_logged, mean_curve, plateau_change, plot_curves, read_curve  # noqa: E402
+from kd_benchmark.publishing import RETRAINED_DIR, publish_run, publish_teacher, published_runs_left_out  # noqa: E402
+from kd_benchmark.report import (  # noqa: E402
+    add_own_teacher_gap, build_seed_rows, configured_kd_weights, deploys_as_student, load_eval, report_markdown,
+    runs_to_draw)
+from kd_benchmark.reused_runs import EVAL_DIR, adopt_run, collect_evaluations, reuse_problem, reused_from  # noqa: E402
+from kd_benchmark.run_info import (  # noqa: E402
+    invocation_count, keep_recording, read_teacher_record, record_invocation, weights_sha256, write_teacher_record)
+
+REPO = os.path.dirname(os.path.dirname(PROJECT))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+TOOL = os.path.relpath(os.path.abspath(__file__), REPO)  # as the report's command names it
 
 
 def run_name(config_file: str) -> str:
@@ -152,7 +151,7 @@ def run(config_file, output_dir, opts, dataset, num_gpus, eval_only=False, threa
     return load_eval(output_dir, dataset, final_iteration=final_iteration)
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="teacher config")
     parser.add_argument("--teacher-weights", default="", help="trained teacher; else it is trained here")
@@ -172,9 +171,10 @@ def main():
                         help="learning curves of this many best KD runs whose deployable model is the student's "
                              "size (plus the best of any size when it is not among them)")
     parser.add_argument("--publish", default="",
-                        help="a folder under results/: report.md, report.json and curves.png are copied there, and "
-                             "each finished run's evaluation and metrics to <publish>/runs/<run>/seed<k>/, from where "
-                             "a later invocation (also on a fresh machine) collects it")
+                        help="a folder of the repository (e.g. projects/kd_benchmark/results): report.md, "
+                             "report.json and curves.png are copied there, and each finished run's evaluation and "
+                             "metrics to <publish>/runs/<run>/seed<k>/, from where a later invocation (also on a "
+                             "fresh machine) collects it")
     parser.add_argument("--publish-runs", default="", metavar="DIR",
                         help="--publish for the runs only: finished runs are collected from and copied to "
                              "<DIR>/runs/<run>/seed<k>/ and the wall time is recorded there, but the published "
@@ -189,194 +189,234 @@ def main():
                         help="take over the finished runs DIR/seed<k> of another report for the run NAME (student or a "
                              "--distill config's name) when they trained the same way; only evaluated here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for student and KD runs")
-    args = parser.parse_args()
-    if args.publish and args.publish_runs:
-        parser.error("--publish already publishes the runs: give --publish or --publish-runs, not both")
-    started = time.time()
+    return parser
 
-    student_cfg = load_config(args.student, args.opts)
-    dataset = args.dataset or student_cfg.DATASETS.TEST[0]
-    if dataset not in student_cfg.DATASETS.TEST:
-        parser.error(f"--dataset {dataset} is not one of the student's DATASETS.TEST {tuple(student_cfg.DATASETS.TEST)}")
-    student_final = student_cfg.SOLVER.MAX_ITER - 1
-    teacher_final = load_config(args.teacher, args.teacher_opts).SOLVER.MAX_ITER - 1
-    teacher_weights = args.teacher_weights or os.path.join(args.output, "teacher", "model_final.pth")
-    kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", teacher_weights]
-    runs = {"student": (args.student, list(args.opts))}
-    runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
-    reuse = dict(item.split("=", 1) for item in args.reuse if "=" in item)
-    unknown = [item for item in args.reuse if "=" not in item or item.split("=", 1)[0] not in runs]
-    if unknown:
-        parser.error(f"--reuse {' '.join(unknown)}: give NAME=DIR with NAME one of {sorted(runs)}")
-    if args.publish and not args.replace_published:
-        dropped = published_runs_left_out(args.publish, report_files(dataset, student_cfg)["json"], runs)
-        if dropped:
-            parser.error(f"{args.publish} has a report with the runs {dropped}, which this call does not list: "
-                         "publishing would drop them from the published table. Add their configs to --distill, "
-                         "leave out --publish (then publish with the full list), or pass --replace-published.")
-    # Supervised seeds first (they need no teacher, so they train beside it), then the
-    # distillation runs seed-major: every run's first seed before any second seed.
-    plan = [("student", seed) for seed in args.seeds]
-    plan += [(name, seed) for seed in args.seeds for name in runs if name != "student"]
 
-    def published(name, seed=None):
-        if not (args.publish or args.publish_runs):
+class KDBenchmark:
+    """The runs of one report and how each is obtained: ``plan`` lists (run name, seed) in training
+    order (supervised seeds first: they need no teacher, so they train beside it; then the
+    distillation runs seed-major, every run's first seed before any second seed); ``execute``
+    collects, resumes, takes over or trains one of them, ``train_teacher`` the teacher. Raises
+    ``ValueError`` for arguments that contradict each other or the published report."""
+
+    def __init__(self, args):
+        if args.publish and args.publish_runs:
+            raise ValueError("--publish already publishes the runs: give --publish or --publish-runs, not both")
+        self.args = args
+        student_cfg = load_config(args.student, args.opts)
+        self.dataset = args.dataset or student_cfg.DATASETS.TEST[0]
+        if self.dataset not in student_cfg.DATASETS.TEST:
+            raise ValueError(f"--dataset {self.dataset} is not one of the student's DATASETS.TEST "
+                             f"{tuple(student_cfg.DATASETS.TEST)}")
+        self.report_files = report_files(self.dataset, student_cfg)
+        self.student_final = student_cfg.SOLVER.MAX_ITER - 1
+        self.teacher_final = load_config(args.teacher, args.teacher_opts).SOLVER.MAX_ITER - 1
+        # The teacher's evaluation that counts: the final one of a teacher trained here, any of given weights.
+        self.teacher_final_eval = None if args.teacher_weights else self.teacher_final
+        self.teacher_dir = os.path.join(args.output, "teacher")
+        self.teacher_weights = args.teacher_weights or os.path.join(self.teacher_dir, "model_final.pth")
+        kd_opts = ["DISTILL.TEACHER.CONFIG", args.teacher, "DISTILL.TEACHER.WEIGHTS", self.teacher_weights]
+        self.runs = {"student": (args.student, list(args.opts))}
+        self.runs.update({run_name(c): (c, list(args.opts) + kd_opts) for c in args.distill})
+        self.reuse = self._reuse(args.reuse)
+        if args.publish and not args.replace_published:
+            dropped = published_runs_left_out(args.publish, self.report_files["json"], self.runs)
+            if dropped:
+                raise ValueError(
+                    f"{args.publish} has a report with the runs {dropped}, which this call does not list: "
+                    "publishing would drop them from the published table. Add their configs to --distill, "
+                    "leave out --publish (then publish with the full list), or pass --replace-published.")
+        self.plan = [("student", seed) for seed in args.seeds]
+        self.plan += [(name, seed) for seed in args.seeds for name in self.runs if name != "student"]
+        self.threads = max(1, args.threads // args.jobs)  # of each run side by side
+        self.teacher_future = None  # set by run_all: the teacher's results, once trained or collected
+        self._test_sets = {}
+
+    def _reuse(self, items) -> dict:
+        """``--reuse NAME=DIR`` items as {NAME: DIR}, each NAME one of the runs."""
+        unknown = [item for item in items if "=" not in item or item.split("=", 1)[0] not in self.runs]
+        if unknown:
+            raise ValueError(f"--reuse {' '.join(unknown)}: give NAME=DIR with NAME one of {sorted(self.runs)}")
+        return dict(item.split("=", 1) for item in items)
+
+    # Where runs are
+    def out_dir(self, name: str, seed: int) -> str:
+        return os.path.join(self.args.output, name, f"seed{seed}")
+
+    def published(self, name, seed=None):
+        """The published copy of a run (``<publish>/runs/<name>/seed<k>``), None without publishing."""
+        folder = self.args.publish or self.args.publish_runs
+        if not folder:
             return None
-        return os.path.join(args.publish or args.publish_runs, "runs", name, *([f"seed{seed}"] if seed is not None else []))
+        return os.path.join(folder, "runs", name, *([f"seed{seed}"] if seed is not None else []))
 
-    def run_dirs(name, seed=None):
+    def run_dirs(self, name, seed=None):
         """Where a run's files are: this machine's output folder, then the published copy; for the
         teacher the published one first (see publish_teacher: a retrained teacher is not the table's)."""
-        local = os.path.join(args.output, name, *([f"seed{seed}"] if seed is not None else []))
-        dirs = [d for d in (local, published(name, seed)) if d]
+        local = os.path.join(self.args.output, name, *([f"seed{seed}"] if seed is not None else []))
+        dirs = [d for d in (local, self.published(name, seed)) if d]
         return dirs[::-1] if name == "teacher" else dirs
 
-    teacher_dir = os.path.join(args.output, "teacher")
-    # The teacher's evaluation that counts: the final one of a teacher trained here, any of given weights.
-    teacher_final_eval = None if args.teacher_weights else teacher_final
-
-    def finished(name, seed):
-        done, problem = _finished(os.path.join(args.output, name, f"seed{seed}"), dataset, student_final,
-                                  published_dir=published(name, seed), verbose=False)
+    def finished(self, name, seed) -> bool:
+        done, problem = _finished(self.out_dir(name, seed), self.dataset, self.student_final,
+                                  published_dir=self.published(name, seed), verbose=False)
         return done is not None and problem is None
 
-    test_sets = {}
-
-    def unevaluated(name, seed):
+    def unevaluated(self, name, seed):
         """The test datasets of run (name, seed) whose final evaluation its folder lacks while the
         table's one is there (a run killed between two evaluations, a take-over killed during its
-        own): evaluated by :func:`evaluate_missing`, not trained again."""
-        out = os.path.join(args.output, name, f"seed{seed}")
-        if load_eval(out, dataset, final_iteration=student_final) is None:
+        own): evaluated by :meth:`evaluate_missing`, not trained again."""
+        out = self.out_dir(name, seed)
+        if load_eval(out, self.dataset, final_iteration=self.student_final) is None:
             return []
-        if name not in test_sets:
-            test_sets[name] = tuple(load_config(*runs[name]).DATASETS.TEST)
-        return [d for d in test_sets[name] if load_eval(out, d, final_iteration=student_final) is None]
+        if name not in self._test_sets:
+            self._test_sets[name] = tuple(load_config(*self.runs[name]).DATASETS.TEST)
+        return [d for d in self._test_sets[name] if load_eval(out, d, final_iteration=self.student_final) is None]
 
-    def evaluate_missing(out, config, opts, missing, threads):
+    # Obtaining runs
+    def evaluate_missing(self, out, config, opts, missing) -> bool:
         """Evaluate the final checkpoint of ``out`` on the datasets ``missing`` (--eval-only, in
         ``out/evaluated_here``) and move the evaluations into ``out``; False when that failed."""
         eval_opts = opts + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "DATASETS.TEST", repr(tuple(missing))]
-        run(config, os.path.join(out, EVAL_DIR), eval_opts, missing[0], args.num_gpus, eval_only=True, threads=threads)
+        run(config, os.path.join(out, EVAL_DIR), eval_opts, missing[0], self.args.num_gpus, eval_only=True,
+            threads=self.threads)
         try:
-            collect_evaluations(os.path.join(out, EVAL_DIR), out, missing, student_final)
+            collect_evaluations(os.path.join(out, EVAL_DIR), out, missing, self.student_final)
         except FileNotFoundError as e:
             print(f"[kd_report] {out}: FAILED: {e}", flush=True)
             return False
         return True
 
-    def needs_teacher():
+    def needs_teacher(self) -> bool:
         """Whether a distillation run still has to train (else the teacher is only collected)."""
-        return not all(finished(name, seed) for name, seed in plan if name != "student")
+        return not all(self.finished(name, seed) for name, seed in self.plan if name != "student")
 
-    def train_teacher():
+    def train_teacher(self):
         """The teacher's evaluation (trained here, or only evaluated with --teacher-weights); None
         when it failed or its checkpoint cannot be used. Only collected when every distillation
         run has finished (on a fresh machine: from the published folder)."""
-        if args.collect_only or (not args.teacher_weights and not needs_teacher()):
-            here = load_eval(teacher_dir, dataset, final_iteration=teacher_final_eval)
-            if published("teacher") and here is not None:  # trained by a call without --publish
-                publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final_eval,
-                                evaluated_only=bool(args.teacher_weights))
-            return table_teacher(here)
+        args, published = self.args, self.published("teacher")
+        if args.collect_only or (not args.teacher_weights and not self.needs_teacher()):
+            here = load_eval(self.teacher_dir, self.dataset, final_iteration=self.teacher_final_eval)
+            if published and here is not None:  # trained by a call without --publish
+                publish_teacher(self.teacher_dir, published, self.teacher_weights, self.dataset,
+                                self.teacher_final_eval, evaluated_only=bool(args.teacher_weights))
+            return self.table_teacher(here)
         # The supervised seeds train beside the teacher; when they have all finished (a fresh machine
         # with published seeds) nothing does (distillation waits for it): it gets every thread.
-        alone = all(finished("student", seed) for seed in args.seeds)
-        threads = args.threads if alone else max(1, args.threads // args.jobs)
-        if args.teacher_weights:
-            opts = ["SEED", str(args.seeds[0]), *args.teacher_opts, "MODEL.WEIGHTS", args.teacher_weights]
-            tests = load_config(args.teacher, list(args.teacher_opts)).DATASETS.TEST
-            return run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, eval_only=True, threads=threads,
-                       also=tests)
+        alone = all(self.finished("student", seed) for seed in args.seeds)
+        threads = args.threads if alone else self.threads
         opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
+        if args.teacher_weights:
+            tests = load_config(args.teacher, list(args.teacher_opts)).DATASETS.TEST
+            return run(args.teacher, self.teacher_dir, opts + ["MODEL.WEIGHTS", args.teacher_weights], self.dataset,
+                       args.num_gpus, eval_only=True, threads=threads, also=tests)
         # Trained here whatever was published: the distillation runs need its weights.
-        result = run(args.teacher, teacher_dir, opts, dataset, args.num_gpus, threads=threads,
-                     final_iteration=teacher_final)
+        result = run(args.teacher, self.teacher_dir, opts, self.dataset, args.num_gpus, threads=threads,
+                     final_iteration=self.teacher_final)
         # A teacher trained here must have left a complete final checkpoint (--teacher-weights files,
         # possibly .pkl or bare state dicts, were just loaded strictly by the teacher's evaluation).
-        problem = checkpoint_problem(teacher_weights) if result is not None else "its run failed"
+        problem = checkpoint_problem(self.teacher_weights) if result is not None else "its run failed"
         if problem:
             print(f"[kd_report] the teacher cannot be used: {problem}", flush=True)
             return None
-        if published("teacher"):
-            publish_teacher(teacher_dir, published("teacher"), teacher_weights, dataset, teacher_final)
+        if published:
+            publish_teacher(self.teacher_dir, published, self.teacher_weights, self.dataset, self.teacher_final)
         return result
 
-    def table_teacher(here):
+    def table_teacher(self, here):
         """The teacher row of the table: the published teacher when there is one (see
         publish_teacher), else ``here`` (this machine's)."""
-        there = load_eval(published("teacher"), dataset, final_iteration=teacher_final_eval) if published("teacher") else None
+        published = self.published("teacher")
+        there = load_eval(published, self.dataset, final_iteration=self.teacher_final_eval) if published else None
         return there or here
 
-    def execute(item):
+    def execute(self, item):
+        """(item, results) of the run ``item`` = (name, seed): collected, evaluated where it lacks
+        a test dataset, taken over (``--reuse``) or trained (resumed); results None when it failed."""
         name, seed = item
-        config, opts = runs[name]
-        out = os.path.join(args.output, name, f"seed{seed}")
+        config, opts = self.runs[name]
+        out = self.out_dir(name, seed)
         opts = ["SEED", str(seed)] + opts
-        if args.collect_only:  # a run finished by a call without --publish is published now
-            return item, _finished(out, dataset, student_final, published_dir=published(name, seed))[0]
-        done = finished(name, seed)
+        if self.args.collect_only:  # a run finished by a call without --publish is published now
+            return item, _finished(out, self.dataset, self.student_final, published_dir=self.published(name, seed))[0]
+        done = self.finished(name, seed)
         if name != "student" and not done:
-            teacher = teacher_future.result()  # a distillation run to train waits for the teacher
+            teacher = self.teacher_future.result()  # a distillation run to train waits for the teacher
             if teacher is None:
                 return item, None
-            write_teacher_record(out, teacher_weights, teacher)  # trained here or given (--teacher-weights)
-        threads = max(1, args.threads // args.jobs)
-        missing = unevaluated(name, seed) if done else []
+            write_teacher_record(out, self.teacher_weights, teacher)  # trained here or given (--teacher-weights)
+        missing = self.unevaluated(name, seed) if done else []
         if missing:
             print(f"[kd_report] {out}: finished, evaluating {missing}", flush=True)
-            if not evaluate_missing(out, config, opts, missing, threads):
+            if not self.evaluate_missing(out, config, opts, missing):
                 return item, None
-        if name in reuse and not done:
-            taken, result = take_over(name, seed, config, opts, threads)
+        if name in self.reuse and not done:
+            taken, result = self.take_over(name, seed, config, opts)
             if taken:
                 return item, result
-        return item, run(config, out, opts, dataset, args.num_gpus, threads=threads, final_iteration=student_final,
-                         published_dir=published(name, seed))
+        return item, run(config, out, opts, self.dataset, self.args.num_gpus, threads=self.threads,
+                         final_iteration=self.student_final, published_dir=self.published(name, seed))
 
-    def take_over(name, seed, config, opts, threads):
+    def take_over(self, name, seed, config, opts):
         """(taken over?, results) of ``--reuse``'s run for (name, seed): the donor adopted and
         evaluated here on the datasets it lacks; (False, None) when it cannot stand for the run."""
-        out, donor = os.path.join(args.output, name, f"seed{seed}"), os.path.join(reuse[name], f"seed{seed}")
+        out, donor = self.out_dir(name, seed), os.path.join(self.reuse[name], f"seed{seed}")
         cfg = load_config(config, opts)
-        teacher_sha = weights_sha256(teacher_weights) if name != "student" and os.path.isfile(teacher_weights) else None
-        problem = reuse_problem(donor, cfg, student_final, teacher_sha)
+        has_teacher = name != "student" and os.path.isfile(self.teacher_weights)
+        problem = reuse_problem(donor, cfg, self.student_final, weights_sha256(self.teacher_weights) if has_teacher else None)
         if problem:
             print(f"[kd_report] {out}: not taken over ({problem}): training it", flush=True)
             return False, None
-        missing = adopt_run(donor, out, cfg.DATASETS.TEST, student_final)
+        missing = adopt_run(donor, out, cfg.DATASETS.TEST, self.student_final)
         print(f"[kd_report] {out}: taken over from {donor}" + (f", evaluating {missing}" if missing else ""), flush=True)
-        if missing and not evaluate_missing(out, config, opts, missing, threads):
+        if missing and not self.evaluate_missing(out, config, opts, missing):
             return True, None
-        if published(name, seed):
-            publish_run(out, published(name, seed))
-        return True, load_eval(out, dataset, final_iteration=student_final)
+        if self.published(name, seed):
+            publish_run(out, self.published(name, seed))
+        return True, load_eval(out, self.dataset, final_iteration=self.student_final)
 
+
+def run_all(bench: KDBenchmark, report: "BenchmarkReport"):
+    """Train or collect the teacher and every run of ``bench.plan`` (``--jobs`` side by side, the
+    teacher taking one slot), writing the report as each finishes; returns (teacher results,
+    {(name, seed): results})."""
     results = {}
-    report = BenchmarkReport(args, dataset, runs, started, run_dirs, teacher_final_eval)
+    # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
+    with ThreadPoolExecutor(max(1, bench.args.jobs)) as pool:
+        bench.teacher_future = teacher_future = pool.submit(bench.train_teacher)
+        # Finished runs first: collecting them trains nothing, and the table has them at once
+        # instead of after every run before them in the plan has trained.
+        futures = [pool.submit(bench.execute, item) for item in sorted(bench.plan, key=lambda i: not bench.finished(*i))]
+        # While this machine's teacher trains, the table's teacher is the published one (if any).
+        report.write(bench.table_teacher(None), results)
+        # Written as each run finishes (not in plan order: a run that finishes while an earlier
+        # one still trains is in the table at once), its rows' seeds in plan order.
+        for future in as_completed(futures):
+            item, res = future.result()
+            results[item] = res
+            results = {i: results[i] for i in bench.plan if i in results}
+            report.write(bench.table_teacher(teacher_future.result() if teacher_future.done() else None), results)
+    return teacher_future.result(), results
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        bench = KDBenchmark(args)
+    except ValueError as e:
+        parser.error(str(e))
+    report = BenchmarkReport(args, bench.dataset, bench.runs, started, bench.run_dirs, bench.teacher_final_eval)
     heartbeat = keep_recording(report.invocation_dirs, started)  # a killed call keeps the time it ran
     try:
-        # The teacher takes one of the --jobs slots; the supervised seeds use the others meanwhile.
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            teacher_future = pool.submit(train_teacher)
-            # Finished runs first: collecting them trains nothing, and the table has them at once
-            # instead of after every run before them in the plan has trained.
-            futures = [pool.submit(execute, item) for item in sorted(plan, key=lambda item: not finished(*item))]
-            # While this machine's teacher trains, the table's teacher is the published one (if any).
-            report.write(table_teacher(None), results)
-            # Written as each run finishes (not in plan order: a run that finishes while an earlier
-            # one still trains is in the table at once), its rows' seeds in plan order.
-            for future in as_completed(futures):
-                item, res = future.result()
-                results[item] = res
-                results = {i: results[i] for i in plan if i in results}
-                report.write(table_teacher(teacher_future.result() if teacher_future.done() else None), results)
+        teacher, results = run_all(bench, report)
     finally:
         heartbeat.set()
-    teacher = teacher_future.result()
     if teacher is None and not args.collect_only:
         raise SystemExit("[kd_report] the teacher run failed or cannot be used; nothing was distilled")
-    report.write(table_teacher(teacher), results, final=True)
+    report.write(teacher, results, final=True)
 
 
 _COSTS = {}  # (deployable MODEL config, test size) -> model_cost
@@ -427,6 +467,23 @@ class BenchmarkReport:
                 print(f"[kd_report] size of {name} not computed: {e}", flush=True)
 
     def write(self, teacher, results, final=False):
+        """Write (and with ``--publish`` copy) the report of ``results`` {(name, seed): results or
+        None}; ``teacher``: the table's teacher's results; ``final``: the call's last write."""
+        args = self.args
+        report = self.build(teacher, results, final)
+        os.makedirs(args.output, exist_ok=True)
+        atomic_write_json(os.path.join(args.output, self.files["json"]), report, indent=2)
+        md = report_markdown(report, self.files["curves"])
+        atomic_write_text(os.path.join(args.output, self.files["md"]), md)
+        print(md, flush=True)
+        if args.publish:
+            os.makedirs(args.publish, exist_ok=True)
+            for name in self.files.values():
+                if os.path.isfile(os.path.join(args.output, name)):
+                    atomic_copy(os.path.join(args.output, name), os.path.join(args.publish, name))
+
+    def build(self, teacher, results, final=False) -> dict:
+        """report.json's content (also draws ``curves.png``); see :meth:`write`."""
         args = self.args
         per_run = {"teacher": [teacher] if teacher else []}
         seeds = {}
@@ -440,6 +497,7 @@ class BenchmarkReport:
         # Kept with the published report when there is one: sessions on fresh machines add up.
         meta["wall_time_h"] = record_invocation(self.invocation_dirs, self.started, final) / 3600
         meta["invocations"] = invocation_count(args.publish or args.publish_runs or args.output)
+        meta["command"] = f"{TOOL} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         teachers = self._teachers(results, teacher)
         own_teacher = {}  # run name -> its seeds' teachers' results
         for t in teachers:
@@ -448,53 +506,11 @@ class BenchmarkReport:
         add_own_teacher_gap(rows, own_teacher)
         teachers = [{k: v for k, v in t.items() if k not in ("results", "run_pairs")} for t in teachers]
         reused = {f"{n}/seed{s}": reused_from(self.run_dirs(n, s)) for (n, s), res in results.items() if res is not None}
-        reused = {k: v for k, v in reused.items() if v}
-        kd_weights = self._kd_weights(results)
-        meta["command"] = "tools/kd_report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        os.makedirs(args.output, exist_ok=True)
         convergence = {name: plateau_change(c, max_iter=self.max_iter[name == "teacher"]) for name, c in curves.items()}
-        report = {"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
-                  "sizes": self.sizes, "rows": rows, "kd_weights": kd_weights, "curves": curves,
-                  "teachers": teachers, "reused_runs": reused,
-                  "plateau_change_last_third": convergence, "failed_or_missing": missing}
-        atomic_write_json(os.path.join(args.output, self.files["json"]), report, indent=2)
-        md = [f"### KD benchmark on {self.dataset} (seeds {', '.join(map(str, args.seeds))})", "",
-              format_seed_report(rows, self.sizes)]
-        if curves:
-            md += [f"Learning curves (bbox AP during training, mean over seeds; the best KD runs at the student's "
-                   f"deployable size, and the best of any size): `{self.files['curves']}`. Largest change "
-                   "of bbox AP over the last third of the schedule: "
-                   + ", ".join(f"{k} {'still training' if v != v else f'{v:.2f}'}" for k, v in convergence.items())
-                   + ".", ""]
-        if kd_weights:
-            md += ["KD weights: configured (the recipe's, the published weight unless it sets its own) and the one "
-                   "each seed trained with at its last iteration (`kd_weight/<loss>` in its metrics.json; with "
-                   "DISTILL.BALANCE the weight it calibrated, each seed its own):", "",
-                   format_kd_weights(kd_weights, args.seeds)]
-        if teachers:
-            # With several teachers (one retrained on a later machine), the runs of all but the one
-            # most runs learned from are named: their rows mix teachers.
-            most = max(teachers, key=lambda t: t["runs"])
-            md += ["Teacher(s) the distillation runs learned from (sha256 of the weights: bbox AP, runs): "
-                   + "; ".join(f"`{t['sha256'][:12]}`: {format_number(t['bbox_AP'], '.1f')}, {t['runs']} run(s)"
-                               + ("" if t is most else f" ({', '.join(t['run_ids'])})") for t in teachers) + ".", ""]
-        if reused:
-            md += ["Runs taken over from another report (trained the same way; evaluated here on the datasets they "
-                   "were not): " + ", ".join(f"{k} <- `{v}`" for k, v in sorted(reused.items())) + ".", ""]
-        md += [f"Command: `{meta['command']}`", "",
-               f"Hardware: {meta['cpu']} ({meta['cpu_count']} cores), torch {meta['torch']}, {args.jobs} job(s) "
-               f"side by side with {max(1, args.threads // args.jobs)} thread(s) each; wall time so far "
-               f"{meta['wall_time_h']:.2f} h over {meta['invocations']} invocation(s); load average "
-               f"{meta['load_average']}.", ""]
-        if missing:
-            md.append(f"Failed or missing runs (see <output>/<run>/seed<k>/kd_report_stdout.log): {', '.join(missing)}\n")
-        atomic_write_text(os.path.join(args.output, self.files["md"]), "\n".join(md))
-        print("\n".join(md), flush=True)
-        if args.publish:
-            os.makedirs(args.publish, exist_ok=True)
-            for name in self.files.values():
-                if os.path.isfile(os.path.join(args.output, name)):
-                    atomic_copy(os.path.join(args.output, name), os.path.join(args.publish, name))
+        return {"dataset": self.dataset, "seeds": args.seeds, "opts": args.opts, "environment": meta,
+                "sizes": self.sizes, "rows": rows, "kd_weights": self._kd_weights(results), "curves": curves,
+                "teachers": teachers, "reused_runs": {k: v for k, v in reused.items() if v},
+                "plateau_change_last_third": convergence, "failed_or_missing": missing}
 
     def _kd_weights(self, results):
         """Run name -> configured KD weights and, per finished seed (``"trained"``, keyed by the

@@ -2,20 +2,23 @@
 """Does the teacher a run learned from explain its AP? For a KD benchmark whose runs learned from
 several trainings of one teacher config (each fresh machine retrains it):
 
-    python tools/kd_teacher_effect.py --published results/kd_benchmark --reference b7ab74b97654 \\
-        --output results/kd_benchmark/analysis/teacher_effect
+    python projects/kd_benchmark/tools/kd_teacher_effect.py --published projects/kd_benchmark/results \\
+        --reference b7ab74b97654 --output projects/kd_benchmark/results/analysis/teacher_effect
 
 Fits AP = recipe + seed + teacher by least squares over the published distillation runs
 (``<published>/runs/<recipe>/seed<k>/``, each with its ``teacher.json``) for bbox and segm AP
-(``dla_kd/evaluation/teacher_effect.py``) and writes ``teacher_effect.json`` and
+(``kd_benchmark/teacher_effect.py``) and writes ``teacher_effect.json`` and
 ``teacher_effect.md`` to ``--output``.
 """
 import argparse
 import os
+import sys
 
-from dla_kd.evaluation.teacher_effect import fit_teacher_effects, published_distillation_runs, teacher_effect_markdown
 from dla_kd.utils.cli import run_tool
 from dla_kd.utils.files import atomic_write_json, atomic_write_text
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's package
+from kd_benchmark.teacher_effect import fit_teacher_effects, published_distillation_runs, teacher_effect_markdown  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's evidence as it is run across sessions (from the repository root; every step resumes
-# where it stopped): the README's "Distil on your own PDFs" commands, in this order:
+# The unlabeled-pages study, from the repository root (every step resumes where it stopped):
 #   1. the unlabeled pages of both styles (skipped when complete) and the teacher's offline
 #      pseudo-labels of the DocLayNet-style ones (journaled);
 #   2. the first seed of every row, publishing its runs but not the table (--publish-runs; the
@@ -25,8 +24,8 @@ ARGS=(--teacher configs/synthetic/bench/teacher_R_50_GN.yaml --teacher-weights $
       --reuse student=output/kd_benchmark/student kd_labelled=output/kd_benchmark/defeat_crosskd
       --jobs 2 --threads 2)
 U=configs/synthetic/unlabeled
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --publish-runs "${PUBLISH:-results/unlabeled}" --seeds 42 --distill $U/kd_labelled.yaml $U/kd_unlabeled.yaml \
+.venv/bin/python projects/kd_benchmark/tools/kd_report.py "${ARGS[@]}" --publish-runs "${PUBLISH:-projects/unlabeled_kd/results}" --seeds 42 --distill $U/kd_labelled.yaml $U/kd_unlabeled.yaml \
     $U/kd_pseudo_offline.yaml $U/kd_publaynet_unlabeled.yaml $U/kd_unlabeled_pseudo.yaml
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}"
-.venv/bin/python tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-results/unlabeled}" \
+.venv/bin/python projects/kd_benchmark/tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-projects/unlabeled_kd/results}"
+.venv/bin/python projects/kd_benchmark/tools/kd_report.py "${ARGS[@]}" --seeds 42 1 2 --distill $U/kd_*.yaml --publish "${PUBLISH:-projects/unlabeled_kd/results}" \
     --collect-only --dataset synthetic_publaynet_as_doclaynet_val

@@ -3,9 +3,9 @@ DocLayNet-style pages (every score >= 0.05 that tools/pseudo_label.py wrote) sco
 against the generator's truth of the same pages (COCO bbox AP, per class), and how many labels per
 page the training threshold (0.5) keeps against the true number of objects.
 
-    .venv/bin/python results/unlabeled/pseudo_label_quality.py   # from the repository root, ~10 min
+    .venv/bin/python projects/unlabeled_kd/tools/pseudo_label_quality.py   # from the repository root, ~10 min
 
-writes results/unlabeled/pseudo_label_quality.json.
+writes projects/unlabeled_kd/results/pseudo_label_quality.json.
 """
 import contextlib
 import io
@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 PSEUDO = "datasets/synthetic/doclaynet/unlabeled_pseudo/pseudo_labels.json"
 TRUTH = "datasets/synthetic/doclaynet/unlabeled.json"
-OUT = "results/unlabeled/pseudo_label_quality.json"
+OUT = "projects/unlabeled_kd/results/pseudo_label_quality.json"
 TRAIN_THRESH = 0.5  # SYNTHETIC_PSEUDO_LABELED in dla_kd/data/builtin.py
 
 
