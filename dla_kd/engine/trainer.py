@@ -11,6 +11,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer
 from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
+from ..distill.balance import attach_grad_scaler
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
@@ -57,6 +58,7 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=_ddp_device_ids(model))
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        attach_grad_scaler(model, getattr(self._trainer, "grad_scaler", None))  # DISTILL.BALANCE under AMP
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DLACheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
