@@ -434,6 +434,18 @@ def test_attach_grad_scaler_reaches_the_balancer_through_ddp_wrapping():
     attach_grad_scaler(nn.Linear(2, 2), scaler)  # no balancer: nothing to do
 
 
+def test_the_trainer_attaches_its_grad_scaler(use_synthetic_root, tmp_path):
+    """SOLVER.AMP.ENABLED builds Detectron2's AMPTrainer; its GradScaler is the balancer's."""
+    from dla_kd.engine import Trainer
+
+    config = write_config(str(tmp_path / "teacher.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64"])
+    cfg = distill_cfg(config, ["fitnet"], opts=["SOLVER.AMP.ENABLED", "True", "DISTILL.BALANCE.ENABLED", "True",
+                                                "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TEST", "()"])
+    trainer = Trainer(cfg)
+    model = getattr(trainer._trainer.model, "module", trainer._trainer.model)
+    assert model.balancer.grad_scaler is trainer._trainer.grad_scaler
+
+
 def _balance_worker(rank, store, out_dir):
     import torch.distributed as dist
 

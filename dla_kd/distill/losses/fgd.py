@@ -91,7 +91,7 @@ class FGDLoss(nn.Module):
     forward(s (N, C_s, H, W), t (N, C_t, H, W), fg_weight_map (N, H, W), bg_weight_map (N, H, W))
     returns a dict of *weighted* scalar terms ``{"fg", "bg", "mask", "global"}``; their sum is
     the official ``FeatureLoss`` value, computed in float32 (the maps are float32 and the terms
-    float32 whatever autocast gives the convs; ours, the official code runs in the input's dtype).
+    float32 whatever dtype autocast gives the convs).
     Teacher features are detached. ``valid`` (N, H, W) bool
     restricts every term to the image content (attentions, context pooling and sums over the
     valid cells; the maps must be 0 elsewhere, see ``box_masks(valid=...)``); None: all cells.

@@ -135,7 +135,7 @@ def hcl_loss(
         check_same_shape(fs, ft, "hcl_loss")
         fs, ft = float32_pair(fs, ft)
         h = fs.shape[2]
-        extents = None if v is None else (valid_extents(v) if ext is None else ext)
+        rects = None if v is None else (valid_extents(v) if ext is None else ext)
         loss = F.mse_loss(fs, ft, reduction="mean") if v is None else masked_mean((fs - ft).pow(2), v)
         cnt, tot = 1.0, 1.0
         for k in pool_sizes:
@@ -145,8 +145,8 @@ def hcl_loss(
             loss = (
                 loss
                 + F.mse_loss(
-                    _pool(fs, k, extents),
-                    _pool(ft, k, extents),
+                    _pool(fs, k, rects),
+                    _pool(ft, k, rects),
                     reduction="mean",
                 )
                 * cnt
