@@ -6,7 +6,7 @@ layout regions on synthetic pages of both styles, drawn from seeds the benchmark
 ``region``. Class-agnostic on purpose: the backbone learns what layout regions look like (text
 texture, rules, pictures, tables, their edges) without the target task's label semantics, as an
 ImageNet backbone brings generic features and no layout classes. Only the bottom-up backbone is
-kept (``export_backbone.py``); the FPN and the heads start fresh in fine-tuning.
+kept (``export_weights.py``); the FPN and the heads start fresh in fine-tuning.
 """
 import copy
 from typing import Dict, List

@@ -11,7 +11,7 @@ pretrain() {  # config name, exported file, format
   if [ ! -f "$out/model_final.pth" ]; then
     OMP_NUM_THREADS=1 "$PY" "$P/train_net.py" --config-file "$P/configs/$1.yaml" --resume > "$OUT/$1.log" 2>&1
   fi
-  "$PY" "$P/export_backbone.py" "$out/model_final.pth" "$P/weights/$2" --format "$3"
+  "$PY" "$P/export_weights.py" "$out/model_final.pth" "$P/weights/$2" --format "$3"
 }
 mkdir -p "$OUT"
 pretrain pretrain_MNv3_small_BN mobilenetv3_small_100_regions.fp16.pth timm & student=$!

@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""Keep the bottom-up backbone of a pre-training checkpoint, in fp16, as the file fine-tuning loads:
+"""Keep the weights of a training checkpoint that later runs load, in fp16, without optimizer state:
 
-    python projects/kd_benchmark/pretrained/export_backbone.py \
+    python projects/kd_benchmark/pretrained/export_weights.py \
         output/kd_benchmark_pretrained/pretrain_MNv3_small_BN/model_final.pth \
         projects/kd_benchmark/pretrained/weights/mobilenetv3_small_100_regions.fp16.pth --format timm
 
-``--format timm``: ``{timm key: tensor}`` for ``MODEL.TIMM.PRETRAINED_PATH`` (the prefix
-``backbone.bottom_up.body.`` removed). ``--format d2``: ``{"model": {"backbone.bottom_up.*": tensor}}``
-for ``MODEL.WEIGHTS`` of a Detectron2 ResNet (FrozenBN takes the BatchNorm statistics). No optimizer
-state, no FPN or heads, no ``num_batches_tracked``. Writes ``<out>.json`` beside it with the file's
+``--format timm``: the bottom-up backbone as ``{timm key: tensor}`` for ``MODEL.TIMM.PRETRAINED_PATH``
+(the prefix ``backbone.bottom_up.body.`` removed). ``--format d2``: the bottom-up backbone as
+``{"model": {"backbone.bottom_up.*": tensor}}`` for ``MODEL.WEIGHTS`` of a Detectron2 ResNet (FrozenBN
+takes the BatchNorm statistics). ``--format full``: the whole model as ``{"model": ...}`` (a teacher
+for ``DISTILL.TEACHER.WEIGHTS``). Never optimizer state or ``num_batches_tracked``. Writes ``<out>.json`` beside it with the file's
 sha256, size, tensor count and the source checkpoint's iteration.
 """
 import argparse
@@ -20,12 +21,12 @@ import torch
 from dla_kd.utils.files import atomic_write, atomic_write_json, file_sha256
 
 PREFIX = "backbone.bottom_up."
-PREFIXES = {"timm": PREFIX + "body.", "d2": PREFIX}
+PREFIXES = {"timm": PREFIX + "body.", "d2": PREFIX, "full": ""}
 
 
 def backbone_state(model_state, fmt: str):
-    """fp16 copies of the bottom-up tensors of ``model_state`` (a Detectron2 model state dict),
-    named for ``fmt``. Raises ``ValueError`` if there are none."""
+    """fp16 copies of the tensors of ``model_state`` (a Detectron2 model state dict) that ``fmt``
+    keeps, named for ``fmt``. Raises ``ValueError`` if there are none."""
     prefix = PREFIXES[fmt]
     state = {}
     for key, value in model_state.items():
@@ -46,7 +47,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     ckpt = torch.load(args.checkpoint, map_location="cpu")
     state = backbone_state(ckpt["model"], args.format)
-    payload = state if args.format == "timm" else {"model": state, "__author__": "dla-kd pretrained backbone"}
+    payload = state if args.format == "timm" else {"model": state, "__author__": "dla-kd"}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     atomic_write(args.out, lambda f: torch.save(payload, f))
     record = {
