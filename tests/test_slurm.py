@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dla_kd.engine.slurm import TRAIN_NET, TrainJob, default_port
-from tiny_models import MICRO, TINY, tool_main
+from tiny_models import MICRO, TINY, load_tool, tool_main
 
 ARGV = ["--config-file", "cfg.yaml", "--num-gpus", "8", "SOLVER.BASE_LR", "0.04"]
 
@@ -54,3 +54,22 @@ def test_submit_to_the_local_executor_trains_on_two_gloo_processes(use_synthetic
     job_logs = "".join(open(os.path.join(d, f)).read() for d, _, fs in os.walk(tmp_path / "jobs")
                        for f in fs if f.endswith(".out"))
     assert "--num-machines 1 --machine-rank 0 --dist-url auto" in job_logs
+
+
+def test_the_sbatch_script_asks_one_task_per_node_with_its_gpus(tmp_path, monkeypatch):
+    """What would reach sbatch, without a cluster: submitit checks for srun, a stub stands in."""
+    pytest.importorskip("submitit", reason="submitit (the optional extra dla-kd[slurm]) is not installed")
+    stub = tmp_path / "bin" / "srun"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub.parent}{os.pathsep}{os.environ['PATH']}")
+    tool = load_tool("submit_slurm")
+    args, rest = tool.build_parser().parse_known_args([
+        "--nodes", "2", "--partition", "gpu", "--timeout", "90", "--mem-gb", "64", "--slurm", "account=proj",
+        "--job-dir", str(tmp_path / "%j"), *ARGV])
+    assert rest == ARGV  # train_net's arguments pass through unchanged
+    script = tool.executor_for(args, 8)._executor._make_submission_file_text("CMD", "uid")
+    for line in ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=8", "--cpus-per-task=64", "--partition=gpu",
+                 "--time=90", "--mem=64GB", "--account=proj", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script, line
