@@ -59,6 +59,9 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.TEACHER.CONFIG = ""  # the teacher's own full config file (required)
     _C.DISTILL.TEACHER.WEIGHTS = ""  # teacher checkpoint (.pth/.pkl); required unless ALLOW_RANDOM_INIT
     _C.DISTILL.TEACHER.OPTS = []  # extra "KEY", "VALUE" overrides applied to the teacher config
+    # Expected sha256 (hex) of the WEIGHTS file: a run stops before training if the file's bytes
+    # differ (a retrained or swapped teacher). Empty: not checked.
+    _C.DISTILL.TEACHER.SHA256 = ""
     # Teacher compute dtype on GPU: "float32", "bfloat16" or "float16" (autocast). CPU always fp32.
     # float32 holds also under SOLVER.AMP.ENABLED: the trainer's autocast is off for the teacher.
     _C.DISTILL.TEACHER.DTYPE = "float32"
