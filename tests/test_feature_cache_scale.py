@@ -144,6 +144,15 @@ def test_a_cache_of_a_subset_of_levels(tmp_path):
 
     cwd.teacher.backbone.forward = fail
     assert set(_loss_values(cwd, batch)) == {"loss_kd_cwd"}
+    # A cache of more levels than a run reads serves it: p2..p6 filled by fitnet, read by PKD (p2..p5).
+    every = ["DISTILL.TEACHER.FEATURE_CACHE.LEVELS", "['p2', 'p3', 'p4', 'p5', 'p6']"]
+    _loss_values(build_model(_cached_cfg(tmp_path, ["fitnet"], *every)).train(), batch)
+    pkd = build_model(_cached_cfg(tmp_path, ["pkd"], *every)).train()
+    assert pkd.feature_cache.directory == str(tmp_path / "cache" / "p2-p3-p4-p5-p6")
+    pkd.teacher.backbone.forward = fail
+    read = pkd._teacher_per_image(batch, pkd._preprocess(batch)[1])
+    assert [sorted(f) for f in read] == [["p2", "p3", "p4", "p5"]] * 2  # only the levels the step reads
+    assert set(_loss_values(pkd, batch)) == {"loss_kd_pkd"}
     with pytest.raises(ValueError, match=r"FEATURE_CACHE.LEVELS \['p7'\]: the teacher has no level \['p7'\]"):
         build_model(_cached_cfg(tmp_path, ["fitnet"], "DISTILL.TEACHER.FEATURE_CACHE.LEVELS", "['p7']"))
 
