@@ -13,6 +13,7 @@ import pytest
 import dla_kd  # noqa: F401
 from dla_kd.data.synthetic import generate_dataset
 from dla_kd.engine import Trainer, load_config
+from dla_kd.export.student import build_deployable_model
 from tiny_models import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,6 +79,8 @@ def test_recommended_config_trains_with_its_promised_weights(config, pages_root,
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert (out / "model_final.pth").is_file()
+    # the student alone loads from the checkpoint (adapters and calibrated weights left behind)
+    build_deployable_model(cfg, str(out / "model_final.pth"))
     history = trainer.storage.histories()
     losses = [k for k in history if k.startswith("loss_kd_")]
     assert any(k.startswith("loss_kd_mgd") for k in losses) and any(k.startswith("loss_kd_crosskd") for k in losses)
