@@ -61,3 +61,36 @@ def test_distillation_config_reads_its_teachers_model_final(path):
     assert cfg.DISTILL.TEACHER.WEIGHTS == os.path.join(teacher.OUTPUT_DIR, "model_final.pth"), (
         f"{path}: DISTILL.TEACHER.WEIGHTS {cfg.DISTILL.TEACHER.WEIGHTS!r} is not where "
         f"{cfg.DISTILL.TEACHER.CONFIG} trains ({teacher.OUTPUT_DIR}/model_final.pth)")
+
+
+def _documented_commands():
+    from doc_commands import read_blocks
+
+    pages = [os.path.join(REPO, "README.md"), os.path.join(REPO, "datasets", "README.md")]
+    for folder in ("docs", "projects"):
+        for d, _, files in os.walk(os.path.join(REPO, folder)):
+            pages += [os.path.join(d, f) for f in files if f.endswith(".md")]
+    for page in sorted(pages):
+        for block in read_blocks(page):
+            yield from block.commands
+
+
+REAL_DATASETS = ("configs/doclaynet/", "configs/publaynet/", "configs/prima/")
+STUDENT_INIT = ("MODEL.WEIGHTS", "MODEL.TIMM.PRETRAINED_PATH")
+
+
+def test_documented_distillation_commands_name_the_students_initial_weights():
+    """A distillation run on a real dataset starts its student from pretrained weights: a command
+    that trains one (not --resume, not --eval-only) names them, or it stops at the FrozenBN check
+    (or trains a ViT student from random weights)."""
+    wrong = []
+    for command in _documented_commands():
+        words = command.text.split()
+        if "--config-file" not in words or "--eval-only" in words or "--resume" in words:
+            continue
+        if not any(w.endswith(("train_net.py", "train_mydocs.py", "submit_slurm.py")) for w in words):
+            continue
+        config = words[words.index("--config-file") + 1]
+        if "/distill/" in config and config.startswith(REAL_DATASETS) and not any(k in words for k in STUDENT_INIT):
+            wrong.append(f"{command.where()}: {command.text[:120]}")
+    assert not wrong, "distillation commands without the student's initial weights:\n" + "\n".join(wrong)
