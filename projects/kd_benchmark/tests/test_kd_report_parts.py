@@ -44,6 +44,13 @@ def test_plan_trains_supervised_seeds_first_then_distillation_seed_major(kd_repo
     assert bench.teacher_weights == str(tmp_path / "out" / "teacher" / "model_final.pth")
 
 
+def test_distillation_runs_can_have_fewer_seeds_than_the_supervised_student(kd_report, tmp_path, configs):
+    bench = _bench(kd_report, tmp_path, configs, "--distill-seeds", "2")
+    assert bench.plan == [("student", 1), ("student", 2), ("fitnet", 2), ("pkd", 2)]
+    with pytest.raises(ValueError, match=r"--distill-seeds \[3\] must be a subset of --seeds \[1, 2\]"):
+        _bench(kd_report, tmp_path, configs, "--distill-seeds", "3")
+
+
 def test_run_dirs_look_here_first_except_for_the_teacher(kd_report, tmp_path, configs):
     pub = str(tmp_path / "pub")
     bench = _bench(kd_report, tmp_path, configs, "--publish-runs", pub)

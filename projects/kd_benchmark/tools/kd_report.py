@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42],
                         help="student/KD runs are trained once per seed (the teacher once, with the first)")
+    parser.add_argument("--distill-seeds", type=int, nargs="+", default=None,
+                        help="the distillation runs' seeds when fewer than the student's (a subset of --seeds: "
+                             "e.g. a supervised control on more seeds than the distilled rows)")
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
     parser.add_argument("--jobs", type=int, default=1,
@@ -227,7 +230,11 @@ class KDBenchmark:
                     "publishing would drop them from the published table. Add their configs to --distill, "
                     "leave out --publish (then publish with the full list), or pass --replace-published.")
         self.plan = [("student", seed) for seed in args.seeds]
-        self.plan += [(name, seed) for seed in args.seeds for name in self.runs if name != "student"]
+        kd_seeds = args.distill_seeds or args.seeds
+        if not set(kd_seeds) <= set(args.seeds):
+            raise ValueError(f"--distill-seeds {kd_seeds} must be a subset of --seeds {args.seeds} "
+                             "(a distillation run is paired with the supervised run of its seed)")
+        self.plan += [(name, seed) for seed in kd_seeds for name in self.runs if name != "student"]
         self.threads = max(1, args.threads // args.jobs)  # of each run side by side
         self.teacher_future = None  # set by run_all: the teacher's results, once trained or collected
         self._test_sets = {}
