@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from PIL import Image
 
 import dla_kd  # noqa: F401
@@ -51,15 +51,6 @@ def class_map(tmp_path):
     path = tmp_path / "map.yaml"
     path.write_text(CLASS_MAP)
     return str(path)
-
-
-@pytest.fixture
-def registered():
-    names = []
-    yield names
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def _det(category_id, score, bbox=(10, 20, 50, 30), **extra):
