@@ -9,14 +9,15 @@
 Teachers from other toolkits (docs/external_teachers.md), behind a class map (YAML/JSON) that puts
 their classes onto a registered category table with per-class score thresholds:
 
-    python tools/pseudo_label.py --teacher rapid-layout --class-map cdla_to_publaynet.yaml \
-        --input scans/ --output datasets/pseudo/mydocs            # an in-process plugin
-    python tools/pseudo_label.py --results yolo/predictions.json --class-map yolo_to_doclaynet.yaml \
-        --teacher-model yolo/best.pt --input scans/ --output datasets/pseudo/mydocs   # another tool's COCO results
+    python tools/pseudo_label.py --teacher rapid-layout --class-map configs/class_maps/cdla_to_publaynet.yaml \\
+        --input scans/ --output datasets/pseudo/mydocs_cdla      # an in-process plugin
+    python tools/pseudo_label.py --results yolo/predictions.json \\
+        --class-map configs/class_maps/docstructbench_to_doclaynet.yaml --teacher-model yolo/best.pt \\
+        --input scans/ --output datasets/pseudo/mydocs_yolo      # another tool's COCO results
 
 Folders are searched recursively for images and PDFs; PDF pages are rendered at --dpi into
 ``<output>/pages/``. Writes ``<output>/pseudo_labels.json`` (COCO: every detection scoring at
-least --min-score, with its ``score``; ``info`` records the teacher, its classes and the
+least --min-score, or its class's threshold in the class map, with its ``score``; ``info`` records the teacher, its classes and the
 threshold) through the journal ``<output>/pseudo_labels.jsonl``: run the same command again
 after an interruption and only the pages not yet labelled are labelled. Mask contours are
 simplified to within --polygon-tolerance pixels. An output folder of another teacher (or
