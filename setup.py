@@ -27,6 +27,7 @@ setup(
         # the rapid-layout pseudo-labelling teacher (docs/external_teachers.md); it asks for
         # opencv-python: beside opencv-python-headless<4.11 install it with --no-deps + requests
         "rapid_layout": ["rapid-layout>=0.4,<0.5"],
+        "slurm": ["submitit"],
         "test": ["pytest"],
     },
     include_package_data=True,

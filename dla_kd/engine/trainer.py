@@ -4,6 +4,7 @@ import logging
 import os
 import weakref
 
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
@@ -11,6 +12,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer
 from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
+from ..distill.balance import attach_grad_scaler
+from ..distill.feature_cache import CachedFeaturesMapper
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
@@ -54,9 +57,10 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        data_loader = self.build_train_loader(cfg, mapper=_train_mapper(cfg, model))
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=_ddp_device_ids(model))
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        attach_grad_scaler(model, getattr(self._trainer, "grad_scaler", None))  # DISTILL.BALANCE under AMP
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DLACheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -86,10 +90,12 @@ class Trainer(DefaultTrainer):
         check_frozen_norms_initialised(model, loaded.keys if loaded is not None else ())
 
     @classmethod
-    def build_train_loader(cls, cfg):
+    def build_train_loader(cls, cfg, mapper=None):
+        """Detectron2's train loader (``mapper``: default ``DatasetMapper(cfg, True)``); mixed
+        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``."""
         if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
-            return build_mixed_train_loader(cfg)
-        return super().build_train_loader(cfg)
+            return build_mixed_train_loader(cfg, mapper)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -120,6 +126,14 @@ class Trainer(DefaultTrainer):
                 )
                 logger.info(f"Evaluation of {dataset_name} written to {path}\n{format_results_table(res)}")
         return results
+
+
+def _train_mapper(cfg, model):
+    """With a teacher feature cache: ``DatasetMapper`` + the cache entries read in the loader's
+    workers (``CachedFeaturesMapper``); otherwise None (Detectron2's default mapper)."""
+    model = _unwrap(model)
+    cache = getattr(model, "feature_cache", None)
+    return None if cache is None else CachedFeaturesMapper(DatasetMapper(cfg, True), cache, model.padding)
 
 
 def _unwrap(model):
