@@ -7,7 +7,7 @@ Rows: the CDLA teacher, the Detectron2 teacher, and each student run (``<run>_se
 as the mean and sample standard deviation over its seeds (each seed's own bootstrap interval
 over the pages is in its JSON and Markdown). Columns: bbox AP, per-class AP, the mean over the
 classes the CDLA teacher predicts (PubLayNet's list excluded: CDLA has no list class), the ratio
-of that mean to the Detectron2 teacher's, and pages/s from the ``<model>_speed.json`` results
+of that mean to the Detectron2 teacher's and to the CDLA teacher's, and pages/s from the ``<model>_speed.json`` results
 (ONNX on CPU, one run). Writes ``report.md`` and ``report.png`` (per-class AP, one bar per row).
 """
 import glob
@@ -62,7 +62,9 @@ def main(results: str = RESULTS) -> int:
     mean_label = "mean over text/title/table/figure"  # tools/evaluate.py SHARED_MEAN
     names = [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER))
     teacher_mean = stat([r["bbox"]["means"][mean_label]["point"] for r in runs.get("teacher", [])])[0]
-    header = ["model", "seeds", "AP", *classes, mean_label, "ratio to the D2 teacher", "pages/s"]
+    cdla_mean = stat([r["bbox"]["means"][mean_label]["point"] for r in runs.get("cdla_teacher", [])])[0]
+    header = ["model", "seeds", "AP", *classes, mean_label, "ratio to the D2 teacher", "ratio to the CDLA teacher",
+              "pages/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = {}
     for name in names:
@@ -71,10 +73,11 @@ def main(results: str = RESULTS) -> int:
         per_class = [stat([r["bbox"]["point"]["per_class"][c] for r in rs]) for c in classes]
         mean = stat([r["bbox"]["means"][mean_label]["point"] for r in rs])
         ratio = f"{mean[0] / teacher_mean:.2f}" if teacher_mean and mean[0] is not None else "-"
+        ratio_cdla = f"{mean[0] / cdla_mean:.2f}" if cdla_mean and mean[0] is not None else "-"
         pages = speed.get(SPEED_OF.get(name, ""))
         rows[name] = [p[0] or 0.0 for p in per_class]
         lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
-                                        fmt(*mean), ratio, f"{pages:.2f}" if pages else "-"]) + " |")
+                                        fmt(*mean), ratio, ratio_cdla, f"{pages:.2f}" if pages else "-"]) + " |")
     text = ("# Real pages: results\n\nbbox AP on the 20 real PubLayNet example pages (mean ± sd over seeds; "
             "each run's bootstrap interval over pages is in its own file).\n\n" + "\n".join(lines) + "\n")
     with open(os.path.join(results, "report.md"), "w") as f:
