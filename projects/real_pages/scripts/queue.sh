@@ -45,7 +45,7 @@ train() {
 }
 
 trainings() {
-  train teacher $P/configs/teacher_R_50_GN.yaml output/real_pages/teacher
+  train teacher $P/configs/teacher_R_50_GN.yaml output/real_pages/teacher SEED 42
   for seed in $SEEDS; do
     train "student_seed$seed" $P/configs/student_MNv3_GN.yaml "output/real_pages/student/seed$seed" SEED "$seed"
     train "kd_recommended_seed$seed" $P/configs/kd_recommended_R_50_GN_to_MNv3_GN.yaml \
