@@ -150,6 +150,8 @@ def test_results_records_must_name_a_page_of_the_folder(tmp_path, folder, class_
     assert code == 2 and "record 0: category_id 9 is not in" in err and "teacher_categories" in err
     code, err = run([{"image_id": 1, "category_id": 1, "score": 0.5}])
     assert code == 2 and "record 0 needs 'bbox' and 'score'" in err
+    code, err = run([_det(1, 0.9, bbox=(10, 10, 300, 20), image_id=1)])  # the pages are 150 x 200
+    assert code == 2 and "record 0: bbox [10, 10, 300, 20] is outside its 150x200 page" in err
     # A COCO file with scores: ids through its own images list, names through its categories, RLE masks.
     from pycocotools import mask as mask_utils
 
@@ -159,13 +161,15 @@ def test_results_records_must_name_a_page_of_the_folder(tmp_path, folder, class_
     rle["counts"] = rle["counts"].decode()
     coco = {"images": [{"id": 12, "file_name": "2.png"}], "categories": [{"id": 5, "name": "Picture"}],
             "annotations": [{"image_id": 12, "category_id": 5, "bbox": [20, 40, 110, 80], "score": 0.9,
-                             "segmentation": rle}]}
+                             "segmentation": rle},
+                            {"image_id": 12, "category_id": 5, "bbox": [140, 190, 11.5, 11.5], "score": 0.8}]}
     out = str(tmp_path / "coco_form")
     assert _run("--results", _results(tmp_path, coco, "coco.json"), "--class-map", class_map, "--input",
                 str(folder), "--output", out) == 0
-    (ann,) = _load(out)["annotations"]
+    ann, edge = _load(out)["annotations"]
     assert ann["category_id"] == 5 and abs(ann["area"] - 110 * 80) < 250  # traced contour, simplified
     assert len(ann["segmentation"][0]) == 8  # the rectangle's 4 corners
+    assert edge["bbox"] == [140, 190, 10, 10]  # 1.5 px past the page's corner: clipped
 
 
 def test_class_map_errors_name_the_key(tmp_path):

@@ -63,6 +63,27 @@ def _rle_polygons(segmentation: Dict) -> List[List[float]]:
     return [p.tolist() for p in crop_polygons(mask, (0, 0))]
 
 
+# Pixels a box may reach beyond the page (rounding, a detector's unclipped edges); it is clipped.
+# Further out, the results were made for another image size (a resized page): an error.
+BOX_TOLERANCE = 2.0
+
+
+def _page_box(bbox, page, where: str) -> List[float]:
+    """``bbox`` [x, y, w, h] clipped to ``page``; ResultsFileError when malformed or off the page."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise ResultsFileError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}") from None
+    if not (w >= 0 and h >= 0):
+        raise ResultsFileError(f"{where}: bbox {bbox!r} has a negative (or NaN) width or height")
+    W, H, t = page.width, page.height, BOX_TOLERANCE
+    if x < -t or y < -t or x + w > W + t or y + h > H + t:
+        raise ResultsFileError(f"{where}: bbox {bbox!r} is outside its {W}x{H} page {page.file_name} (results made "
+                               "for another image size?)")
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
+    return [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
+
+
 class PageIndex:
     """Pages (:class:`dla_kd.data.pages.Page`) looked up by the names a results file may use."""
 
@@ -173,9 +194,7 @@ class ResultsTeacher:
                 page = index.by_file_name(self.images[r["image_id"]], f"{where} (image_id {r['image_id']!r})")
             else:
                 page = index.by_stem_id(r["image_id"], where)
-            bbox = [float(v) for v in r["bbox"]]
-            if len(bbox) != 4 or bbox[2] < 0 or bbox[3] < 0:
-                raise ResultsFileError(f"{where}: bbox must be [x, y, w, h] with w, h >= 0, got {r['bbox']!r}")
+            bbox = _page_box(r["bbox"], page, where)
             segmentation = r.get("segmentation")
             if isinstance(segmentation, dict):
                 segmentation = _rle_polygons(segmentation)
