@@ -17,7 +17,9 @@ COCO ``info`` records that teacher (``dla_kd.data.pseudo_labeled``) and every an
 ``score`` and its mask as polygons (Detectron2's default ``INPUT.MASK_FORMAT``), simplified to
 within ``polygon_tolerance`` pixels of the traced contour; ``file_name`` is relative to the output
 folder for rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
-every page labelled into this folder.
+every page labelled into this folder. Teachers from other toolkits (``dla_kd/predict/external``:
+a results file or an in-process plugin, behind a class map) label through the same journal;
+their header adds the class map, their page lines the detections it dropped.
 """
 import json
 import logging
@@ -195,7 +197,11 @@ def coco_from_journal(journal: Journal, output_dir: str) -> Dict:
 
 class PredictorLabeller:
     """A dla-kd teacher (:class:`dla_kd.Predictor`) as the page labeller of :func:`pseudo_label`
-    (the other kind: :class:`dla_kd.predict.external.labeller.ExternalLabeller`)."""
+    (the other kind: :class:`dla_kd.predict.external.labeller.ExternalLabeller`). A labeller has
+    ``categories`` (``[{"id", "name"}]`` of the file), ``info()`` (keys added to the COCO ``info``
+    and the journal header), ``prepare(pages, input_paths)`` (before labelling) and ``label(page)``
+    -> (detections of :func:`~dla_kd.predict.records.page_record`'s form with polygon masks,
+    Counter of dropped detections by teacher class)."""
 
     def __init__(self, predictor, polygon_tolerance: float):
         self.predictor, self.polygon_tolerance = predictor, polygon_tolerance
