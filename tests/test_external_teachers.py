@@ -146,6 +146,9 @@ def test_results_records_must_name_a_page_of_the_folder(tmp_path, folder, class_
     assert code == 2 and "results.json: record 1: image_id 7 is no page of the input folders" in err
     code, err = run([_det(1, 0.9, file_name="missing.png")])
     assert code == 2 and "record 0: file_name 'missing.png' is not a page of the input folders" in err
+    elsewhere = str(tmp_path / "elsewhere" / "2.png")  # an absolute path matches only itself, not 2.png
+    code, err = run([_det(1, 0.9, file_name=str(folder / "1.png")), _det(1, 0.9, file_name=elsewhere)])
+    assert code == 2 and f"record 1: file_name '{elsewhere}' is not a page" in err
     code, err = run([_det(9, 0.9, image_id=1)])
     assert code == 2 and "record 0: category_id 9 is not in" in err and "teacher_categories" in err
     code, err = run([{"image_id": 1, "category_id": 1, "score": 0.5}])

@@ -104,10 +104,12 @@ class PageIndex:
             self.by_stem[os.path.splitext(name)[0]].append(page)
 
     def by_file_name(self, file_name: str, where: str):
-        for key in (os.path.realpath(file_name) if os.path.isabs(file_name) else None, os.path.normpath(file_name)):
-            if key in self.by_path:
-                return self.by_path[key]
-        found = self.by_name.get(os.path.basename(file_name), [])
+        key = os.path.realpath(file_name) if os.path.isabs(file_name) else os.path.normpath(file_name)
+        if key in self.by_path:
+            return self.by_path[key]
+        # a bare or relative name matches a page of that name anywhere in the folders when unique;
+        # an absolute path only itself
+        found = [] if os.path.isabs(file_name) else self.by_name.get(os.path.basename(file_name), [])
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
