@@ -10,7 +10,8 @@ HTML comment on the line before its fence (blank lines in between are allowed)::
     ```
 
 The name ties the block to the test that runs it, so the test holds no second copy of the command;
-the marker is invisible in rendered Markdown. A block's commands are its lines with comment lines and
+the marker is invisible in rendered Markdown. A marker may also name a block of another language
+(e.g. a Python file the reader is asked to save, which the test then writes as shown). A block's commands are its lines with comment lines and
 trailing ``# ...`` comments removed (quotes respected) and backslash continuations joined.
 ``run_command`` runs one of them through ``bash -c`` with small overrides appended (e.g.
 ``MODEL.DEVICE cpu SOLVER.MAX_ITER 2``), so a command that changes in the docs and breaks fails the
@@ -51,14 +52,20 @@ class Command:
 
 @dataclass
 class Block:
-    """A fenced shell block: ``name`` from its marker (None without one), ``line`` of its fence
-    (1-based), ``source`` its raw text and ``commands`` what runs."""
+    """A fenced block: ``name`` from its marker (None without one), ``line`` of its fence
+    (1-based), ``source`` its raw text, ``lang`` its fence's language and ``commands`` what runs
+    (shell blocks only)."""
 
     name: Optional[str]
     path: str
     line: int
     source: str
     commands: List[Command] = field(default_factory=list)
+    lang: str = "bash"
+
+    @property
+    def is_shell(self) -> bool:
+        return self.lang in SHELL_LANGS
 
 
 def strip_comment(line: str) -> str:
@@ -107,7 +114,8 @@ def split_commands(source: str, path: str = "<text>", first_line: int = 1,
 
 
 def read_blocks(path: str) -> List[Block]:
-    """Every fenced shell block of the Markdown file ``path``, in order."""
+    """Every fenced shell block of the Markdown file ``path`` and every block of another
+    language that a marker names, in order."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     blocks: List[Block] = []
@@ -132,12 +140,12 @@ def read_blocks(path: str) -> List[Block]:
             j += 1
         if j == len(lines):
             raise ValueError(f"{path}:{i + 1}: code fence {close!r} is never closed")
-        if fence.group("lang").lower() in SHELL_LANGS:
-            source = "\n".join(body)
-            blocks.append(Block(name, path, i + 1, source, split_commands(source, path, i + 2, name)))
+        lang = fence.group("lang").lower()
+        source = "\n".join(body)
+        if lang in SHELL_LANGS:
+            blocks.append(Block(name, path, i + 1, source, split_commands(source, path, i + 2, name), lang))
         elif name is not None:
-            raise ValueError(f"{path}:{i + 1}: doc-test marker {name!r} names a "
-                             f"{fence.group('lang') or 'plain'} block, not a shell block")
+            blocks.append(Block(name, path, i + 1, source + "\n", [], lang))
         name = None
         i = j + 1
     return blocks

@@ -47,11 +47,11 @@ def test_blocks_commands_and_markers(tmp_path):
     assert named["other"].commands[0].text == "ls"
 
 
-def test_marker_must_name_the_next_shell_block(tmp_path):
+def test_marker_names_the_next_block(tmp_path):
     path = tmp_path / "doc.md"
-    path.write_text("<!-- doc-test: x -->\n```python\npass\n```\n")
-    with pytest.raises(ValueError, match="names a python block"):
-        read_blocks(str(path))
+    path.write_text("<!-- doc-test: x.py -->\n```python\npass  # kept\n```\n```python\nnot named\n```\n")
+    [block] = read_blocks(str(path))
+    assert (block.name, block.lang, block.is_shell, block.source, block.commands) == ("x.py", "python", False, "pass  # kept\n", [])
     path.write_text("<!-- doc-test: x -->\ntext between\n```bash\nls\n```\n")
     assert read_blocks(str(path))[0].name is None
     path.write_text("<!-- doc-test: x -->\n```bash\nls\n```\n<!-- doc-test: x -->\n```bash\npwd\n```\n")
