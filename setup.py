@@ -31,4 +31,5 @@ setup(
         "test": ["pytest"],
     },
     include_package_data=True,
+    package_data={"dla_kd.predict.external": ["class_maps/*.yaml"]},  # shipped class maps (--class-map NAME)
 )

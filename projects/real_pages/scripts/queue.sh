@@ -18,7 +18,7 @@ P=projects/real_pages
 THREADS=${THREADS:-2}
 SEEDS=${SEEDS:-"42 1 2"}
 DATA=${DETECTRON2_DATASETS:-datasets}
-CLASS_MAP=configs/class_maps/cdla_to_publaynet.yaml
+CLASS_MAP=cdla_to_publaynet  # shipped: dla_kd/predict/external/class_maps/
 export OMP_NUM_THREADS=$THREADS
 run() { echo "+ $*" >&2; "$@"; }
 

