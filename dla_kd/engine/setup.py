@@ -1,27 +1,11 @@
-"""Building a config from a file and command-line overrides, shared by every tool, and the
-run setup of ``tools/train_net.py``."""
-import os
-from typing import Sequence
-
+"""The run setup of ``tools/train_net.py``; ``load_config`` (defined in ``dla_kd.config``) is
+re-exported here for code that imports it from ``dla_kd.engine``."""
 from detectron2.config import CfgNode
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_dla_kd_cfg
-
-
-def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """Detectron2 defaults + dla-kd keys, then ``config_file`` (``_BASE_`` chains resolved), then
-    ``opts`` (``["KEY", "VALUE", ...]``). Unknown keys raise ``KeyError`` naming the key."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"Config file {config_file} not found")
-    cfg = get_dla_kd_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if freeze:
-        cfg.freeze()
-    return cfg
+from ..config import load_config  # noqa: F401  (re-export: dla_kd.engine.load_config)
 
 
 def setup_run(cfg: CfgNode, args) -> None:

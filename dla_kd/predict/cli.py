@@ -3,7 +3,7 @@ checkpoint's config with KEY VALUE overrides, or an exported file) and the pages
 import argparse
 from typing import Optional, Sequence
 
-from ..export.cli import split_config_overrides
+from ..utils.cli import split_config_overrides
 from .batch import DEFAULT_DPI
 
 
