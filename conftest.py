@@ -32,6 +32,18 @@ def use_synthetic_root(synthetic_root, monkeypatch):
     return synthetic_root
 
 
+@pytest.fixture
+def registered():
+    """Dataset names a test registers (append them), removed from Detectron2's catalogs afterwards."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = []
+    yield names
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on 2 shared cores: one thread (torch and onnxruntime) is several times faster
