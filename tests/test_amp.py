@@ -1,4 +1,4 @@
-"""Ready for GPUs, checked on the CPU (issue 35, items 1-3): masks and losses right under float16 /
+"""Ready for GPUs, checked on the CPU: masks and losses right under float16 /
 bfloat16 student features, DISTILL.BALANCE on scaled gradients (also across two gloo processes),
 no host syncs in a distillation step, the teacher's precision on a (faked) CUDA device.
 What only a GPU can show is listed in docs/training_on_gpus.md."""
@@ -69,7 +69,7 @@ def _ctx(s_features, boxes, image_shape, image_sizes=None, t_features=None):
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_a_large_box_stays_foreground_with_low_precision_features(dtype):
-    """Issue 35's case: one 1000 x 1300 px box on a 1344 x 1024 page covers 251 x 326 = 81,826 p2
+    """A page-sized box: one 1000 x 1300 px box on a 1344 x 1024 page covers 251 x 326 = 81,826 p2
     cells; with float16 maps its area was inf, its weight 0, and it counted as background."""
     box = [[10.0, 10.0, 1010.0, 1310.0]]
     maps = {}

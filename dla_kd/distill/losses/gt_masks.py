@@ -130,7 +130,7 @@ def box_masks(
     Returns :class:`BoxMasks` of (N, H, W) maps. No gradient (the maps are constants).
 
     The weight maps are float32 whatever the features' dtype: in float16 a box of 65,520 or more
-    cells would get area ``inf``, weight 0, and count as background (issue 35).
+    cells would get area ``inf``, weight 0, and count as background.
     All boxes of the batch are processed at once with a box -> image index; the only Python loop
     is over chunks of boxes bounding the (boxes, H, W) temporary. Nothing is read back to the
     host (box counts are the host-side lengths of the box tensors).

@@ -316,7 +316,7 @@ def _find(rows, model, budget, backend) -> Optional[Dict]:
 
 
 def bar_checks(rows: List[Dict], teacher: str, threads: int) -> List[Dict]:
-    """The targets of issue 12, per student: (a) the fastest row of a student within 1 AP of its
+    """The deployment targets, per student: (a) the fastest row of a student within 1 AP of its
     own PyTorch AP (first budget) against the teacher's PyTorch pages/s (first budget), target 3x;
     (b) per student and budget, ONNX int8 against ONNX fp32, target 1.5x within 1 AP. Latency: the
     800-px page with ``threads`` threads."""

@@ -799,7 +799,7 @@ def test_teacher_effect_fit_recovers_known_effects_from_published_runs(tmp_path)
 
 
 def test_report_gives_each_distillation_rows_configured_and_trained_kd_weights(report_setup, monkeypatch):
-    """Issue 10 part 2: published and balanced weights in the benchmark. The configured weight
+    """Published and balanced weights in the benchmark's report. The configured weight
     comes from the recipe's config, the trained one per seed from its metrics.json (last logged
     ``kd_weight/<loss>``); the teacher and the supervised student have no row."""
     kd_report, argv, out, calls = report_setup
