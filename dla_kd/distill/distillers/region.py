@@ -132,9 +132,11 @@ class MGDDistiller(FeatureDistiller):
 
     def mask_generator(self, device="cpu") -> torch.Generator:
         """The random masks' stream on ``device`` (the features'). Ours: the authors' code draws
-        them from the global RNG, which shifts every later draw of the student (RoI sampling)
-        against the plain run of the same seed, so a zero-weight MGD run would not reproduce it
-        (issue 10, part 3). Here they come from a stream of their own, seeded from
+        them from the global CPU RNG and copies them to the features' device (yzd-v/MGD,
+        det/mmdet/distillation/losses/mgd.py, ``MGDLoss.get_dis_loss``:
+        ``torch.rand((N,1,H,W)).to(device)``). A draw from the global RNG shifts every later draw
+        of the student (RoI sampling) against the plain run of the same seed, so a zero-weight MGD
+        run would not reproduce it. Here they come from a stream of their own, seeded from
         (``mask_seed``, training iteration) at each call: the same masks after ``--resume`` and
         for the same batch at the same iteration (cached or live teacher features); same
         distribution as the authors'.
