@@ -17,7 +17,7 @@ With ``SOLVER.AMP.ENABLED`` the two steps run as Detectron2's ``AMPTrainer`` run
 on a CPU the steps run in float32 as training there does. The device, the AMP setting and the
 dtypes the models actually computed in (their FPN outputs) are recorded with the timings.
 
-Target (README): distillation step <= 1.15 x (student step + teacher forward), i.e. no work done
+Target (docs/benchmarks.md): distillation step <= 1.15 x (student step + teacher forward), i.e. no work done
 twice. Weights are random (``DISTILL.TEACHER.ALLOW_RANDOM_INIT``): cost does not depend on them.
 Writes ``distill_cost.json`` and ``distill_cost.md`` to ``--output``.
 """

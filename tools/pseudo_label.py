@@ -24,7 +24,7 @@ simplified to within --polygon-tolerance pixels. An output folder of another tea
 --min-score, --dpi, --polygon-tolerance) is refused. Empty pages, unreadable images, encrypted or
 corrupt PDFs are listed and skipped. Train on the file with
 ``dla_kd.data.register_pseudo_labeled(name, table, json_file, score_thresh=...)``
-(README, "Distil on your own PDFs").
+(docs/unlabeled.md, "4. Offline: pseudo labels once, then ordinary training").
 
 Exit status: 0 every page labelled (empty pages aside); 1 some files or pages could not be read
 or labelled (listed); 2 nothing run (the model could not be loaded, or the output folder holds

@@ -72,7 +72,7 @@ SYNTHETIC_UNLABELED_SPLITS = {
     f"synthetic_{style}_unlabeled": (style, "unlabeled", 5000, 2) for style in ("publaynet", "doclaynet")
 }
 # name -> (category table, pseudo-label file relative to the root, score threshold): files written by
-# tools/pseudo_label.py (README "Distil on your own PDFs"; configs/synthetic/unlabeled/kd_pseudo_offline.yaml
+# tools/pseudo_label.py (docs/unlabeled.md, "4. Offline"; configs/synthetic/unlabeled/kd_pseudo_offline.yaml
 # trains on this one, the benchmark teacher's labels of synthetic_doclaynet_unlabeled).
 SYNTHETIC_PSEUDO_LABELED = {
     "synthetic_doclaynet_unlabeled_pseudo": ("doclaynet", "synthetic/doclaynet/unlabeled_pseudo/pseudo_labels.json", 0.5),
