@@ -18,8 +18,6 @@ CONFIGS = sorted(
     if f.endswith(".yaml") and not f.startswith("Base-") and os.path.dirname(os.path.join(d, f)) != CONFIG_DIR
 )
 DEFAULT_OUTPUT_DIR = "./output"
-# The KD benchmark's recipes (while they are under configs/): its driver gives each run a folder.
-STUDY_RECIPES = "configs/synthetic/bench/distill/"
 
 
 def _load(path):
@@ -34,8 +32,7 @@ def output_dirs():
 def test_every_config_has_an_output_dir_of_its_own(output_dirs):
     missing = [p for p, out in output_dirs.items() if out in ("", DEFAULT_OUTPUT_DIR, "output")]
     assert not missing, f"configs without an OUTPUT_DIR of their own: {missing}"
-    counts = Counter(out for p, out in output_dirs.items()
-                     if not (p.startswith(STUDY_RECIPES) and not os.path.basename(p).startswith("recommended_")))
+    counts = Counter(output_dirs.values())
     shared = {out: n for out, n in counts.items() if n > 1}
     assert not shared, f"OUTPUT_DIRs shared by several configs: {shared}"
 
