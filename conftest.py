@@ -1,7 +1,7 @@
 """Fixtures shared by the toolkit's tests (tests/) and the projects' (projects/<name>/tests/): a
-tiny synthetic datasets root, one thread, a tiny detector (checkpoint and export). The helper
-modules of tests/ (tiny_models, layout_files) and the projects' packages are importable through
-pytest.ini's ``pythonpath``."""
+tiny synthetic datasets root, one thread, a tiny detector (checkpoint and export), stand-ins for
+ImageNet backbone files. The helper modules of tests/ (tiny_models, layout_files, docs_fixtures,
+doc_commands) and the projects' packages are importable through pytest.ini's ``pythonpath``."""
 import os
 
 import pytest
@@ -11,6 +11,7 @@ from detectron2.modeling import build_model
 from dla_kd.data.synthetic import generate_dataset
 from dla_kd.engine import load_config
 from dla_kd.export import export_model
+from docs_fixtures import imagenet_standin
 from tiny_models import TINY, write_config
 
 
@@ -24,6 +25,16 @@ def synthetic_root(tmp_path_factory):
     generate_dataset("doclaynet", 6, out, seed=0, split="train", page_size=(384, 384), show_progress=False)
     generate_dataset("doclaynet", 2, out, seed=1, split="val", page_size=(384, 384), show_progress=False)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def imagenet_dir(tmp_path_factory):
+    """A folder holding stand-ins for Detectron2's ImageNet files, ``R-50.pkl`` and ``R-101.pkl``
+    (MSRA format, see ``docs_fixtures.imagenet_standin``), for the docs' ``imagenet/`` folder."""
+    folder = str(tmp_path_factory.mktemp("imagenet"))
+    for depth in (50, 101):
+        imagenet_standin(os.path.join(folder, f"R-{depth}.pkl"), depth)
+    return folder
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """The documentation's commands run: every shell block of README.md, docs/getting_started.md and
-docs/unlabeled.md, exactly as written (tests/doc_commands.py), with small overrides appended.
+docs/unlabeled.md, exactly as written (tests/doc_commands.py), with small overrides appended
+(tests/docs_fixtures.py); docs/external_teachers.md's blocks run in
+tests/test_docs_external_teachers.py.
 
 They run in a workspace laid out as a user's clone: ``configs``/``tools`` of this repository, a
 ``datasets/`` folder shaped like the real one (``DocLayNet/COCO/{train,val,test}.json`` +
@@ -10,39 +12,23 @@ random weights with BatchNorm statistics calibrated on pixel-scale inputs, see
 one iteration, 128-px images) or skip what a one-iteration teacher cannot pass (its AP check).
 
 A block's overrides are keyed by its ``<!-- doc-test: name -->`` marker; a block without a
-marker, or with a name this file does not know, fails ``test_every_command_block_is_tested``.
+marker, or with a name its test does not know, fails ``test_every_command_block_is_tested``.
 """
 import json
 import os
-import pickle
-import shutil
 
-import numpy as np
 import pytest
-import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from PIL import Image
 
 import dla_kd  # noqa: F401
-from dla_kd.config import get_dla_kd_cfg
-from dla_kd.data.synthetic import generate_dataset
 from doc_commands import doc_blocks, make_workspace, run_command
+from docs_fixtures import DISTILL_1, TEST_SIZE, TRAIN_1, doclaynet_layout
+from test_docs_external_teachers import OVERRIDES as EXTERNAL_TEACHERS
 from tiny_models import REPO
 
-DOCS = {name: os.path.join(REPO, name) for name in ("README.md", "docs/getting_started.md", "docs/unlabeled.md")}
+DOCS = {name: os.path.join(REPO, name) for name in (
+    "README.md", "docs/getting_started.md", "docs/unlabeled.md", "docs/external_teachers.md")}
 
-# --- overrides: small, CPU ------------------------------------------------------------------------
-TEST_SIZE = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
-             "MODEL.RPN.POST_NMS_TOPK_TEST", "64"]
-TRAIN_1 = TEST_SIZE + [
-    "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.BASE_LR", "0.00125",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "DATALOADER.NUM_WORKERS", "0",
-]
-# The teacher of a one-iteration run is at chance: its AP check would (rightly) stop distillation.
-DISTILL_1 = TRAIN_1 + ["DISTILL.TEACHER.SANITY_CHECK.ENABLED", "False"]
 # Unlabeled pages beside labelled ones need two images per batch.
 DISTILL_1_MIXED = DISTILL_1 + ["SOLVER.IMS_PER_BATCH", "2"]
 
@@ -69,6 +55,7 @@ OVERRIDES = {
         "pseudo-label": TEST_SIZE,
         "offline": DISTILL_1,
     },
+    "docs/external_teachers.md": EXTERNAL_TEACHERS,  # run by tests/test_docs_external_teachers.py
 }
 # block name -> files (relative to the workspace) the block must have written
 WRITES = {
@@ -92,66 +79,6 @@ PDFS = ["report.pdf", "datasets/mydocs/annual_report.pdf", "datasets/mydocs/scan
 
 
 # --- the workspace --------------------------------------------------------------------------------
-MSRA_BRANCH = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}
-
-
-def _msra_name(module: str) -> str:
-    """Detectron2 ResNet module name -> MSRA blob prefix ("res3.1.conv2" -> "res3_1_branch2b")."""
-    if module == "stem.conv1":
-        return "conv1"
-    stage, block, conv = module.split(".")
-    return f"{stage}_{block}_{MSRA_BRANCH[conv]}"
-
-
-def imagenet_standin(path: str, depth: int, seed: int = 0) -> str:
-    """A stand-in for Detectron2's ImageNetPretrained/MSRA/R-<depth>.pkl: the same blob names
-    (conv weights ``*_w``, frozen BatchNorm as scale ``*_bn_s`` and shift ``*_bn_b``), random
-    conv weights, and BatchNorm folded from statistics measured on random pixel-scale pages, so
-    that a detector built on it starts with finite, moderate losses."""
-    cfg = get_dla_kd_cfg()
-    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.NORM = depth, "BN"
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    torch.manual_seed(seed)
-    net = build_resnet_backbone(cfg, ShapeSpec(channels=3)).train()
-    norms = {name[: -len(".norm")]: m for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    for bn in norms.values():
-        bn.momentum = None  # cumulative average over the calibration batches
-    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1)
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.rand(2, 3, 128, 128) * 255 - mean)
-    blobs = {}
-    for module, bn in norms.items():
-        prefix = "res_conv1" if module == "stem.conv1" else _msra_name(module)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        blobs[prefix + "_bn_s"] = scale.detach().numpy()
-        blobs[prefix + "_bn_b"] = (bn.bias - bn.running_mean * scale).detach().numpy()
-        conv = net.get_submodule(module)
-        blobs[_msra_name(module) + "_w"] = conv.weight.detach().numpy()
-    with open(path, "wb") as f:
-        pickle.dump(blobs, f)
-    return path
-
-
-def doclaynet_layout(root: str, pages: dict, size=(256, 256)) -> None:
-    """``root/DocLayNet/COCO/<split>.json`` + ``root/DocLayNet/PNG/`` as DocLayNet_core.zip unpacks,
-    with synthetic DocLayNet-style pages (``pages``: split -> number of pages)."""
-    coco, png = os.path.join(root, "DocLayNet", "COCO"), os.path.join(root, "DocLayNet", "PNG")
-    os.makedirs(coco), os.makedirs(png)
-    scratch = os.path.join(root, ".synthetic")
-    for seed, (split, n) in enumerate(pages.items()):
-        data = json.load(open(generate_dataset("doclaynet", n, scratch, seed=seed, split=split,
-                                               page_size=size, show_progress=False)))
-        for image in data["images"]:
-            name = f"{split}_{os.path.basename(image['file_name'])}"
-            shutil.copy(os.path.join(scratch, split, image["file_name"]), os.path.join(png, name))
-            image["file_name"] = name
-        with open(os.path.join(coco, f"{split}.json"), "w") as f:
-            json.dump(data, f)
-    shutil.rmtree(scratch)
-
-
 def make_pdf(path: str, pages_dir: str, n: int) -> str:
     """A PDF of ``n`` synthetic pages (1 px = 1 pt)."""
     files = sorted(os.listdir(pages_dir))[:n]
@@ -162,7 +89,7 @@ def make_pdf(path: str, pages_dir: str, n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, synthetic_root):
+def workspace(tmp_path_factory, synthetic_root, imagenet_dir):
     ws = make_workspace(str(tmp_path_factory.mktemp("clone")), REPO, links=("configs", "tools", "scripts"))
     datasets = os.path.join(ws, "datasets")
     doclaynet_layout(datasets, {"train": 3, "val": 2, "test": 2})
@@ -171,9 +98,7 @@ def workspace(tmp_path_factory, synthetic_root):
     png = os.path.join(datasets, "DocLayNet", "PNG")
     for pdf, n in zip(PDFS, (2, 2, 1)):
         make_pdf(os.path.join(ws, pdf), png, n)
-    os.makedirs(os.path.join(ws, "imagenet"))
-    imagenet_standin(os.path.join(ws, "imagenet", "R-50.pkl"), 50)
-    imagenet_standin(os.path.join(ws, "imagenet", "R-101.pkl"), 101)
+    os.symlink(imagenet_dir, os.path.join(ws, "imagenet"))
     return ws
 
 
