@@ -4,12 +4,14 @@ no host syncs in a distillation step, the teacher's precision on a (faked) CUDA 
 What only a GPU can show is listed in docs/training_on_gpus.md."""
 import collections
 import json
+import linecache
 import logging
 import math
 import os
 import sys
 from types import SimpleNamespace
 
+import detectron2
 import pytest
 import torch
 import torch.nn.functional as F
@@ -489,30 +491,54 @@ def test_balance_on_two_gloo_processes_gives_identical_weights(tmp_path):
 # ---- 3. no host syncs in a distillation step ----------------------------------------------------
 
 PACKAGE = os.path.join(REPO, "dla_kd") + os.sep
-SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "numpy")
+STRUCTURES = os.path.join(os.path.dirname(detectron2.__file__), "structures") + os.sep
+SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "numpy", "cpu")
+
+
+def _names_the_cpu(frame) -> bool:
+    """Whether the source line ``frame`` runs names the CPU (``"cpu"``, ``'cpu'``, ``.cpu(``)."""
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    return any(word in line for word in ('"cpu"', "'cpu'", ".cpu("))
 
 
 class _SyncCounter:
     """Counts, per calling line of dla_kd/, the tensor methods that read a tensor back to the host
-    (``item``, ``tolist``, ``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ...) and boolean
-    indexing ``x[mask]`` (its output size is data-dependent). Calls from Detectron2 and torch are
-    not counted."""
+    (``item``, ``tolist``, ``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``numpy``, ``cpu``),
+    copies to the CPU with ``.to`` (``t.to("cpu")``, ``t.to(device="cpu")``, also through a
+    Detectron2 structure's ``.to``, e.g. ``instances.to("cpu")``) and boolean indexing ``x[mask]``
+    (its output size is data-dependent). Calls from Detectron2 and torch are not counted.
+
+    On this CPU-only test every tensor is on the CPU, so ``x.to(features.device)`` also targets
+    it: a ``.to`` counts when its target is the CPU and the dla_kd/ line that calls it names the
+    CPU (a device taken from a tensor is the features' device on a GPU)."""
 
     def __init__(self):
         self.calls = collections.Counter()
         self._originals = {}
 
-    def _record(self, what):
-        frame = sys._getframe(2)
+    def _record(self, what, depth=2):
+        frame = sys._getframe(depth)
         if frame.f_code.co_filename.startswith(PACKAGE):
             self.calls[(what, os.path.relpath(frame.f_code.co_filename, REPO), frame.f_lineno)] += 1
 
+    def _record_copy_to_cpu(self, args, kwargs):
+        target = kwargs.get("device", args[0] if args else None)
+        if isinstance(target, torch.Tensor):
+            target = target.device
+        if not isinstance(target, (str, torch.device)) or torch.device(target).type != "cpu":
+            return
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename.startswith(STRUCTURES):  # Boxes.to, Instances.to
+            frame = frame.f_back
+        if frame is not None and frame.f_code.co_filename.startswith(PACKAGE) and _names_the_cpu(frame):
+            self.calls[("to(cpu)", os.path.relpath(frame.f_code.co_filename, REPO), frame.f_lineno)] += 1
+
     def __enter__(self):
-        for name in SYNCING + ("__getitem__",):
+        for name in SYNCING + ("__getitem__", "to"):
             self._originals[name] = getattr(torch.Tensor, name)
         for name in SYNCING:
             setattr(torch.Tensor, name, self._wrap(name, self._originals[name]))
-        getitem = self._originals["__getitem__"]
+        getitem, to = self._originals["__getitem__"], self._originals["to"]
 
         def indexed(tensor, index):
             items = index if isinstance(index, tuple) else (index,)
@@ -520,7 +546,12 @@ class _SyncCounter:
                 self._record("x[bool mask]")
             return getitem(tensor, index)
 
+        def moved(tensor, *args, **kwargs):
+            self._record_copy_to_cpu(args, kwargs)
+            return to(tensor, *args, **kwargs)
+
         torch.Tensor.__getitem__ = indexed
+        torch.Tensor.to = moved
         return self
 
     def _wrap(self, name, original):
@@ -545,6 +576,34 @@ def test_the_counter_sees_what_it_counts():
     with counter:
         valid_module.valid_extents(torch.ones(1, 2, 2, dtype=torch.bool))
     assert {k[0] for k in counter.calls} == {"tolist"}
+
+
+def test_the_counter_sees_copies_to_the_cpu():
+    """``.cpu()``, ``.to("cpu")``, ``.to(device=torch.device("cpu"))`` and ``instances.to("cpu")``
+    on a line of dla_kd/ count; ``.to(x.device)`` and ``.to(dtype)`` do not."""
+    source = (
+        "def probe(x, instances):\n"
+        "    a = x.cpu()\n"
+        "    b = x.to('cpu')\n"
+        "    c = x.to(device=torch.device(\"cpu\"), non_blocking=True)\n"
+        "    d = instances.to(\"cpu\")\n"
+        "    e = x.to(x.device)\n"
+        "    f = x.to(torch.float16)\n"
+    )
+    path = os.path.join(PACKAGE, "_sync_counter_probe.py")  # never written: the code runs as if from dla_kd/
+    linecache.cache[path] = (len(source), None, source.splitlines(keepends=True), path)
+    namespace = {"torch": torch}
+    exec(compile(source, path, "exec"), namespace)
+    instances = Instances((8, 8), pred_boxes=Boxes(torch.ones(2, 4)), scores=torch.ones(2))
+    counter = _SyncCounter()
+    try:
+        with counter:
+            namespace["probe"](torch.ones(3), instances)
+    finally:
+        del linecache.cache[path]
+    assert sorted((what, line) for what, _, line in counter.calls) == [
+        ("cpu", 2), ("to(cpu)", 3), ("to(cpu)", 4), ("to(cpu)", 5)]
+    assert counter.calls[("to(cpu)", os.path.relpath(path, REPO), 5)] == 2  # both fields of the instances
 
 
 def test_a_distillation_step_reads_nothing_back_to_the_host(tmp_path):
