@@ -141,6 +141,16 @@ def test_per_detection_paste_equals_detectron2s_page_paste():
         assert all(np.array_equal(a, b) for a, b in zip(crop_polygons(crop, offset), expected))
 
 
+def test_a_two_pixel_wide_crop_traces_as_on_the_page():
+    """A detection 2 px wide (a thin rule, or a random teacher's box) crops to an (H, 2) mask:
+    traced as on the page, not refused as an array of points."""
+    page = np.zeros((40, 30), bool)
+    page[5:37, 10:12] = True
+    expected = GenericMask(page.astype(np.uint8), 40, 30).polygons
+    polygons = crop_polygons(page[:, 10:12], (10, 0))
+    assert len(polygons) == len(expected) == 1 and np.array_equal(polygons[0], expected[0])
+
+
 def test_simplified_polygons_keep_the_mask_with_a_few_points():
     """A traced rectangle (hundreds of contour points) comes back as its 4 corners; an ellipse
     keeps its shape within the tolerance; tolerance 0 changes nothing."""

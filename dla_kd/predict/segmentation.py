@@ -35,7 +35,11 @@ def crop_rle(crop: np.ndarray, offset: Tuple[int, int], page_size: Tuple[int, in
 
 def crop_polygons(crop: np.ndarray, offset: Tuple[int, int]) -> List[np.ndarray]:
     """Outer and inner contours (>= 3 points each, Detectron2's ``GenericMask``) of the crop, as
-    flat [x, y, ...] arrays in page pixels; the same as those of the page mask."""
+    flat [x, y, ...] arrays in page pixels; the same as those of the page mask. A crop 2 pixels
+    wide gets a background column (``GenericMask`` takes an (H, 2) array for points and refuses
+    it; the column adds no contour)."""
+    if crop.shape[1] == 2:
+        crop = np.pad(crop, ((0, 0), (0, 1)))
     h, w = crop.shape
     shift = np.asarray(offset, dtype=float)
     return [(p.reshape(-1, 2) + shift).ravel() for p in GenericMask(crop.astype(np.uint8), h, w).polygons]
