@@ -183,8 +183,15 @@ class OutputDirLock:
             if holder is None:
                 continue
             if not self._is_stale(holder):
+                pid = holder.get("pid")
+                orphans = (
+                    f" (PID {pid} has exited, but processes of its run, e.g. its workers, still hold the lock; "
+                    "they stop on their own)"
+                    if holder.get("host") == self.info["host"] and isinstance(pid, int) and not _pid_alive(pid)
+                    else ""
+                )
                 raise OutputDirLockedError(
-                    f"{self.output_dir} is in use by another run: {_describe(holder)} "
+                    f"{self.output_dir} is in use by another run: {_describe(holder)}{orphans} "
                     f"(lock file {self.path}). Wait for it to finish or use another OUTPUT_DIR; if that run is "
                     "gone (e.g. it ran on another machine), delete the lock file."
                 )

@@ -11,7 +11,7 @@ from detectron2.utils.logger import setup_logger
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
-from ..checkpoint import DLACheckpointer
+from ..checkpoint import DLACheckpointer, remove_training_temporaries
 from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
 from ..data.page_checks import check_training_pages
 from ..evaluation import format_results_table, save_eval_results
@@ -83,6 +83,8 @@ class Trainer(DefaultTrainer):
         """Detectron2's ``resume_or_load``. Unless resuming (the checkpoint's trained tensors are
         kept as they are): after a plain MODEL.WEIGHTS, a distillation student's teacher copies are
         applied again, then FrozenBN layers that no source initialised are refused."""
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            remove_training_temporaries(self.cfg.OUTPUT_DIR)  # this run holds the folder's lock
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             super().resume_or_load(resume=resume)
