@@ -10,7 +10,8 @@
   model, distillation losses and teacher, training data, input pipeline) are refused
   (:class:`ConfigChangeError`) unless ``--allow-config-change``: the weights would no longer be
   described by one config, and a changed set of parameters cannot take the checkpoint's
-  optimizer state anyway. Solver changes (``SOLVER.*``: MAX_ITER, STEPS, BASE_LR, ...) are applied:
+  optimizer state anyway (nor can another ``SOLVER.OPTIMIZER`` or ``SOLVER.AMP.ENABLED``: refused
+  alike). Other solver changes (``SOLVER.*``: MAX_ITER, STEPS, BASE_LR, ...) are applied:
   the optimizer and the LR schedule follow the new config from the resumed iteration on
   (``Trainer.resume_or_load``); everything else (evaluation, logging, devices, ``MODEL.WEIGHTS``,
   which a resume does not load) is listed only.
@@ -37,9 +38,12 @@ _RESUME_RECORD = re.compile(r"^config_resume_(\d+)\.yaml$")
 
 # Keys that define what the weights were trained to be (changed on --resume: refused unless allowed).
 TRAINED_PREFIXES = ("MODEL.", "DISTILL.", "INPUT.", "DATASETS.TRAIN", "DATASETS.UNLABELED", "DATALOADER.")
-# ... except these, which do not change the training: where it runs, what a resume ignores.
+# ... except these and the inference-only ``*_TEST`` keys, which do not change the training: where
+# it runs, what a resume ignores.
 NOT_TRAINED = ("MODEL.DEVICE", "MODEL.WEIGHTS", "DATALOADER.NUM_WORKERS", "DISTILL.TEACHER.SANITY_CHECK.")
 SOLVER_PREFIX = "SOLVER."
+# Solver keys whose change the checkpoint's optimizer state cannot follow (refused like TRAINED_PREFIXES).
+SOLVER_STATE = ("SOLVER.OPTIMIZER", "SOLVER.AMP.ENABLED")
 IGNORED = ("OUTPUT_DIR",)  # the folder itself (may be spelt relative or absolute)
 
 
@@ -97,8 +101,8 @@ def _flat(node) -> Dict:
 
 def _kind(key: str) -> str:
     if key.startswith(SOLVER_PREFIX):
-        return "solver"
-    if key.startswith(TRAINED_PREFIXES) and not key.startswith(NOT_TRAINED):
+        return "trained" if key.startswith(SOLVER_STATE) else "solver"
+    if key.startswith(TRAINED_PREFIXES) and not key.startswith(NOT_TRAINED) and not key.endswith("_TEST"):
         return "trained"
     return "other"
 
