@@ -450,14 +450,15 @@ def _start_launcher(folder, mode):
 
 
 def _gone(pid, timeout=20.0):
-    """Whether process ``pid`` has exited (or is a zombie) within ``timeout`` seconds."""
+    """Whether process ``pid`` has exited within ``timeout`` seconds: gone, or a zombie whose
+    threads have all exited (a zombie leader's other threads may still hold its files)."""
     import time
 
     deadline = time.time() + timeout
     while True:  # checked at least once
         try:
             with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z" and len(os.listdir(f"/proc/{pid}/task")) <= 1:
                     return True
         except FileNotFoundError:
             return True

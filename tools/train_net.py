@@ -55,7 +55,8 @@ def check_config(cfg, args):
     """Checks made before anything is written: the LR steps, and on --resume the config against
     the run's record (refused: SystemExit naming every difference). Returns the differences."""
     try:
-        check_lr_steps(cfg)
+        if not args.eval_only:
+            check_lr_steps(cfg)
         if args.resume and not args.eval_only and cfg.OUTPUT_DIR:
             return check_resume_config(cfg, allow_change=args.allow_config_change)
     except (ConfigChangeError, ValueError) as e:
