@@ -24,6 +24,7 @@ setup(
     extras_require={
         "export": ["onnx", "onnxruntime"],
         "pdf": ["pypdfium2"],
+        "slurm": ["submitit"],
         "test": ["pytest"],
     },
     include_package_data=True,

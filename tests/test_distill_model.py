@@ -14,7 +14,9 @@ from dla_kd.distill.losses import kd_loss
 from dla_kd.engine import load_config
 from dla_kd.export import extract_student
 from dla_kd.export.student import deployable_cfg
-from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, fake_batch, write_config
+from dla_kd.modeling.meta_arch.teacher import TeacherMismatchError
+from dla_kd.utils.files import file_sha256
+from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, fake_batch, save_random_weights, write_config
 
 ALL_LOSSES = sorted(DISTILLER_REGISTRY._obj_map)
 FEATURE_LOSSES = ["fitnet", "pkd", "cwd", "defeat", "fgd", "mgd", "reviewkd"]
@@ -344,6 +346,15 @@ def test_missing_or_wrong_teacher_weights(tmp_path):
         build_model(distill_cfg(config, ["fitnet"], teacher_weights=str(tmp_path / "other.pth")))
     with pytest.raises(FileNotFoundError, match="Teacher config"):
         build_model(distill_cfg(str(tmp_path / "absent.yaml"), ["fitnet"]))
+
+
+def test_a_teacher_file_whose_sha256_differs_from_the_recorded_one_is_refused(tmp_path):
+    config, weights = _teacher(tmp_path)
+    recorded = file_sha256(weights)
+    build_model(distill_cfg(config, ["fitnet"], teacher_weights=weights, opts=["DISTILL.TEACHER.SHA256", recorded]))
+    retrained = save_random_weights(config, str(tmp_path / "retrained.pth"), seed=1)
+    with pytest.raises(TeacherMismatchError, match=rf"retrained.pth have sha256 {file_sha256(retrained)}.*expects {recorded}"):
+        build_model(distill_cfg(config, ["fitnet"], teacher_weights=retrained, opts=["DISTILL.TEACHER.SHA256", recorded]))
 
 
 def test_unknown_loss_and_level_errors(tmp_path):

@@ -1,9 +1,21 @@
 #!/usr/bin/env python
-"""Cost of distillation: seconds per training step of the student alone, of the teacher forward
-alone, and of the distillation step, with peak memory; each phase in a fresh process.
+"""Cost of distillation: seconds per training step of the student alone, of the teacher's share
+of a distillation step alone, and of the distillation step, with peak memory; each phase in a
+fresh process, on ``MODEL.DEVICE``.
 
     python tools/benchmark_distill.py --config-file configs/synthetic/distill/fitnet_R_50_to_R_18.yaml \\
         --output output/benchmarks/distill [--image-size 512] [--batch-size 2] [KEY VALUE ...]
+
+What each phase runs is what training runs:
+* ``student_step``: the deployable student's forward, backward and SGD step;
+* ``teacher_forward``: the teacher as the distillation step runs it: its backbone on each image
+  alone (``DistillGeneralizedRCNN._teacher_per_image``) under ``no_grad`` and
+  ``DISTILL.TEACHER.DTYPE`` (half precision on CUDA only), live (the feature cache is off);
+* ``distill_step``: the distillation model's forward, backward and step.
+With ``SOLVER.AMP.ENABLED`` the two steps run as Detectron2's ``AMPTrainer`` runs them: under
+``torch.cuda.amp.autocast`` (float16) with a ``GradScaler``; that autocast acts on CUDA only, so
+on a CPU the steps run in float32 as training there does. The device, the AMP setting and the
+dtypes the models actually computed in (their FPN outputs) are recorded with the timings.
 
 Target (README): distillation step <= 1.15 x (student step + teacher forward), i.e. no work done
 twice. Weights are random (``DISTILL.TEACHER.ALLOW_RANDOM_INIT``): cost does not depend on them.
@@ -39,9 +51,21 @@ def _batch(n, size, num_classes, seed=0):
     return batch
 
 
+def _record_dtype(module, into: dict, key: str):
+    """Record in ``into[key]`` the dtype(s) of ``module``'s outputs (a dict of features)."""
+
+    def hook(_module, _inputs, output):
+        values = output.values() if isinstance(output, dict) else [output]
+        into[key] = sorted({str(v.dtype).replace("torch.", "") for v in values})
+
+    return module.register_forward_hook(hook)
+
+
 def _phase(phase, args):
     """Measure one phase in this process; the result goes to ``args.result_file`` as JSON."""
     torch.set_num_threads(args.threads)
+    import contextlib
+
     import dla_kd  # noqa: F401
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
@@ -50,28 +74,40 @@ def _phase(phase, args):
     from dla_kd.export import deployable_cfg
     from dla_kd.utils.benchmark import peak_memory_mb, time_calls
 
-    opts = ["DISTILL.TEACHER.ALLOW_RANDOM_INIT", "True", "DISTILL.TEACHER.WEIGHTS", "", *args.opts]
+    opts = ["DISTILL.TEACHER.ALLOW_RANDOM_INIT", "True", "DISTILL.TEACHER.WEIGHTS", "", *args.opts,
+            "DISTILL.TEACHER.FEATURE_CACHE.DIR", ""]
     cfg = load_config(args.config_file, opts)
     batch = _batch(args.batch_size, args.image_size, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    dtypes = {}
     if phase == "teacher_forward":
-        model = build_model(cfg).teacher
+        model = build_model(cfg).train()
+        _record_dtype(model.teacher.backbone, dtypes, "teacher_features")
 
         def step():
-            with torch.no_grad():
-                model(batch)
+            model._teacher_per_image(batch, model._preprocess(batch)[1])
     else:
         model = build_model(deployable_cfg(cfg) if phase == "student_step" else cfg).train()
+        student = model.student if phase == "distill_step" else model
+        _record_dtype(student.backbone, dtypes, "student_features")
+        if phase == "distill_step":
+            _record_dtype(model.teacher.backbone, dtypes, "teacher_features")
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        amp = cfg.SOLVER.AMP.ENABLED
+        # Detectron2's AMPTrainer: torch.cuda.amp.autocast (float16; no effect on CPU tensors) and a GradScaler.
+        scaler = torch.cuda.amp.GradScaler(enabled=amp and model.device.type == "cuda")
 
         def step():
-            with EventStorage(0):
+            with EventStorage(0), (torch.cuda.amp.autocast(dtype=torch.float16) if amp else contextlib.nullcontext()):
                 loss = sum(model(batch).values())
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     result = time_calls(step, args.warmup, args.iters)
     result.update(peak_memory_mb(cfg.MODEL.DEVICE))
+    result["device"] = str(model.device)
+    result["computed_dtypes"] = dtypes
     with open(args.result_file, "w") as f:
         json.dump(result, f)
 
@@ -90,6 +126,26 @@ def _run_phase(phase, args) -> dict:
         result = json.load(f)
     os.remove(result_file)
     return result
+
+
+def _settings(args, results: dict) -> dict:
+    """Device, AMP and dtypes of the measured phases, as recorded in the report."""
+    from dla_kd.engine import load_config
+
+    cfg = load_config(args.config_file, ["DISTILL.TEACHER.ALLOW_RANDOM_INIT", "True", *args.opts])
+    devices = sorted({r["device"] for r in results.values()})
+    amp = bool(cfg.SOLVER.AMP.ENABLED)
+    return {
+        "device": devices[0] if len(devices) == 1 else devices,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if devices[0].startswith("cuda") else None,
+        "amp": {"enabled": amp, "autocast_dtype": "float16" if amp and devices[0].startswith("cuda") else None},
+        "teacher_dtype": cfg.DISTILL.TEACHER.DTYPE,
+        "computed_dtypes": {
+            "student_features": results["distill_step"]["computed_dtypes"]["student_features"],
+            "teacher_features": results["teacher_forward"]["computed_dtypes"]["teacher_features"],
+        },
+    }
 
 
 def main():
@@ -117,9 +173,11 @@ def main():
         print(f"{phase}: {results[phase]['median_s']:.3f} s/step", flush=True)
     budget = results["student_step"]["median_s"] + results["teacher_forward"]["median_s"]
     ratio = results["distill_step"]["median_s"] / budget
+    settings = _settings(args, results)
     report = {
         "config": args.config_file,
         "opts": args.opts,
+        **settings,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "threads": args.threads,
@@ -132,6 +190,11 @@ def main():
     mem_key = next(k for k in results["student_step"] if k.startswith("peak_"))
     lines = [
         f"Distillation cost: `{args.config_file}`, batch {args.batch_size} x {args.image_size}px, {args.threads} threads",
+        "",
+        f"Device {settings['device']}, AMP {'on' if settings['amp']['enabled'] else 'off'} "
+        f"(autocast: {settings['amp']['autocast_dtype'] or 'none'}), DISTILL.TEACHER.DTYPE {settings['teacher_dtype']}; "
+        f"computed in: student {'/'.join(settings['computed_dtypes']['student_features'])}, "
+        f"teacher {'/'.join(settings['computed_dtypes']['teacher_features'])}",
         "",
         f"| phase | s/step (median) | {mem_key} |",
         "|---|---|---|",

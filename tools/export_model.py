@@ -20,6 +20,10 @@ page, scaling boxes back to the page, pasting masks (paste_masks_in_image) and t
 the file takes a batch of image dicts; Cascade R-CNN does not script (Detectron2 limitation,
 reported as such). ONNX uses opset 16 by default: ROIAlignV2 needs it (lower opsets are refused).
 
+The model is built, traced and checked on the CPU whatever MODEL.DEVICE says (a traced graph
+records its device): a GPU machine writes the same file as a CPU machine; student_config.yaml keeps
+the config's MODEL.DEVICE.
+
 By default the export is checked on the sample images (a synthetic page if none): PyTorch and the
 exported file (TorchScript, or ONNX in onnxruntime) must give the same detections.
 

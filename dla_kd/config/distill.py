@@ -59,6 +59,9 @@ def add_distill_config(cfg: CN) -> None:
     _C.DISTILL.TEACHER.CONFIG = ""  # the teacher's own full config file (required)
     _C.DISTILL.TEACHER.WEIGHTS = ""  # teacher checkpoint (.pth/.pkl); required unless ALLOW_RANDOM_INIT
     _C.DISTILL.TEACHER.OPTS = []  # extra "KEY", "VALUE" overrides applied to the teacher config
+    # Expected sha256 (hex) of the WEIGHTS file: a run stops before training if the file's bytes
+    # differ (a retrained or swapped teacher). Empty: not checked.
+    _C.DISTILL.TEACHER.SHA256 = ""
     # Teacher compute dtype on GPU: "float32", "bfloat16" or "float16" (autocast). CPU always fp32.
     # float32 holds also under SOLVER.AMP.ENABLED: the trainer's autocast is off for the teacher.
     _C.DISTILL.TEACHER.DTYPE = "float32"
@@ -66,12 +69,23 @@ def add_distill_config(cfg: CN) -> None:
     # DIR empty = off. DTYPE of the stored tensors: "float16" (half the disk), "float32" (exact).
     # The teacher always runs image by image (cache or not) and feature losses ignore the batch
     # padding, so cached and live targets agree also for batches of pages of different sizes.
-    # Each set of levels gets its own sub-folder of DIR (e.g. DIR/p2-p3-p4-p5), so runs of
+    # Each set of cached levels gets its own sub-folder of DIR (e.g. DIR/p2-p3-p4-p5), so runs of
     # different losses with the same teacher and inputs can share one DIR. An image's entry is
     # keyed by its file's real path, size and mtime (any spelling of a path hits; a rewritten page misses).
+    # Entries are read in the training data loader's workers (feature_cache.CachedFeaturesMapper); an unreadable
+    # entry (a truncated file) is named in a warning, recomputed and rewritten.
     _C.DISTILL.TEACHER.FEATURE_CACHE = CN()
     _C.DISTILL.TEACHER.FEATURE_CACHE.DIR = ""
     _C.DISTILL.TEACHER.FEATURE_CACHE.DTYPE = "float16"
+    # Levels the cache holds, e.g. ["p2", "p3", "p4", "p5", "p6"] to serve runs of p2..p5 and of p2..p6
+    # losses from one cache. Empty: the levels the step reads. A level
+    # the step reads but the cache lacks is computed by the teacher every step (its backbone runs,
+    # so no time is saved in that run); cached levels the step does not read are kept for other runs.
+    _C.DISTILL.TEACHER.FEATURE_CACHE.LEVELS = []
+    # Before training the full cache's size is estimated from the training pages' sizes and logged
+    # (with the disk's free space); the build stops when it exceeds MAX_GB (gigabytes, 1e9 bytes;
+    # negative: no limit). At 1024 px, p2..p6 at 256 channels in float16 is about 45 MB a page.
+    _C.DISTILL.TEACHER.FEATURE_CACHE.MAX_GB = 500.0
     # Build the teacher with random weights (unit tests, benchmarks). Never for real runs.
     _C.DISTILL.TEACHER.ALLOW_RANDOM_INIT = False
     # Teacher and student must be proven to predict the same classes in the same order: the

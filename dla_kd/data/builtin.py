@@ -60,6 +60,9 @@ SYNTHETIC_SPLITS = {
     # train1k: the KD benchmark's training pages (configs/synthetic/bench, results/kd_benchmark)
     for split, num_images, seed in (("train", 400, 0), ("val", 100, 1), ("train1k", 1000, 0))
 }
+# The KD benchmark's held-out test pages (an unseen seed; projects/kd_benchmark/pretrained/protocol.md):
+# headline numbers only, never a choice.
+SYNTHETIC_SPLITS["synthetic_doclaynet_test"] = ("doclaynet", "test", 500, 3)
 # The PubLayNet-style validation pages (same images as synthetic_publaynet_val) labelled in DocLayNet's
 # classes: a DocLayNet-style model scored on the other domain (configs/synthetic/unlabeled).
 SYNTHETIC_SPLITS["synthetic_publaynet_as_doclaynet_val"] = ("publaynet_as_doclaynet", "val", 100, 1)

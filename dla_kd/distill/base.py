@@ -14,7 +14,7 @@ from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from .losses import box_masks, valid_cells
+from .losses import box_masks, image_extents, valid_cells
 
 DISTILLER_REGISTRY = Registry("DISTILLER")
 
@@ -90,15 +90,24 @@ class DistillContext:
             self._valid[level] = valid_cells(self.image_sizes, tuple(feature.shape[-2:]), stride, feature.device)
         return self._valid[level]
 
+    def valid_extents(self, level: str, stride: int) -> Optional[List[Tuple[int, int]]]:
+        """(rows, cols) of each image's valid top-left rectangle on ``level`` (``losses.image_extents``),
+        from the host-side image sizes: no read-back of :meth:`valid_mask`. None when every cell
+        is valid (as :meth:`valid_mask`)."""
+        if self.valid_mask(level, stride) is None:
+            return None
+        return image_extents(self.image_sizes, tuple(self.s_features[level].shape[-2:]), stride)
+
     def gt_box_masks(self, level: str, stride: int):
         """Ground-truth fg mask and FGD fg/bg weight maps on feature ``level`` (each (N, H, W),
         0 outside :meth:`valid_mask`), computed once per batch and level (``losses.box_masks``,
-        vectorised over boxes)."""
+        vectorised over boxes). The weight maps are float32 whatever the features' dtype (a
+        float16 map would lose every box of 65,520 cells or more under AMP)."""
         if level not in self._box_masks:
             feature = self.s_features[level]
             self._box_masks[level] = box_masks(
                 [x.gt_boxes for x in self.gt_instances], self.image_shape, tuple(feature.shape[-2:]), stride,
-                dtype=feature.dtype, device=feature.device, valid=self.valid_mask(level, stride),
+                device=feature.device, valid=self.valid_mask(level, stride),
             )
         return self._box_masks[level]
 

@@ -4,16 +4,17 @@ import logging
 import os
 import weakref
 
+from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
-
 from ..checkpoint import DLACheckpointer, remove_training_temporaries
 from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
 from ..data.page_checks import check_training_pages
+from ..distill.balance import attach_grad_scaler
+from ..distill.feature_cache import CachedFeaturesMapper
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
@@ -62,9 +63,10 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        data_loader = self.build_train_loader(cfg, mapper=_train_mapper(cfg, model))
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=_ddp_device_ids(model))
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        attach_grad_scaler(model, getattr(self._trainer, "grad_scaler", None))  # DISTILL.BALANCE under AMP
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DLACheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -107,13 +109,15 @@ class Trainer(DefaultTrainer):
         check_frozen_norms_initialised(model, loaded.keys if loaded is not None else ())
 
     @classmethod
-    def build_train_loader(cls, cfg):
+    def build_train_loader(cls, cfg, mapper=None):
+        """Detectron2's train loader (``mapper``: default ``DatasetMapper(cfg, True)``); mixed
+        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``."""
         if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
             check_training_pages(cfg, _train_dicts(cfg))
-            return build_mixed_train_loader(cfg)
+            return build_mixed_train_loader(cfg, mapper)
         dicts = _train_dicts(cfg)
         check_training_pages(cfg, dicts)
-        return build_detection_train_loader(cfg, dataset=dicts)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -170,6 +174,14 @@ def _train_dicts(cfg):
         min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+
+
+def _train_mapper(cfg, model):
+    """With a teacher feature cache: ``DatasetMapper`` + the cache entries read in the loader's
+    workers (``CachedFeaturesMapper``); otherwise None (Detectron2's default mapper)."""
+    model = _unwrap(model)
+    cache = getattr(model, "feature_cache", None)
+    return None if cache is None else CachedFeaturesMapper(DatasetMapper(cfg, True), cache, model.padding)
 
 
 def _unwrap(model):

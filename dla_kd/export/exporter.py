@@ -20,7 +20,7 @@ from .runtime import OnnxRunner, TorchRunner, exported_runner
 from .samples import read_image_rgb, synthetic_page
 from .scripting import export_scripted
 from .spec import ModelSpec
-from .student import STUDENT_CONFIG_FILE, build_deployable_model, is_distill_config
+from .student import STUDENT_CONFIG_FILE, build_deployable_model, is_distill_config, with_device
 from .torchscript import export_torchscript
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "torchscript-scr
 FORMATS = tuple(MODEL_FILES)
 INT8_FILE = "model.int8.onnx"
 INT8_METHOD = "; int8: onnxruntime static quantization (QDQ)"  # added to export_info's export_method
+# The export builds, traces and checks the model on the CPU whatever MODEL.DEVICE says: a traced
+# graph records its device, so a GPU machine writes the same file a CPU machine does.
+EXPORT_DEVICE = "cpu"
 
 
 @dataclass
@@ -100,7 +103,8 @@ def export_model(
     """Export the deployable model of ``cfg`` with ``weights`` (plain or distillation checkpoint)
     to ``fmt`` ("torchscript" or "onnx" by tracing, "torchscript-script" by scripting) in
     ``output_dir``: ``model.ts``/``model.onnx``, ``student_config.yaml``, ``export_info.json``.
-    Traced on the first sample image (a synthetic page if none); with ``check``, every sample is
+    Built, traced and checked on the CPU whatever ``MODEL.DEVICE`` says (``student_config.yaml``
+    keeps it). Traced on the first sample image (a synthetic page if none); with ``check``, every sample is
     run through PyTorch and the exported file and the detections compared (result in
     ``info["check"]``; the caller decides what a failure means). A test-time ``budget`` is applied
     to the deployed config before tracing (``info["budget"]``). With ``int8`` (ONNX only), the
@@ -117,7 +121,7 @@ def export_model(
         raise ExportError(f"int8 quantization is for ONNX exports (onnxruntime), not {fmt}")
     pages = [read_image_rgb(p) for p in sample_images]  # unreadable samples fail before any work
     budget = budget or Budget()
-    plain_cfg, model = build_deployable_model(cfg, weights, budget)
+    plain_cfg, model = build_deployable_model(cfg, weights, budget, device=EXPORT_DEVICE)
     spec = ModelSpec.from_cfg(plain_cfg, model.backbone.size_divisibility)
     if int8 is not None:  # a missing calibration source or check dataset fails before any work too
         calibration = page_loaders(int8.calibration, int8.calibration_images)
@@ -137,7 +141,7 @@ def export_model(
     else:
         names = export_torchscript(model, images[0], path, dump_ir=dump_ir)
     logger.info(f"Exported {fmt} to {path} in {time.perf_counter() - start:.1f} s")
-    config_path = write_plain_config(plain_cfg, weights, output_dir)
+    config_path = write_plain_config(with_device(plain_cfg, cfg.MODEL.DEVICE), weights, output_dir)
     source = {"config_file": os.path.abspath(config_file) if config_file else "",
               "weights": os.path.abspath(weights), "distillation_config": is_distill_config(cfg)}
     if is_distill_config(cfg):
@@ -145,6 +149,7 @@ def export_model(
     info = build_export_info(fmt, path, spec, names, model, architecture_of(plain_cfg, model), source,
                              opset if fmt == "onnx" else None)
     info["budget"] = budget.describe(plain_cfg)
+    info["export_device"] = EXPORT_DEVICE
 
     comparisons = []
     info["check"] = {"passed": None, "skipped": True}

@@ -33,28 +33,40 @@ def deployable_cfg(cfg: CfgNode) -> CfgNode:
     return build_student_cfg(cfg, tcfg, width)
 
 
-def build_deployable_model(cfg: CfgNode, weights: str, budget: Optional[Budget] = None):
+def build_deployable_model(cfg: CfgNode, weights: str, budget: Optional[Budget] = None, device: Optional[str] = None):
     """(plain config, plain model in eval mode with ``weights`` fully loaded). ``weights`` may be
     a plain checkpoint or a distillation checkpoint (its student is taken). A test-time ``budget``
-    is applied to the plain config (after a SimKD student took its teacher's head settings)."""
+    is applied to the plain config (after a SimKD student took its teacher's head settings).
+    ``device``: where the model is built, overriding ``MODEL.DEVICE`` (the plain config says it)."""
     scfg = deployable_cfg(cfg)
     if budget is not None:
         scfg = budget.apply(scfg)
+    if device is not None:
+        scfg = with_device(scfg, device)
     model = build_model(scfg)
     load_weights_strict(model, weights, "Weights (MODEL.WEIGHTS)")
     return scfg, model.eval()
 
 
+def with_device(cfg: CfgNode, device: str) -> CfgNode:
+    """A defrosted copy of ``cfg`` with ``MODEL.DEVICE`` ``device``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = device
+    return cfg
+
+
 def extract_student(cfg: CfgNode, weights: str, output_dir: str) -> Tuple[str, str]:
     """Write the student alone: ``<output_dir>/model_student.pth`` (student tensors only: no
     teacher, no distillation adapters) and ``student_config.yaml`` (a plain config whose
-    ``MODEL.WEIGHTS`` points at that file). Returns (config path, weights path)."""
-    scfg, model = build_deployable_model(cfg, weights)
+    ``MODEL.WEIGHTS`` points at that file). Returns (config path, weights path). The model is
+    built on the CPU, whatever ``MODEL.DEVICE`` says (the config written keeps it), so every
+    machine writes the same file."""
+    scfg, model = build_deployable_model(cfg, weights, device="cpu")
+    scfg = with_device(scfg, cfg.MODEL.DEVICE)
     os.makedirs(output_dir, exist_ok=True)
     weights_path = os.path.abspath(os.path.join(output_dir, STUDENT_WEIGHTS_FILE))
     torch.save({"model": model.state_dict(), "source": os.path.abspath(weights)}, weights_path)
-    scfg = scfg.clone()
-    scfg.defrost()
     scfg.MODEL.WEIGHTS = weights_path
     config_path = os.path.join(output_dir, STUDENT_CONFIG_FILE)
     with open(config_path, "w") as f:

@@ -120,7 +120,7 @@ class MGDDistiller(FeatureDistiller):
             {n: MGDLoss(levels.s_channels[n], levels.t_channels[n], mask_ratio, alpha) for n in levels.names}
         )
         self.mask_seed = int(mask_seed)
-        self._generator = torch.Generator()
+        self._generators: Dict[torch.device, torch.Generator] = {}  # one per device, made on first use
 
     @classmethod
     def from_config(cls, cfg, student, teacher):
@@ -130,17 +130,28 @@ class MGDDistiller(FeatureDistiller):
         return {**super().from_config(cfg, student, teacher), "mask_ratio": node.MASK_RATIO, "alpha": node.ALPHA,
                 "mask_seed": mask_seed}
 
-    def mask_generator(self) -> torch.Generator:
-        """The random masks' stream. Ours: the authors' code draws them from the global RNG, which
-        shifts every later draw of the student (RoI sampling) against the plain run of the same
-        seed, so a zero-weight MGD run would not reproduce it (issue 10, part 3). Here they come
-        from a stream of their own, seeded from (``mask_seed``, training iteration) at each call:
-        the same masks after ``--resume`` and for the same batch at the same iteration (cached or
-        live teacher features); same distribution as the authors'."""
-        return self._generator.manual_seed(self.mask_seed * 1_000_003 + current_iter(default=0))
+    def mask_generator(self, device="cpu") -> torch.Generator:
+        """The random masks' stream on ``device`` (the features'). Ours: the authors' code draws
+        them from the global RNG, which shifts every later draw of the student (RoI sampling)
+        against the plain run of the same seed, so a zero-weight MGD run would not reproduce it
+        (issue 10, part 3). Here they come from a stream of their own, seeded from
+        (``mask_seed``, training iteration) at each call: the same masks after ``--resume`` and
+        for the same batch at the same iteration (cached or live teacher features); same
+        distribution as the authors'.
+
+        The generator lives on the features' device, so a mask is drawn where it is used (a CPU
+        generator would copy every level's mask to the GPU, a host sync). CPU and CUDA generators
+        are different streams: the same seed gives the same masks on every run of one device
+        type, not across device types (on CPU the numbers are those of the former CPU-only
+        stream)."""
+        device = torch.device(device)
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        return generator.manual_seed(self.mask_seed * 1_000_003 + current_iter(default=0))
 
     def forward(self, ctx: DistillContext) -> Dict[str, torch.Tensor]:
-        generator = self.mask_generator()
+        generator = self.mask_generator(ctx.s_features[self.levels.names[0]].device)
         loss = sum(
             self.losses[n](ctx.s_features[n], ctx.t_features[n], generator=generator, valid=self.valid_mask(ctx, n))
             for n in self.levels.names

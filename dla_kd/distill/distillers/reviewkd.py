@@ -39,4 +39,5 @@ class ReviewKDDistiller(FeatureDistiller):
         fused = self.fusion([ctx.s_features[n] for n in self.levels.names])  # finest first
         teacher = [ctx.t_features[n] for n in self.levels.names]
         valid = [self.valid_mask(ctx, n) for n in self.levels.names]
-        return {"loss_kd_reviewkd": hcl_loss(fused, teacher, self.pool_sizes, valid)}
+        extents = [ctx.valid_extents(n, self.levels.strides[n]) for n in self.levels.names]  # host-side
+        return {"loss_kd_reviewkd": hcl_loss(fused, teacher, self.pool_sizes, valid, extents)}

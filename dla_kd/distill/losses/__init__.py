@@ -36,7 +36,7 @@ from .mgd import MGDLoss, mgd_random_mask
 from .pkd import pkd_loss, standardize_per_channel
 from .reviewkd import ABF, ReviewKDFusion, hcl_loss
 from .simkd import SimKDProjector
-from .valid import masked_mean, masked_sum, valid_cells, valid_extents
+from .valid import image_extents, masked_mean, masked_sum, valid_cells, valid_extents
 
 __all__ = [
     "ABF",
@@ -66,6 +66,7 @@ __all__ = [
     "generalized_iou",
     "get_norm",
     "hcl_loss",
+    "image_extents",
     "kd_loss",
     "kd_quality_focal_loss",
     "logit_mse_loss",

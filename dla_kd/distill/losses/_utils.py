@@ -62,6 +62,16 @@ def as_teacher(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.detach().to(dtype=like.dtype)
 
 
+def float32_pair(s: torch.Tensor, t: torch.Tensor):
+    """(student in float32, teacher as a float32 constant): every loss compares and reduces in
+    float32, whatever autocast (``SOLVER.AMP.ENABLED``) made of the student's outputs. In float16
+    the squares and sums of features overflow (65,504) or underflow (6e-5 is the smallest normal),
+    and pixel counts above 2,048 are no longer exact; the gradient flows back to the float16
+    student through the cast."""
+    s = s.float()
+    return s, as_teacher(t, s)
+
+
 def check_same_shape(s: torch.Tensor, t: torch.Tensor, what: str) -> None:
     if s.shape != t.shape:
         raise ValueError(
@@ -79,6 +89,7 @@ def kaiming_uniform_a1_(conv: nn.Conv2d) -> None:
 __all__ = [
     "as_teacher",
     "connected_zero",
+    "float32_pair",
     "get_norm",
     "group_norm_groups",
     "check_same_shape",

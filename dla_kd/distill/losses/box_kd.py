@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ._utils import as_teacher, check_same_shape, connected_zero
+from ._utils import check_same_shape, connected_zero, float32_pair
 
 
 def select_class_deltas(deltas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -25,17 +25,29 @@ def select_class_deltas(deltas: torch.Tensor, classes: torch.Tensor) -> torch.Te
     return deltas.gather(1, idx)
 
 
-def _fg_rows(x: torch.Tensor, fg_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    return x if fg_mask is None else x[fg_mask]
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(R,) row mask broadcastable against ``like`` (R, ...)."""
+    return mask.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 def _sum_fg_over_all(s, t, fg_mask, what: str, per_element: Callable) -> torch.Tensor:
     """Detectron2's ``box_reg_loss`` reduction: ``per_element(s_fg, t_fg)`` summed over the fg
-    rows, divided by R (all rows of ``s``). R = 0: a graph-connected zero."""
+    rows, divided by R (all rows of ``s``), in float32. R = 0: a graph-connected zero.
+
+    The fg rows are selected by masked arithmetic, not ``x[fg_mask]`` (boolean indexing reads
+    the number of rows back to the host): every row is computed, the teacher of a background
+    row is replaced by the student's own detached value (a finite, zero-gradient comparison)
+    and background rows are zeroed before the sum. Same value as the indexed form up to the
+    order of the float32 sum."""
     check_same_shape(s, t, what)
     if s.shape[0] == 0:
         return connected_zero(s)
-    return per_element(_fg_rows(s, fg_mask), _fg_rows(as_teacher(t, s), fg_mask)).sum() / s.shape[0]
+    s, t = float32_pair(s, t)
+    if fg_mask is None:
+        return per_element(s, t).sum() / s.shape[0]
+    fg = fg_mask.to(device=s.device, dtype=torch.bool)
+    per = per_element(s, torch.where(_rows(fg, t), t, s.detach()))
+    return torch.where(_rows(fg, per), per, per.new_zeros(())).sum() / s.shape[0]
 
 
 def box_delta_l2_loss(
@@ -120,9 +132,10 @@ def crosskd_box_loss(
         raise ValueError(f"deltas have {cross_deltas.shape[1]} columns; expected 4 or 4*{num_classes}")
     if cross_deltas.shape[0] == 0:
         return connected_zero(cross_deltas)
-    probs = F.softmax(as_teacher(t_logits, cross_deltas), dim=1)[:, :num_classes]
+    cross_deltas, t_deltas = float32_pair(cross_deltas, t_deltas)
+    probs = F.softmax(t_logits.detach().float(), dim=1)[:, :num_classes]
     weights, classes = probs.max(dim=1)
     c4 = select_class_deltas(cross_deltas, classes)
-    t4 = select_class_deltas(as_teacher(t_deltas, cross_deltas), classes)
+    t4 = select_class_deltas(t_deltas, classes)
     eps = torch.finfo(torch.float32).eps
     return (weights[:, None] * (c4 - t4).abs()).sum() / (4 * weights.sum() + eps)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from ._utils import as_teacher, check_same_shape, connected_zero
+from ._utils import check_same_shape, connected_zero, float32_pair
 
 
 def defeat_feature_loss(
@@ -42,11 +42,12 @@ def defeat_feature_loss(
             f"fg_mask shape {tuple(fg_mask.shape)} does not match features {tuple(s.shape)}"
         )
     c = s.shape[1]
-    fg = fg_mask.to(dtype=s.dtype, device=s.device)
+    s, t = float32_pair(s, t)  # float32 masks and counts: a float16 count stops being exact at 2,048
+    fg = fg_mask.to(dtype=torch.float32, device=s.device)
     bg = 1.0 - fg
     if valid is not None:
         fg, bg = fg * valid, bg * valid
-    sq = (s - as_teacher(t, s)).pow(2).sum(dim=1)  # (N, H, W), summed over channels
+    sq = (s - t).pow(2).sum(dim=1)  # (N, H, W), summed over channels
     loss = connected_zero(s)
     loss = loss + fg_weight * (sq * fg).sum() / (2 * c * fg.sum()).clamp(min=1.0)
     loss = loss + bg_weight * (sq * bg).sum() / (2 * c * bg.sum()).clamp(min=1.0)

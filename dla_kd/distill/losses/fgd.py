@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import as_teacher, check_same_shape
+from ._utils import check_same_shape, float32_pair
 from .valid import masked_sum
 
 
@@ -90,7 +90,9 @@ class FGDLoss(nn.Module):
 
     forward(s (N, C_s, H, W), t (N, C_t, H, W), fg_weight_map (N, H, W), bg_weight_map (N, H, W))
     returns a dict of *weighted* scalar terms ``{"fg", "bg", "mask", "global"}``; their sum is
-    the official ``FeatureLoss`` value. Teacher features are detached. ``valid`` (N, H, W) bool
+    the official ``FeatureLoss`` value, computed in float32 (the maps are float32 and the terms
+    float32 whatever dtype autocast gives the convs).
+    Teacher features are detached. ``valid`` (N, H, W) bool
     restricts every term to the image content (attentions, context pooling and sums over the
     valid cells; the maps must be 0 elsewhere, see ``box_masks(valid=...)``); None: all cells.
     """
@@ -124,13 +126,13 @@ class FGDLoss(nn.Module):
         bg_weight_map: torch.Tensor,
         valid: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        t = as_teacher(t, s)
+        s, t = float32_pair(s, t)
         if self.align is not None:
-            s = self.align(s)
+            s = self.align(s).float()  # float16 under autocast: back to float32 for the terms
         check_same_shape(s, t, "FGDLoss")
         n = s.shape[0]
-        fg_map = fg_weight_map.to(s).unsqueeze(1)  # (N, 1, H, W)
-        bg_map = bg_weight_map.to(s).unsqueeze(1)
+        fg_map = fg_weight_map.to(device=s.device, dtype=torch.float32).unsqueeze(1)  # (N, 1, H, W)
+        bg_map = bg_weight_map.to(device=s.device, dtype=torch.float32).unsqueeze(1)
         spatial_t, channel_t = fgd_attention(t, self.temperature, valid)
         spatial_s, channel_s = fgd_attention(s, self.temperature, valid)
 
@@ -143,7 +145,7 @@ class FGDLoss(nn.Module):
         mask_loss = (channel_s - channel_t).abs().sum() / n
         mask_loss = mask_loss + (spatial_s - spatial_t).abs().sum() / n
 
-        global_loss = masked_sum((self.context_s(s, valid) - self.context_t(t, valid)).pow(2), valid) / n
+        global_loss = masked_sum((self.context_s(s, valid).float() - self.context_t(t, valid).float()).pow(2), valid) / n
 
         return {
             "fg": self.alpha * fg_loss,

@@ -109,10 +109,10 @@ def box_masks(
     image_size_hw_padded: Optional[Tuple[int, int]],
     feature_hw: Tuple[int, int],
     stride: float,
-    dtype: torch.dtype = torch.float32,
     device: Optional[Union[str, torch.device]] = None,
     cell_rule: str = "overlap",
     valid: Optional[torch.Tensor] = None,
+    keep: Optional[Sequence[torch.Tensor]] = None,
 ) -> BoxMasks:
     """Vectorised fg mask and FGD fg / bg weight maps for a batch on one feature level.
 
@@ -121,14 +121,19 @@ def box_masks(
     image_size_hw_padded: (H_img, W_img) of the padded batch; boxes are clipped to it
         (None: no clipping).
     feature_hw: (H, W) of the level; stride: its stride in pixels (4 for p2, ..., 64 for p6).
-    dtype / device: of the weight maps (device default: the boxes').
+    device: of the maps (default: the boxes').
     cell_rule: which cells a box covers, a name in :data:`CELL_RULES`.
     valid: (N, H, W) bool cells of image content (``valid_cells``) or None for all; every map is
     0 outside it (the background of an image is its valid non-box cells).
+    keep: N entries, each (B_i,) bool: only these boxes count (None: all); the same maps as
+    passing the kept boxes alone, without data-dependent indexing (no host sync).
     Returns :class:`BoxMasks` of (N, H, W) maps. No gradient (the maps are constants).
 
+    The weight maps are float32 whatever the features' dtype: in float16 a box of 65,520 or more
+    cells would get area ``inf``, weight 0, and count as background (issue 35).
     All boxes of the batch are processed at once with a box -> image index; the only Python loop
-    is over chunks of boxes bounding the (boxes, H, W) temporary.
+    is over chunks of boxes bounding the (boxes, H, W) temporary. Nothing is read back to the
+    host (box counts are the host-side lengths of the box tensors).
     """
     n = len(boxes_per_image)
     h, w = int(feature_hw[0]), int(feature_hw[1])
@@ -137,29 +142,31 @@ def box_masks(
         device = tensors[0].device if n else torch.device("cpu")
     sizes = [int(t.shape[0]) for t in tensors]
     total = sum(sizes)
-    fg_weight = torch.zeros((n, h, w), dtype=dtype, device=device)
+    fg_weight = torch.zeros((n, h, w), dtype=torch.float32, device=device)
     if total > 0:
         boxes = torch.cat([t.to(device) for t in tensors], dim=0)
-        counts = torch.tensor(sizes, dtype=torch.long, device=device)
-        img_idx = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=total)
+        # Box -> image index from host-side counts (filled on the device: no host-to-device copy).
+        img_idx = torch.cat([torch.full((k,), i, dtype=torch.long, device=device) for i, k in enumerate(sizes)])
         x_lo, x_hi, y_lo, y_hi = box_cell_ranges(boxes, (h, w), stride, image_size_hw_padded, cell_rule)
-        inv_area = 1.0 / ((x_hi - x_lo + 1) * (y_hi - y_lo + 1)).to(dtype)
+        inv_area = 1.0 / ((x_hi - x_lo + 1) * (y_hi - y_lo + 1)).to(torch.float32)
+        if keep is not None:
+            inv_area = inv_area * torch.cat([k.reshape(-1) for k in keep]).to(device=device, dtype=torch.float32)
         xs = torch.arange(w, device=device)
         ys = torch.arange(h, device=device)
         chunk = max(1, _CHUNK_ELEMS // max(1, h * w))
         fg_flat = fg_weight.view(n, h * w)
-        for start in range(0, boxes.shape[0], chunk):
+        for start in range(0, total, chunk):
             sl = slice(start, start + chunk)
             in_x = (xs[None, :] >= x_lo[sl, None]) & (xs[None, :] <= x_hi[sl, None])  # (b, W)
             in_y = (ys[None, :] >= y_lo[sl, None]) & (ys[None, :] <= y_hi[sl, None])  # (b, H)
             cover = in_y[:, :, None] & in_x[:, None, :]  # (b, H, W)
-            weights = (cover.to(dtype) * inv_area[sl, None, None]).reshape(cover.shape[0], h * w)
+            weights = (cover.to(torch.float32) * inv_area[sl, None, None]).reshape(cover.shape[0], h * w)
             index = img_idx[sl, None].expand(-1, h * w)
             fg_flat.scatter_reduce_(0, index, weights, "amax", include_self=True)
     if valid is not None:
         fg_weight = fg_weight * valid.to(device)
     fg_mask = fg_weight > 0
-    bg = (~fg_mask if valid is None else ~fg_mask & valid.to(device)).to(dtype)
+    bg = (~fg_mask if valid is None else ~fg_mask & valid.to(device)).to(torch.float32)
     num_bg = bg.sum(dim=(1, 2), keepdim=True)
     bg_weight = torch.where(num_bg > 0, bg / num_bg.clamp(min=1), torch.zeros_like(bg))
     return BoxMasks(fg_mask, fg_weight, bg_weight)
@@ -195,13 +202,16 @@ def defeat_fg_masks(
     boxes_per_image: N entries of (B_i, 4) XYXY boxes (tensor or ``Boxes``) in padded-image pixels.
     feature_hws / strides: (H_l, W_l) and stride of each distilled level, finest first.
     Returns one bool (N, H_l, W_l) mask per level.
+
+    Every level sees every box with a ``keep`` mask of the boxes assigned to it (masked
+    arithmetic, no data-dependent indexing: nothing is read back to the host).
     """
     tensors = [_as_tensor(b) for b in boxes_per_image]
     levels = [defeat_box_levels(t, len(feature_hws)) for t in tensors]
     return [
         box_masks(
-            [t[lv == k] for t, lv in zip(tensors, levels)], image_size_hw_padded, hw, stride,
-            device=device, cell_rule="defeat",
+            tensors, image_size_hw_padded, hw, stride, device=device, cell_rule="defeat",
+            keep=[lv == k for lv in levels],
         ).fg_mask
         for k, (hw, stride) in enumerate(zip(feature_hws, strides))
     ]

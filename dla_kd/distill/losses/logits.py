@@ -7,6 +7,8 @@ RoI reduction (:func:`decoupled_mean`): the plain mean over all RoIs, or, when p
 RoI weights other than 1 / 1 are given, DeFeat's decoupled form with each group normalised by its
 own RoI count (ggjy/DeFeat.pytorch, ``mmdet/apis/train.py``: ``KLDivergenceLoss`` with a mask and
 the "KL-decouple" branch of ``batch_processor_kd``).
+
+Every loss computes in float32 whatever autocast made of the logits.
 """
 
 from typing import Optional
@@ -14,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._utils import as_teacher, check_same_shape, connected_zero
+from ._utils import check_same_shape, connected_zero, float32_pair
 
 
 def decoupled_mean(
@@ -30,7 +32,7 @@ def decoupled_mean(
     neg_weight * mean_{i in neg} x_i`` (pos_mask (R,) bool: foreground RoIs; neg = the rest), an
     empty group adding 0 (DeFeat: its released weights are 2 / 2, ``head_cls_w`` /
     ``head_cls_back_w`` in configs/kd_faster_rcnn/voc_stu_faster_rcnn_r50_decouple_neck.py).
-    R = 0: a graph-connected zero.
+    R = 0: a graph-connected zero. No host sync (masked sums, no boolean indexing).
     """
     if per_roi.shape[0] == 0:
         return connected_zero(per_roi)
@@ -40,8 +42,10 @@ def decoupled_mean(
         raise ValueError(f"pos_mask shape {tuple(pos_mask.shape)} != ({per_roi.shape[0]},)")
     pos = pos_mask.to(device=per_roi.device, dtype=torch.bool)
     total = connected_zero(per_roi)
+    zero = per_roi.new_zeros(())
     for mask, weight in ((pos, pos_weight), (~pos, neg_weight)):
-        total = total + weight * per_roi[mask].sum() / mask.sum().clamp(min=1)
+        # Masked sum, not per_roi[mask]: boolean indexing reads the group's size back to the host.
+        total = total + weight * torch.where(mask, per_roi, zero).sum() / mask.sum().clamp(min=1)
     return total
 
 
@@ -60,8 +64,9 @@ def kd_loss(
     Scalar.
     """
     check_same_shape(student_logits, teacher_logits, "kd_loss")
+    student_logits, teacher_logits = float32_pair(student_logits, teacher_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(as_teacher(teacher_logits, student_logits) / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * (temperature**2)  # (R,)
     return decoupled_mean(kl, pos_mask, pos_weight, neg_weight)
 
@@ -77,5 +82,6 @@ def logit_mse_loss(
     (defaults: ``sum_i x_i / R``). (R, K+1) inputs. R = 0: a graph-connected zero. Scalar.
     """
     check_same_shape(student_logits, teacher_logits, "logit_mse_loss")
-    per_roi = (student_logits - as_teacher(teacher_logits, student_logits)).pow(2).mean(dim=1)
+    student_logits, teacher_logits = float32_pair(student_logits, teacher_logits)
+    per_roi = (student_logits - teacher_logits).pow(2).mean(dim=1)
     return decoupled_mean(per_roi, pos_mask, pos_weight, neg_weight)

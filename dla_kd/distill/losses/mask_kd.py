@@ -5,7 +5,7 @@ mask term (``kd_quality_focal_loss``)."""
 import torch
 import torch.nn.functional as F
 
-from ._utils import as_teacher, check_same_shape, connected_zero
+from ._utils import check_same_shape, connected_zero, float32_pair
 
 
 def mask_logit_kd_loss(
@@ -28,7 +28,8 @@ def mask_logit_kd_loss(
         idx = torch.arange(r, device=s_mask_logits.device)
         cls = classes.long().to(s_mask_logits.device)
         s, t = s_mask_logits[idx, cls], t_mask_logits[idx, cls]
-    return (s - as_teacher(t, s)).pow(2).mean()
+    s, t = float32_pair(s, t)
+    return (s - t).pow(2).mean()
 
 
 def kd_quality_focal_loss(
@@ -49,7 +50,8 @@ def kd_quality_focal_loss(
     check_same_shape(pred_logits, t_logits, "kd_quality_focal_loss")
     if pred_logits.numel() == 0:
         return connected_zero(pred_logits)
-    target = torch.sigmoid(as_teacher(t_logits, pred_logits))
+    pred_logits, t_logits = float32_pair(pred_logits, t_logits)
+    target = torch.sigmoid(t_logits)
     bce = F.binary_cross_entropy_with_logits(pred_logits, target, reduction="none")
     focal = (torch.sigmoid(pred_logits) - target).abs().pow(beta)
     return (bce * focal).sum() / (avg_factor + torch.finfo(torch.float32).eps)

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._utils import as_teacher, check_same_shape
+from ._utils import check_same_shape, float32_pair
 from .valid import masked_sum
 
 
@@ -21,7 +21,8 @@ def mgd_random_mask(
     """(N, 1, H, W) keep-mask: 0 where ``rand > 1 - mask_ratio`` (masked), 1 elsewhere.
 
     ``rand`` is uniform [0, 1) drawn with ``generator`` (on the generator's device, then moved to
-    ``device``) or from the global RNG when ``generator`` is None. About ``mask_ratio`` of the
+    ``device``: give a generator on ``device`` to avoid a copy, on a GPU a host sync) or from
+    the global RNG when ``generator`` is None. About ``mask_ratio`` of the
     positions are masked (official: ``torch.where(mat > 1 - lambda_mgd, 0, 1)``).
     """
     if generator is not None:
@@ -41,7 +42,8 @@ class MGDLoss(nn.Module):
 
     ``forward(s (N, C_s, H, W), t (N, C_t, H, W), generator=None)``: align, multiply by a random
     (N, 1, H, W) mask (:func:`mgd_random_mask`), generation block conv3x3-ReLU-conv3x3, then
-    ``alpha * sum((gen - t)^2) / N``. Scalar. Teacher detached. ``mask`` can be passed instead of
+    ``alpha * sum((gen - t)^2) / N``, the difference and sum in float32 (under autocast the convs
+    run in float16; a float16 sum of squares overflows). Scalar. Teacher detached. ``mask`` can be passed instead of
     drawing one (tests, reproducibility). ``valid`` (N, H, W) bool: every input of the generation
     block is zeroed outside it (the block sees each image alone, not the batch padding) and the
     sum runs over the valid cells only.
@@ -75,7 +77,7 @@ class MGDLoss(nn.Module):
         mask: Optional[torch.Tensor] = None,
         valid: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        t = as_teacher(t, s)
+        s, t = float32_pair(s, t)
         if self.align is not None:
             s = self.align(s)
         check_same_shape(s, t, "MGDLoss")
@@ -87,4 +89,4 @@ class MGDLoss(nn.Module):
             if valid is not None:  # zero outside the image, as a conv's padding of the image alone
                 generated = generated * valid[:, None]
             generated = layer(generated)
-        return self.alpha * masked_sum((generated - t).pow(2), valid) / n
+        return self.alpha * masked_sum((generated.float() - t).pow(2), valid) / n

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._utils import as_teacher, check_same_shape
+from ._utils import check_same_shape, float32_pair
 from .valid import masked_mean
 
 
@@ -15,15 +15,19 @@ def standardize_per_channel(x: torch.Tensor, eps: float = 1e-6, valid: Optional[
     As mmrazor's ``PKDLoss.norm``: ``std`` is the unbiased (N*H*W - 1) estimate, ``eps`` is
     added to the std. (N, C, H, W) -> (N, C, H, W). With a single value per channel the std is
     taken as 0 (instead of NaN), giving all-zero output. valid: (N, H, W) bool; the statistics
-    are then taken over the valid cells only (count - 1 for the unbiased std, float32).
+    are then taken over the valid cells only (count - 1 for the unbiased std). Computed in float32
+    (returned float32) whatever the input dtype.
     """
+    x = x.float()
     if valid is not None:
-        x = x.float()
         m = valid[:, None].to(x.dtype)  # (N, 1, H, W)
         count = valid.sum()
         mean = (x * m).sum(dim=(0, 2, 3), keepdim=True) / count
         var = ((x - mean).pow(2) * m).sum(dim=(0, 2, 3), keepdim=True) / (count - 1).clamp(min=1)
-        std = var.sqrt() if count > 1 else torch.zeros_like(mean)
+        # std = 0 for a single cell, without a tensor condition (no host sync) and without
+        # sqrt's infinite gradient at 0 on that branch.
+        several = count > 1
+        std = torch.where(several, var, torch.ones_like(var)).sqrt() * several
         return (x - mean) / (std + eps)
     n, c, h, w = x.shape
     flat = x.transpose(0, 1).reshape(c, -1)
@@ -46,7 +50,8 @@ def pkd_loss(s: torch.Tensor, t: torch.Tensor, valid: Optional[torch.Tensor] = N
     (statistics and mean over them only) or None for all.
     """
     check_same_shape(s, t, "pkd_loss")
+    s, t = float32_pair(s, t)
     if valid is not None:
-        diff = standardize_per_channel(s, valid=valid) - standardize_per_channel(as_teacher(t, s), valid=valid)
+        diff = standardize_per_channel(s, valid=valid) - standardize_per_channel(t, valid=valid)
         return masked_mean(diff.pow(2), valid) / 2.0
-    return F.mse_loss(standardize_per_channel(s), standardize_per_channel(as_teacher(t, s))) / 2.0
+    return F.mse_loss(standardize_per_channel(s), standardize_per_channel(t)) / 2.0

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import as_teacher, check_same_shape, get_norm, kaiming_uniform_a1_
+from ._utils import check_same_shape, float32_pair, get_norm, kaiming_uniform_a1_
 from .valid import masked_mean, valid_extents
 
 
@@ -113,6 +113,7 @@ def hcl_loss(
     teacher_levels: Sequence[torch.Tensor],
     pool_sizes: Sequence[int] = (4, 2, 1),
     valid: Optional[Sequence[Optional[torch.Tensor]]] = None,
+    extents: Optional[Sequence[Optional[Sequence[Tuple[int, int]]]]] = None,
 ) -> torch.Tensor:
     """Hierarchical context loss (official ``hcl``), summed over levels.
 
@@ -122,15 +123,19 @@ def hcl_loss(
     and w_k = 1/2, 1/4, ... over the *used* sizes in order. Scalar.
     valid: per level an (N, H, W) bool mask of image content or None; the mse then runs over the
     valid cells and pool_k pools each image's valid top-left rectangle.
+    extents: per level the (rows, cols) of those rectangles, from the host-side image sizes
+    (``image_extents``; ``DistillContext.valid_extents``); without them they are read back from
+    ``valid`` (a device sync). Computed in float32.
     """
     if len(student_levels) != len(teacher_levels):
         raise ValueError("hcl_loss: different numbers of student and teacher levels")
     total = None
-    for fs, ft, v in zip(student_levels, teacher_levels, valid or [None] * len(student_levels)):
+    levels = len(student_levels)
+    for fs, ft, v, ext in zip(student_levels, teacher_levels, valid or [None] * levels, extents or [None] * levels):
         check_same_shape(fs, ft, "hcl_loss")
-        ft = as_teacher(ft, fs)
+        fs, ft = float32_pair(fs, ft)
         h = fs.shape[2]
-        extents = None if v is None else valid_extents(v)
+        rects = None if v is None else (valid_extents(v) if ext is None else ext)
         loss = F.mse_loss(fs, ft, reduction="mean") if v is None else masked_mean((fs - ft).pow(2), v)
         cnt, tot = 1.0, 1.0
         for k in pool_sizes:
@@ -140,8 +145,8 @@ def hcl_loss(
             loss = (
                 loss
                 + F.mse_loss(
-                    _pool(fs, k, extents),
-                    _pool(ft, k, extents),
+                    _pool(fs, k, rects),
+                    _pool(ft, k, rects),
                     reduction="mean",
                 )
                 * cnt

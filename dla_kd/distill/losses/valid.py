@@ -11,6 +11,20 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 
+def image_extents(
+    image_sizes: Sequence[Tuple[int, int]], feature_hw: Tuple[int, int], stride: int
+) -> List[Tuple[int, int]]:
+    """(rows, cols) of each image's cells on a level, computed on the host from the image sizes:
+    (min(ceil(h_n / stride), H), min(ceil(w_n / stride), W)).
+
+    image_sizes: (h_n, w_n) of each image before padding (``ImageList.image_sizes``, Python ints);
+    feature_hw: (H, W) of the level; stride: its stride in pixels.
+    """
+    h, w = int(feature_hw[0]), int(feature_hw[1])
+    s = int(stride)
+    return [(min((int(ih) + s - 1) // s, h), min((int(iw) + s - 1) // s, w)) for ih, iw in image_sizes]
+
+
 def valid_cells(
     image_sizes: Sequence[Tuple[int, int]], feature_hw: Tuple[int, int], stride: int, device=None
 ) -> Optional[torch.Tensor]:
@@ -18,21 +32,23 @@ def valid_cells(
     j < ceil(w_n / stride); None when that is every cell of every image (no padding to ignore).
 
     image_sizes: (h_n, w_n) of each image before padding (``ImageList.image_sizes``);
-    feature_hw: (H, W) of the level; stride: its stride in pixels.
+    feature_hw: (H, W) of the level; stride: its stride in pixels. Built on ``device`` from the
+    host-side sizes (:func:`image_extents`): no tensor is read back or copied to the device.
     """
     h, w = int(feature_hw[0]), int(feature_hw[1])
-    sizes = torch.as_tensor([tuple(s) for s in image_sizes], dtype=torch.long).reshape(-1, 2)
-    rows = (sizes[:, 0] + stride - 1) // stride
-    cols = (sizes[:, 1] + stride - 1) // stride
-    if bool((rows >= h).all()) and bool((cols >= w).all()):
+    extents = image_extents(image_sizes, (h, w), stride)
+    if all(rows >= h and cols >= w for rows, cols in extents):
         return None
-    inside_y = torch.arange(h)[None, :, None] < rows[:, None, None]
-    inside_x = torch.arange(w)[None, None, :] < cols[:, None, None]
-    return (inside_y & inside_x).to(device)
+    valid = torch.zeros((len(extents), h, w), dtype=torch.bool, device=device)
+    for n, (rows, cols) in enumerate(extents):
+        valid[n, :rows, :cols] = True
+    return valid
 
 
 def valid_extents(valid: torch.Tensor) -> List[Tuple[int, int]]:
-    """(rows, cols) of each image's valid top-left rectangle; valid: (N, H, W) bool."""
+    """(rows, cols) of each image's valid top-left rectangle; valid: (N, H, W) bool. Reads the
+    mask back to the host (a device sync on a GPU): in a training step use
+    :func:`image_extents` of the host-side image sizes instead."""
     rows = valid.any(dim=2).sum(dim=1).tolist()
     cols = valid.any(dim=1).sum(dim=1).tolist()
     return list(zip(rows, cols))

@@ -13,7 +13,7 @@ from torch import nn
 
 from ...distill.balance import LossBalancer
 from ...distill.base import DistillContext, build_distillers
-from ...distill.feature_cache import TeacherFeatureCache, cache_signature, check_deterministic_inputs
+from ...distill.feature_cache import TeacherFeatureCache, build_feature_cache
 from ...distill.schedule import LossWeightSchedule
 from ...distill.teacher_features import pad_each, paste, per_image_features
 from ...utils.events import current_iter, current_storage
@@ -144,14 +144,9 @@ class DistillGeneralizedRCNN(nn.Module):
         with forked_rng():  # ... and so are the data loader's seed and the first steps
             distillers = build_distillers(cfg, student, teacher)
         nodes = {name: cfg.DISTILL[name.upper()] for name in distillers}
-        cache = None
         levels = _teacher_levels_needed(teacher, distillers, cfg.DISTILL.UNLABELED.RATIO > 0)
-        if cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR:
-            check_deterministic_inputs(cfg)
-            cache = TeacherFeatureCache(
-                cfg.DISTILL.TEACHER.FEATURE_CACHE.DIR, levels, cache_signature(cfg, tcfg, levels),
-                cfg.DISTILL.TEACHER.FEATURE_CACHE.DTYPE,
-            )
+        padding = _common_padding(student.backbone, teacher.backbone)
+        cache = build_feature_cache(cfg, tcfg, teacher.backbone.output_shape(), levels, padding)
         return {
             "student": student,
             "teacher": teacher,
@@ -209,11 +204,13 @@ class DistillGeneralizedRCNN(nn.Module):
         if not self.teacher_levels:
             return [{} for _ in t_images]
         singles = pad_each(t_images, self.padding)
-        compute = functools.partial(per_image_features, backbone=self.teacher.backbone, levels=self.teacher_levels)
+        cached = self.feature_cache.levels if self.feature_cache is not None else []
+        levels = sorted(set(self.teacher_levels) | set(cached))  # a miss stores every cached level
+        compute = functools.partial(per_image_features, backbone=self.teacher.backbone, levels=levels)
         with torch.no_grad(), teacher_precision(self.device, self.teacher_dtype):
             if self.feature_cache is None:
                 return compute(singles)
-            return self.feature_cache.features(batched_inputs, singles, compute)
+            return self.feature_cache.features(batched_inputs, singles, compute, self.teacher_levels)
 
     def _teacher_features(self, batched_inputs, t_images) -> Dict[str, torch.Tensor]:
         """The batch's teacher features, name -> (N, C, H, W) float32 (:meth:`_teacher_per_image`

@@ -9,6 +9,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ...checkpoint import load_weights_strict
+from ...utils.files import file_sha256
 from ...engine.setup import load_config
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,30 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
+class TeacherMismatchError(ValueError):
+    """The teacher's weights file is not the one the config names by sha256."""
+
+
+def check_teacher_sha256(path: str, expected: str) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (``DISTILL.TEACHER.SHA256``; empty: no check)."""
+    if not expected:
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Teacher weights {path} (DISTILL.TEACHER.WEIGHTS) not found")
+    found = file_sha256(path)
+    if found != expected.strip().lower():
+        raise TeacherMismatchError(
+            f"Teacher weights {path} have sha256 {found}, but DISTILL.TEACHER.SHA256 expects {expected}: "
+            "another (retrained or swapped) teacher; point DISTILL.TEACHER.WEIGHTS at the recorded file"
+        )
+
+
 def build_teacher(cfg, tcfg) -> nn.Module:
     """Build, load and freeze the teacher described by ``tcfg``."""
     teacher = build_model(tcfg)
     weights = cfg.DISTILL.TEACHER.WEIGHTS
     if weights:
+        check_teacher_sha256(weights, cfg.DISTILL.TEACHER.SHA256)
         load_weights_strict(teacher, weights, "Teacher weights (DISTILL.TEACHER.WEIGHTS)")
     elif cfg.DISTILL.TEACHER.ALLOW_RANDOM_INIT:
         logger.warning("DISTILL.TEACHER.ALLOW_RANDOM_INIT: the teacher has random weights (tests/benchmarks only)")
