@@ -7,7 +7,12 @@ is refused naming the first, a stale lock is taken over; ``--eval-only`` loads s
 ``DISTILL.*`` on a plain model is refused; a truncated checkpoint is named (teacher, eval, predict,
 export exits 2); free ports for side-by-side runs; an empty ``last_checkpoint`` counts as absent;
 the teacher sanity check says how many images it really used; concurrent atomic writes of one
-file leave one whole file.
+file leave one whole file. A killed launcher: its workers stop, the lock stays taken while any of
+them lives, a ``--num-gpus 2`` run killed mid-training resumes alone; a reused PID; temporaries of
+killed saves removed; a damaged ``last_checkpoint`` falls back to the newest complete checkpoint;
+``--eval-only`` in a run folder writes beside the run's evaluation; maskless instances and
+crowded pages are named before training. (``--resume`` with a changed config:
+``test_resume_config.py``.)
 """
 import contextlib
 import json

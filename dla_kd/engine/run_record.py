@@ -27,7 +27,7 @@ from typing import Dict, List, NamedTuple, Optional
 from detectron2.config import CfgNode
 
 from ..config import get_dla_kd_cfg
-from ..config.flatten import flatten_config
+from ..config.flatten import comparable_values
 from ..utils.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -87,18 +87,6 @@ def latest_record(output_dir: str) -> Optional[str]:
     return first if os.path.isfile(first) else None
 
 
-def _plain(value):
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str) and value and os.path.exists(value):
-        return os.path.realpath(value)
-    return value
-
-
-def _flat(node) -> Dict:
-    return {key: _plain(value) for key, value in flatten_config(node)}
-
-
 def _kind(key: str) -> str:
     if key.startswith(SOLVER_PREFIX):
         return "trained" if key.startswith(SOLVER_STATE) else "solver"
@@ -110,8 +98,8 @@ def _kind(key: str) -> str:
 def config_changes(recorded: CfgNode, cfg: CfgNode) -> List[Change]:
     """Every key in which ``cfg`` differs from ``recorded`` (a key one lacks counts with the
     code's default: a record written before the key existed trained as with its default)."""
-    defaults = _flat(get_dla_kd_cfg())
-    a, b = _flat(recorded), _flat(cfg)
+    defaults = comparable_values(get_dla_kd_cfg())
+    a, b = comparable_values(recorded), comparable_values(cfg)
     absent = "<absent>"
     changes = []
     for key in sorted((set(a) | set(b)) - set(IGNORED)):
