@@ -114,3 +114,16 @@ def test_config_record_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         write_record(load_config(TINY, ["SOLVER.BASE_LR", "0.5"]), path)
     assert open(path).read() == before and os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_resume_with_other_trainable_parameters_names_the_checkpoint(use_synthetic_root, tmp_path):
+    """Allowed (--allow-config-change) but impossible: the checkpoint's optimizer state was made
+    for other parameters. The error says which checkpoint and what to do instead of torch's bare
+    "parameter group doesn't match"."""
+    opts = SHORT + ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1"]
+    trainer = Trainer(load_config(TINY, opts + ["MODEL.BACKBONE.FREEZE_AT", "2"]))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    unfrozen = Trainer(load_config(TINY, opts + ["MODEL.BACKBONE.FREEZE_AT", "0", "SOLVER.MAX_ITER", "2"]))
+    with pytest.raises(ValueError, match=r"optimizer state of \S+model_final.pth does not fit this model.*MODEL.WEIGHTS"):
+        unfrozen.resume_or_load(resume=True)
