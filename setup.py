@@ -1,7 +1,7 @@
 """dla-kd: knowledge distillation for document layout analysis on Detectron2.
 
 Detectron2 and torch are deliberately *not* in ``install_requires``: Detectron2 is not on the
-package index under its own name and users bring their own build (see README, "Install").
+package index under its own name and users bring their own build (see docs/install.md).
 """
 from setuptools import find_packages, setup
 

@@ -5,7 +5,7 @@ _HOW_TO_INSTALL = (
     "Either run `bash scripts/setup.sh` (CPython 3.10: torch==2.3.1, torchvision==0.18.1 and the "
     "prebuilt wheel sal-detectron2==0.7.2), or build Detectron2 from source against your torch: "
     "`pip install 'git+https://github.com/facebookresearch/detectron2.git'` "
-    "(see README.md, 'Install with your own Detectron2')."
+    "(see docs/install.md, 'With your own Detectron2 build')."
 )
 
 

@@ -6,8 +6,9 @@
 * Plain backbone names into a wrapped backbone: a SimKD student's backbone sits under
   ``backbone.inner.*`` (``ProjectedBackbone``); a plain checkpoint's ``backbone.*`` goes there.
 * A distillation checkpoint into a plain model: the ``student.*`` tensors are taken (prefix
-  stripped); training-only modules (``distillers.*``: adapters, projectors of the losses) are
-  dropped and counted in the log. This is how a distilled student is extracted and evaluated.
+  stripped); training-only modules (``distillers.*``: adapters, projectors of the losses;
+  ``balancer.*``: the calibrated KD weights) are dropped and counted in the log. This is how a
+  distilled student is extracted and evaluated.
 * Foreign formats (e.g. DiT/BEiT pretraining files) are rewritten by the converters in
   ``CHECKPOINT_CONVERTERS`` before loading.
 """
@@ -22,7 +23,8 @@ from .files import SafeFilesMixin
 logger = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."
-TRAINING_ONLY_PREFIXES = ("distillers.",)
+# distillers.*: the losses' adapters and projectors; balancer.*: DISTILL.BALANCE's calibration state.
+TRAINING_ONLY_PREFIXES = ("distillers.", "balancer.")
 WRAPPED_BACKBONE, PLAIN_BACKBONE = "backbone.inner.", "backbone."  # ProjectedBackbone.inner
 
 # Functions (model_state_dict, checkpoint_state_dict) -> checkpoint_state_dict or None (not mine).

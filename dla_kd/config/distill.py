@@ -1,5 +1,5 @@
 """The ``DISTILL`` config section: teacher, which distillation losses run, their weights and
-schedules. Every key is documented here; README "Distillation config" summarises them.
+schedules. Every key is documented here; docs/distillation.md explains them.
 
 A distillation config is the *student's* config (its ``MODEL.*`` builds the student) with
 ``MODEL.META_ARCHITECTURE: DistillGeneralizedRCNN`` and a ``DISTILL`` section naming the teacher.

@@ -1,4 +1,13 @@
-"""Optimizers selected by ``SOLVER.OPTIMIZER``, with Detectron2's parameter groups and clipping."""
+"""Optimizers selected by ``SOLVER.OPTIMIZER``, with Detectron2's parameter groups and clipping.
+
+``SOLVER.CLIP_GRADIENTS.CLIP_TYPE`` takes Detectron2's ``value`` and ``norm`` (per parameter) and
+``full_model``: one norm over every parameter, clipped to ``CLIP_VALUE`` (``NORM_TYPE``), as the
+DiT recipe trains (unilm ``dit/object_detection/ditod/mytrainer.py``, after Detectron2's
+``projects/DeepLab/train_net.py``); Detectron2's own ``maybe_add_gradient_clipping`` knows no
+``full_model``.
+"""
+import itertools
+
 import torch
 from detectron2.solver import build_optimizer as build_sgd
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -18,7 +27,23 @@ def _adamw(cfg, model) -> torch.optim.Optimizer:
     return maybe_add_gradient_clipping(cfg, optimizer)
 
 
+def _full_model_clipping(clip, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """``optimizer`` whose ``step`` first clips the norm of all its parameters' gradients together
+    (``clip``: the ``SOLVER.CLIP_GRADIENTS`` node)."""
+    max_norm, norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+
+    class FullModelGradientClipping(type(optimizer)):
+        def step(self, closure=None):
+            params = itertools.chain(*[group["params"] for group in self.param_groups])
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    optimizer.__class__ = FullModelGradientClipping
+    return optimizer
+
+
 OPTIMIZERS = {"SGD": build_sgd, "AdamW": _adamw}
+FULL_MODEL = "full_model"
 
 
 def build_optimizer(cfg, model) -> torch.optim.Optimizer:
@@ -27,6 +52,13 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
         builder = OPTIMIZERS[cfg.SOLVER.OPTIMIZER]
     except KeyError:
         raise ValueError(f"SOLVER.OPTIMIZER must be one of {sorted(OPTIMIZERS)}, got {cfg.SOLVER.OPTIMIZER!r}") from None
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == FULL_MODEL:
+        # Detectron2's builders add only their own clip types: build without clipping, then clip.
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        return _full_model_clipping(clip, builder(cfg, model))
     return builder(cfg, model)
 
 

@@ -37,7 +37,7 @@ def saturation_hint(quantization: Dict) -> Optional[str]:
         return None
     return ("this CPU has no VNNI: its u8s8 int8 kernels add pairs of products in saturating 16-bit "
             "integers; --reduce-range (7-bit weights) avoids the overflow (the KD benchmark's CrossKD "
-            "student on an AVX2 CPU: -2.63 AP without, -0.86 with; README 'int8 ONNX')")
+            "student on an AVX2 CPU: -2.63 AP without, -0.86 with; docs/deployment.md 'int8 ONNX')")
 
 
 def _metrics(results: Dict, detections: int) -> Dict[str, float]:
