@@ -24,8 +24,12 @@ setup(
     extras_require={
         "export": ["onnx", "onnxruntime"],
         "pdf": ["pypdfium2"],
+        # the rapid-layout pseudo-labelling teacher (docs/external_teachers.md); it asks for
+        # opencv-python: beside opencv-python-headless<4.11 install it with --no-deps + requests
+        "rapid_layout": ["rapid-layout>=0.4,<0.5"],
         "slurm": ["submitit"],
         "test": ["pytest"],
     },
     include_package_data=True,
+    package_data={"dla_kd.predict.external": ["class_maps/*.yaml"]},  # shipped class maps (--class-map NAME)
 )

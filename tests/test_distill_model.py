@@ -13,7 +13,7 @@ from dla_kd.distill import DISTILLER_REGISTRY
 from dla_kd.distill.losses import kd_loss
 from dla_kd.engine import load_config
 from dla_kd.export import extract_student
-from dla_kd.export.student import deployable_cfg
+from dla_kd.inference.student import deployable_cfg
 from dla_kd.modeling.meta_arch.teacher import TeacherMismatchError
 from dla_kd.utils.files import file_sha256
 from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, fake_batch, save_random_weights, write_config

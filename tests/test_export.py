@@ -17,7 +17,7 @@ from dla_kd import Predictor
 from dla_kd.data.categories import DOCLAYNET_CATEGORIES
 from dla_kd.engine import load_config
 from dla_kd.export import TorchRunner, build_deployable_model, compare_detections, load_exported, preprocess
-from dla_kd.export.samples import read_image_rgb
+from dla_kd.inference.samples import read_image_rgb
 from tiny_models import MICRO, TINY, TINY_CASCADE, distill_cfg, onnx_nodes, save_pages, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -201,7 +201,7 @@ FAKE_TRAIN_NET = textwrap.dedent("""
 
 def test_kd_report_resumes_a_run_whose_final_checkpoint_is_truncated(tiny, tmp_path, monkeypatch):
     _, weights, truncated = tiny
-    kd_report = load_tool("kd_report")
+    kd_report = load_tool("kd_report", "projects/kd_benchmark/tools")
     fake = tmp_path / "fake_train_net.py"
     fake.write_text(FAKE_TRAIN_NET)
     monkeypatch.setattr(kd_report, "TRAIN_NET", str(fake))

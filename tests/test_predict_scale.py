@@ -14,11 +14,11 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import GenericMask
 from PIL import Image
 
-import dla_kd.export.masks
+import dla_kd.inference.masks
 from dla_kd import Predictor
 from dla_kd.engine import load_config
 from dla_kd.export import ModelSpec
-from dla_kd.export.masks import PageMasks
+from dla_kd.inference.masks import PageMasks
 from dla_kd.predict.segmentation import crop_polygons, crop_rle, simplify_polygon
 from dla_kd.utils.benchmark import reset_peak_rss, rss_mb
 from tiny_models import MICRO, TINY, make_pdf, save_pages, tool_main
@@ -176,7 +176,7 @@ def test_masks_are_pasted_one_detection_at_a_time(monkeypatch):
         return paste(masks, boxes, image_shape, threshold)
 
     monkeypatch.setattr(mask_ops, "paste_masks_in_image", spy)  # Detectron2's page-sized path goes through it
-    monkeypatch.setattr(dla_kd.export.masks, "paste_masks_in_image", spy)
+    monkeypatch.setattr(dla_kd.inference.masks, "paste_masks_in_image", spy)
     predictor = stub_predictor(n, seed=1)
     page = np.full((height, width, 3), 255, np.uint8)
     measured = reset_peak_rss()

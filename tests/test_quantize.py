@@ -19,9 +19,9 @@ from dla_kd import Predictor
 from dla_kd.engine import load_config
 from dla_kd.export import ExportResult, ModelSpec, load_exported, preprocess
 from dla_kd.export.ap_check import APCheck
-from dla_kd.export.budget import Budget
-from dla_kd.export.samples import read_image_rgb
-from dla_kd.export.student import deployable_cfg
+from dla_kd.inference.budget import Budget
+from dla_kd.inference.samples import read_image_rgb
+from dla_kd.inference.student import deployable_cfg
 from tiny_models import MICRO, TINY, distill_cfg, load_tool, onnx_nodes, save_pages, tool_main, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

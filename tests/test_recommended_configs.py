@@ -13,7 +13,7 @@ import pytest
 import dla_kd  # noqa: F401
 from dla_kd.data.synthetic import generate_dataset
 from dla_kd.engine import Trainer, load_config
-from dla_kd.export.student import build_deployable_model
+from dla_kd.inference.student import build_deployable_model
 from tiny_models import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")

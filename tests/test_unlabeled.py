@@ -74,16 +74,6 @@ def docs(tmp_path):
     return folder
 
 
-@pytest.fixture
-def registered():
-    """Names registered by a test, removed from Detectron2's catalogs afterwards."""
-    names = []
-    yield names
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
 def test_unlabeled_pages_from_folders_and_pdfs(docs, tmp_path, registered, caplog, monkeypatch):
     cache = tmp_path / "cache"
     register_unlabeled_pages("test_unlabeled_docs", [str(docs)], dpi=72, cache_dir=str(cache))

@@ -78,17 +78,18 @@ def fake_batch(n: int = 2, h: int = 128, w: int = 160, seed: int = 0) -> List[di
     return batch
 
 
-def load_tool(name: str):
-    """The module ``tools/<name>.py``, loaded in this process (its ``main`` not run)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+def load_tool(name: str, folder: str = "tools"):
+    """The module ``<folder>/<name>.py`` (``folder`` relative to the repository: ``tools`` or a
+    project's, e.g. ``projects/kd_benchmark/tools``), loaded in this process (its ``main`` not run)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def tool_main(name: str):
-    """``main(argv) -> exit status`` of ``tools/<name>.py``, run in this process."""
-    return load_tool(name).main
+def tool_main(name: str, folder: str = "tools"):
+    """``main(argv) -> exit status`` of ``<folder>/<name>.py``, run in this process."""
+    return load_tool(name, folder).main
 
 
 def onnx_nodes(graph):

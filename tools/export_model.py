@@ -53,13 +53,13 @@ from dla_kd.checkpoint import IncompleteCheckpointError, UnreadableCheckpointErr
 from dla_kd.engine import load_config
 from dla_kd.export import FORMATS, ExportError, export_model
 from dla_kd.export.ap_check import DEFAULT_CHECK_IMAGES, DEFAULT_MAX_AP_DROP, APCheck, saturation_hint
-from dla_kd.export.budget import BUDGETS, Budget, split_budget_overrides
+from dla_kd.inference.budget import BUDGETS, Budget, split_budget_overrides
 from dla_kd.export.calibration import DEFAULT_CALIBRATION_IMAGES
 from dla_kd.export.check import BOX_TOL, SCORE_TOL
-from dla_kd.export.cli import split_config_overrides
+from dla_kd.utils.cli import split_config_overrides
 from dla_kd.export.exporter import Int8Options
 from dla_kd.export.onnx import DEFAULT_OPSET
-from dla_kd.export.samples import UnreadableImageError
+from dla_kd.inference.samples import UnreadableImageError
 from dla_kd.utils.cli import run_tool
 
 

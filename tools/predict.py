@@ -34,7 +34,7 @@ import sys
 
 import dla_kd  # noqa: F401  (registers datasets, backbones, meta-architectures)
 from dla_kd import Predictor
-from dla_kd.export.budget import BUDGETS, Budget, split_budget_overrides
+from dla_kd.inference.budget import BUDGETS, Budget, split_budget_overrides
 from dla_kd.predict import OUTPUT_FORMATS
 from dla_kd.predict.batch import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from dla_kd.predict.cli import add_model_and_pages_arguments, parse_model_and_pages

@@ -5,6 +5,7 @@ from .backbone import add_backbone_config
 from .datasets import add_datasets_config
 from .distill import add_distill_config, add_projected_backbone_config
 from .flatten import flatten_config
+from .load import load_config
 from .solver import add_solver_config
 
 
@@ -27,5 +28,5 @@ def get_dla_kd_cfg():
 
 __all__ = [
     "add_dla_kd_config", "add_distill_config", "add_projected_backbone_config", "add_solver_config",
-    "add_backbone_config", "add_datasets_config", "get_dla_kd_cfg", "flatten_config",
+    "add_backbone_config", "add_datasets_config", "get_dla_kd_cfg", "flatten_config", "load_config",
 ]

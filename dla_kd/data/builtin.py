@@ -57,7 +57,7 @@ DOCLAYNET_SPLITS = {
 SYNTHETIC_SPLITS = {
     f"synthetic_{style}_{split}": (style, split, num_images, seed)
     for style in ("publaynet", "doclaynet")
-    # train1k: the KD benchmark's training pages (configs/synthetic/bench, results/kd_benchmark)
+    # train1k: the KD benchmark's training pages (configs/synthetic/bench, projects/kd_benchmark)
     for split, num_images, seed in (("train", 400, 0), ("val", 100, 1), ("train1k", 1000, 0))
 }
 # The KD benchmark's held-out test pages (an unseen seed; projects/kd_benchmark/pretrained/protocol.md):

@@ -8,7 +8,12 @@ The file's ``info`` records what produced it (:data:`PSEUDO_LABELS_KIND`)::
                          "exported": fingerprint or null, "classes": [names in order]},
              "min_score": lowest score kept, "dpi": PDF render resolution, "created": ISO time}
 
-(fingerprint: ``{"path", "size", "mtime_ns", "sha256"}``). Each annotation carries its
+A teacher from another toolkit (``dla_kd/predict/external``) is recorded as ``{"plugin": name,
+"version", "model": fingerprint, "classes": its own class names}`` (an in-process plugin) or
+``{"results": fingerprint, "name", "model": fingerprint or null, "classes"}`` (a results file
+another tool wrote), and ``info`` adds its ``class_map`` (path, sha256, table, classes,
+thresholds), ``dropped`` (detections of unmapped classes, by class) and ``segmentation`` (what the
+masks are). Fingerprint: ``{"path", "size", "mtime_ns", "sha256"}``. Each annotation carries its
 ``score``. Loading refuses a file whose classes are not the registered category table's (the
 message names the teacher that wrote it and the first difference), and, when the expected
 teacher weights are given, a file written by another teacher.
@@ -31,9 +36,14 @@ class PseudoLabelMismatchError(ValueError):
 
 
 def describe_teacher(teacher: Dict) -> str:
-    """'config C, weights W' or 'exported model M' from a recorded teacher."""
+    """'config C, weights W', 'exported model M', 'plugin P, model M' or 'results R' from a recorded teacher."""
     if teacher.get("exported"):
         return f"exported model {teacher['exported']['path']}"
+    model = (teacher.get("model") or {}).get("path")
+    if teacher.get("plugin"):
+        return f"plugin {teacher['plugin']} {teacher.get('version', '')}, model {model}"
+    if teacher.get("results"):
+        return f"results {teacher['results']['path']}" + (f", model {model}" if model else "")
     weights = (teacher.get("weights") or {}).get("path", "?")
     return f"config {teacher.get('config')}, weights {weights}"
 
@@ -68,7 +78,7 @@ def check_pseudo_labels(data: Dict, json_file: str, table: str, categories: Sequ
             "classes, or register the file with its own table."
         )
     if teacher_weights:
-        recorded = (teacher.get("weights") or teacher.get("exported") or {}).get("sha256")
+        recorded = (teacher.get("weights") or teacher.get("exported") or teacher.get("model") or {}).get("sha256")
         expected = file_sha256(teacher_weights)
         if recorded != expected:
             raise PseudoLabelMismatchError(

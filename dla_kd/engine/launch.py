@@ -2,7 +2,7 @@
 and closing each worker's process group.
 
 Detectron2's ``default_argument_parser`` defaults ``--dist-url`` to a fixed port per user
-(``tcp://127.0.0.1:49152`` for root), so two runs started side by side (``tools/kd_report.py
+(``tcp://127.0.0.1:49152`` for root), so two runs started side by side (``projects/kd_benchmark/tools/kd_report.py
 --jobs N --num-gpus 2``) collide on it and the second fails or hangs. On one machine a free port
 is picked instead, as Detectron2's ``launch`` does for ``--dist-url auto``. And each worker closes
 its process group before it exits (:func:`process_group_closed`), and stops when its launcher

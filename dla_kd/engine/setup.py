@@ -1,7 +1,6 @@
-"""Building a config from a file and command-line overrides, shared by every tool, and the
-run setup of ``tools/train_net.py``."""
+"""The run setup of ``tools/train_net.py``; ``load_config`` (defined in ``dla_kd.config``) is
+re-exported here for code that imports it from ``dla_kd.engine``."""
 import os
-from typing import Sequence
 
 import torch
 from detectron2.config import CfgNode
@@ -15,21 +14,8 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_dla_kd_cfg
+from ..config import load_config  # noqa: F401  (re-export: dla_kd.engine.load_config)
 from . import run_record
-
-
-def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """Detectron2 defaults + dla-kd keys, then ``config_file`` (``_BASE_`` chains resolved), then
-    ``opts`` (``["KEY", "VALUE", ...]``). Unknown keys raise ``KeyError`` naming the key."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"Config file {config_file} not found")
-    cfg = get_dla_kd_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if freeze:
-        cfg.freeze()
-    return cfg
 
 
 def setup_run(cfg: CfgNode, args) -> None:

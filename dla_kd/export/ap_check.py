@@ -15,11 +15,11 @@ from typing import Callable, Dict, Optional, Tuple
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
+from ..inference.processing import postprocess, preprocess
+from ..inference.samples import read_image_rgb
+from ..inference.spec import ModelSpec
 from .calibration import dataset_records
 from .errors import ExportError
-from .processing import postprocess, preprocess
-from .samples import read_image_rgb
-from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

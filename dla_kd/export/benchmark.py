@@ -9,17 +9,17 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from .check import compare_detections
-from .info import library_versions
-from .onnx import DEFAULT_OPSET, export_onnx
-from .processing import preprocess
-from .runtime import OnnxRunner, TorchRunner, TorchScriptRunner
-from .samples import synthetic_page
-from .spec import ModelSpec
-from .student import build_deployable_model, deployable_cfg
-from .torchscript import export_torchscript
+from ..inference.info import library_versions
+from ..inference.processing import preprocess
+from ..inference.runtime import OnnxRunner, TorchRunner, TorchScriptRunner
+from ..inference.samples import synthetic_page
+from ..inference.spec import ModelSpec
+from ..inference.student import build_deployable_model, deployable_cfg
 from ..utils.benchmark import time_calls
 from ..utils.files import atomic_write_json, atomic_write_text
+from .check import compare_detections
+from .onnx import DEFAULT_OPSET, export_onnx
+from .torchscript import export_torchscript
 
 logger = logging.getLogger(__name__)
 

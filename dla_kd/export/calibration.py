@@ -9,8 +9,8 @@ from typing import Callable, Dict, List
 import numpy as np
 from detectron2.data import DatasetCatalog
 
+from ..inference.samples import read_image_rgb
 from .errors import ExportError
-from .samples import read_image_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def dataset_records(name: str, n: int) -> List[Dict]:
 
 
 def _load(job) -> np.ndarray:
-    from ..predict.inputs import close_documents, load_page
+    from ..inference.inputs import close_documents, load_page
 
     try:
         return load_page(job)
@@ -45,7 +45,7 @@ def _load(job) -> np.ndarray:
 
 
 def _folder_loaders(folder: str, n: int) -> List[Callable[[], np.ndarray]]:
-    from ..predict.inputs import collect_sources, iter_pages  # the pages tools/predict.py reads
+    from ..inference.inputs import collect_sources, iter_pages  # the pages tools/predict.py reads
 
     sources, failures = collect_sources([folder])
     for failure in failures:

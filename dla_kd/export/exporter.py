@@ -8,19 +8,19 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import CfgNode
 
+from ..inference.budget import Budget
+from ..inference.info import build_export_info, read_export_info, write_export_info
+from ..inference.processing import preprocess
+from ..inference.runtime import OnnxRunner, TorchRunner, exported_runner
+from ..inference.samples import read_image_rgb, synthetic_page
+from ..inference.spec import ModelSpec
+from ..inference.student import STUDENT_CONFIG_FILE, build_deployable_model, is_distill_config, with_device
 from .ap_check import NOT_CHECKED, APCheck, check_dataset
-from .budget import Budget
 from .calibration import DEFAULT_CALIBRATION_IMAGES, page_loaders
 from .check import BOX_TOL, MASK_TOL, SCORE_TOL, Comparison, check_runners
 from .errors import ExportError
-from .info import build_export_info, read_export_info, write_export_info
 from .onnx import DEFAULT_OPSET, export_onnx
-from .processing import preprocess
-from .runtime import OnnxRunner, TorchRunner, exported_runner
-from .samples import read_image_rgb, synthetic_page
 from .scripting import export_scripted
-from .spec import ModelSpec
-from .student import STUDENT_CONFIG_FILE, build_deployable_model, is_distill_config, with_device
 from .torchscript import export_torchscript
 
 logger = logging.getLogger(__name__)

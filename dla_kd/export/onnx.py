@@ -14,9 +14,9 @@ import torch
 from detectron2.layers import ROIAlign
 from detectron2.modeling import GeneralizedRCNN
 
+from ..inference.tracing import INPUT_NAME, IMAGE_SIZE_OUTPUT, quiet_tracing, tracing_adapter
 from .errors import ExportError
 from .onnx_symbolics import detectron2_onnx_symbolics
-from .tracing import INPUT_NAME, IMAGE_SIZE_OUTPUT, quiet_tracing, tracing_adapter
 
 DEFAULT_OPSET = 16
 MIN_OPSET_ALIGNED_ROIALIGN = 16

@@ -31,10 +31,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
     quant_pre_process, quantize_static
 from torch import nn
 
+from ..inference.processing import preprocess
+from ..inference.spec import ModelSpec
+from ..inference.tracing import INPUT_NAME
 from .errors import ExportError
-from .processing import preprocess
-from .spec import ModelSpec
-from .tracing import INPUT_NAME
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import torch
 from detectron2.export import dump_torchscript_IR
 from detectron2.modeling import GeneralizedRCNN
 
+from ..inference.tracing import quiet_tracing, tracing_adapter
 from .errors import ExportError
-from .tracing import quiet_tracing, tracing_adapter
 
 
 def export_torchscript(model: GeneralizedRCNN, image: torch.Tensor, path: str, dump_ir: bool = False) -> List[str]:

@@ -1,7 +1,7 @@
 """Layout prediction on images, folders and PDF pages, from a checkpoint or an exported model:
 ``Predictor`` (one page), ``predict_files`` (many files -> JSON + PNG per page)."""
+from ..inference.inputs import Failure, InputError
 from .batch import RunSummary, predict_files
-from .inputs import Failure, InputError
 from .predictor import Predictor
 from .records import OUTPUT_FORMATS, page_record
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .inputs import Failure, PageJob, collect_sources, iter_pages
+from ..inference.inputs import Failure, PageJob, collect_sources, iter_pages
 from .prefetch import load_pages
 from .records import DEFAULT_OUTPUT_FORMAT, check_output_format
 from .visualize import DEFAULT_VIS_MAX_SIZE

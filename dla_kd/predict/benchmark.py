@@ -17,10 +17,10 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from PIL import Image
 
-from ..export.info import library_versions
-from ..export.runtime import TorchRunner
-from ..export.spec import ModelSpec
-from ..export.student import deployable_cfg
+from ..inference.info import library_versions
+from ..inference.runtime import TorchRunner
+from ..inference.spec import ModelSpec
+from ..inference.student import deployable_cfg
 from ..utils.benchmark import reset_peak_rss, rss_mb
 from .batch import predict_files
 from .predictor import Predictor

@@ -3,13 +3,14 @@ checkpoint's config with KEY VALUE overrides, or an exported file) and the pages
 import argparse
 from typing import Optional, Sequence
 
-from ..export.cli import split_config_overrides
+from ..utils.cli import split_config_overrides
 from .batch import DEFAULT_DPI
 
 
-def add_model_and_pages_arguments(parser: argparse.ArgumentParser, config_help: str, output_help: str) -> None:
+def add_model_and_pages_arguments(parser: argparse.ArgumentParser, config_help: str, output_help: str):
     """``--config-file`` | ``--exported``, ``--input``, ``--output``, ``--dpi``, ``--threads``,
-    ``--no-progress`` and the trailing ``KEY VALUE`` overrides."""
+    ``--no-progress`` and the trailing ``KEY VALUE`` overrides. Returns the required group of model
+    options (where a tool adds other kinds of models)."""
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--config-file", help=config_help)
     model.add_argument("--exported", metavar="PATH", help="exported model.ts / model.onnx (or its folder)")
@@ -20,6 +21,7 @@ def add_model_and_pages_arguments(parser: argparse.ArgumentParser, config_help: 
                         help="CPU threads: onnxruntime's for an exported model, torch's for a checkpoint (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, incl. MODEL.WEIGHTS")
+    return model
 
 
 def parse_model_and_pages(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,

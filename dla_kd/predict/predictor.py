@@ -9,12 +9,12 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.structures import Instances
 
-from ..engine import load_config
-from ..export.budget import Budget
-from ..export.processing import postprocess, preprocess
-from ..export.runtime import TorchRunner, load_exported, run_batch
-from ..export.spec import ModelSpec
-from ..export.student import build_deployable_model
+from ..config import load_config
+from ..inference.budget import Budget
+from ..inference.processing import postprocess, preprocess
+from ..inference.runtime import TorchRunner, load_exported, run_batch
+from ..inference.spec import ModelSpec
+from ..inference.student import build_deployable_model
 from .records import DEFAULT_OUTPUT_FORMAT, page_record
 from .visualize import DEFAULT_VIS_MAX_SIZE, draw_detections
 
@@ -32,7 +32,7 @@ class Predictor:
         summary = predictor.predict_files(["scans/", "doc.pdf"], "out/")  # JSON + PNG per page
 
     ``runner`` maps a resized (3, h, w) float32 image to raw detections (see
-    :mod:`dla_kd.export.runtime`); ``spec`` says how to feed it and name its classes;
+    :mod:`dla_kd.inference.runtime`); ``spec`` says how to feed it and name its classes;
     ``min_score`` drops detections scoring below it (on top of the model's own threshold).
     """
 
@@ -45,7 +45,7 @@ class Predictor:
     def from_config(cls, cfg: CfgNode, weights: Optional[str] = None, budget: Optional[Budget] = None,
                     num_threads: Optional[int] = None, **kwargs) -> "Predictor":
         """The deployable model of ``cfg`` (the student of a distillation config) with ``weights``
-        (default ``cfg.MODEL.WEIGHTS``) and a test-time ``budget`` (:mod:`dla_kd.export.budget`).
+        (default ``cfg.MODEL.WEIGHTS``) and a test-time ``budget`` (:mod:`dla_kd.inference.budget`).
         ``num_threads``: torch's CPU threads (process-wide; default: left as they are).
         Weights not matching the config raise ``IncompleteCheckpointError`` naming the file and the keys."""
         if num_threads:
@@ -82,7 +82,7 @@ class Predictor:
     def __call__(self, image_rgb: np.ndarray) -> Instances:
         """(H, W, 3) uint8 RGB page -> detections on it (CPU): ``pred_boxes`` XYXY page pixels,
         ``scores``, ``pred_classes`` (contiguous, see ``spec.categories``), ``pred_masks``
-        (:class:`dla_kd.export.masks.PageMasks`: ``crop(k)``/``paste(k)`` one mask at a time)."""
+        (:class:`dla_kd.inference.masks.PageMasks`: ``crop(k)``/``paste(k)`` one mask at a time)."""
         return self.predict_batch([image_rgb])[0]
 
     def predict_batch(self, images_rgb: Sequence[np.ndarray]) -> List[Instances]:

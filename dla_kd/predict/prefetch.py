@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .inputs import PageJob, close_documents, load_page
+from ..inference.inputs import PageJob, close_documents, load_page
 
 
 def _load(job: PageJob) -> Tuple[Optional[np.ndarray], Optional[str]]:

@@ -17,12 +17,15 @@ COCO ``info`` records that teacher (``dla_kd.data.pseudo_labeled``) and every an
 ``score`` and its mask as polygons (Detectron2's default ``INPUT.MASK_FORMAT``), simplified to
 within ``polygon_tolerance`` pixels of the traced contour; ``file_name`` is relative to the output
 folder for rendered pages, absolute for image files. The COCO file holds every page of the journal, i.e.
-every page labelled into this folder.
+every page labelled into this folder. Teachers from other toolkits (``dla_kd/predict/external``:
+a results file or an in-process plugin, behind a class map) label through the same journal;
+their header adds the class map, their page lines the detections it dropped.
 """
 import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -50,6 +53,7 @@ class PseudoLabelSummary:
     resumed: int = 0  # pages labelled by an earlier run into the same folder
     skipped: List[Skipped] = field(default_factory=list)  # unusable files and pages (dla_kd/data/pages.py)
     failures: List[Skipped] = field(default_factory=list)  # pages the teacher failed on (retried next run)
+    dropped: Counter = field(default_factory=Counter)  # detections of unmapped classes (external teachers), by class
 
 
 def _model_file(path: str) -> str:
@@ -76,7 +80,10 @@ def teacher_record(class_names: Sequence[str], config_file: Optional[str] = None
 # Header keys that say where the teacher's files were, not which teacher it is (its weights'
 # sha256 does): another checkout, a copied checkpoint or a touched file keeps the journal.
 LOCATION_KEYS = ("info.teacher.config", "info.teacher.weights.path", "info.teacher.weights.mtime_ns",
-                 "info.teacher.exported.path", "info.teacher.exported.mtime_ns")
+                 "info.teacher.exported.path", "info.teacher.exported.mtime_ns",
+                 # external teachers (dla_kd/predict/external): model, results file and class map
+                 "info.teacher.model.path", "info.teacher.model.mtime_ns", "info.teacher.results.path",
+                 "info.teacher.results.mtime_ns", "info.class_map.path")
 
 
 def _differences(old: Dict, new: Dict, prefix: str = "") -> Dict[str, str]:
@@ -181,26 +188,64 @@ def coco_from_journal(journal: Journal, output_dir: str) -> Dict:
                 ann["segmentation"] = det["segmentation"]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann, "iscrowd": 0})
     header = journal.header
-    return {"info": header["info"], "images": images, "annotations": annotations, "categories": header["categories"]}
+    info = dict(header["info"])
+    dropped = dropped_in(journal)
+    if "class_map" in info:  # an external teacher: what its class map dropped, over every page
+        info["dropped"] = dict(sorted(dropped.items()))
+    return {"info": info, "images": images, "annotations": annotations, "categories": header["categories"]}
 
 
-def pseudo_label(predictor, paths: Sequence[str], output_dir: str, teacher: Dict, dpi: float = 150.0,
+class PredictorLabeller:
+    """A dla-kd teacher (:class:`dla_kd.Predictor`) as the page labeller of :func:`pseudo_label`
+    (the other kind: :class:`dla_kd.predict.external.labeller.ExternalLabeller`). A labeller has
+    ``categories`` (``[{"id", "name"}]`` of the file), ``info()`` (keys added to the COCO ``info``
+    and the journal header), ``prepare(pages, input_paths)`` (before labelling) and ``label(page)``
+    -> (detections of :func:`~dla_kd.predict.records.page_record`'s form with polygon masks,
+    Counter of dropped detections by teacher class)."""
+
+    def __init__(self, predictor, polygon_tolerance: float):
+        self.predictor, self.polygon_tolerance = predictor, polygon_tolerance
+        self.categories = [{"id": c.id, "name": c.name} for c in predictor.spec.categories]
+
+    def info(self) -> Dict:
+        return {}
+
+    def prepare(self, pages, roots) -> None:
+        pass
+
+    def label(self, page):
+        from detectron2.data.detection_utils import read_image
+
+        image = read_image(page.file_name, format="RGB")
+        record = self.predictor.record(self.predictor(image), page.file_name, output_format="polygons")
+        return [dict(d, segmentation=mask_polygons(d, self.polygon_tolerance)) for d in record["detections"]], Counter()
+
+
+def dropped_in(journal: Journal) -> Counter:
+    """Detections dropped by the class map (unmapped classes), by teacher class, over the journal."""
+    return sum((Counter(r.get("dropped", {})) for r in journal.records), Counter())
+
+
+def pseudo_label(teacher, paths: Sequence[str], output_dir: str, teacher_record: Dict, dpi: float = 150.0,
                  min_score: float = 0.05, polygon_tolerance: float = DEFAULT_POLYGON_TOLERANCE,
                  progress: bool = True) -> PseudoLabelSummary:
     """Label every page of ``paths`` (images, folders searched recursively, PDFs rendered at
-    ``dpi`` into ``output_dir/pages``) with ``predictor`` (a :class:`dla_kd.Predictor` whose
-    ``min_score`` is ``min_score``), resuming an earlier run into ``output_dir``; write
-    ``output_dir/pseudo_labels.json``. ``teacher``: :func:`teacher_record`. Mask contours are
-    simplified to ``polygon_tolerance`` pixels (0: every contour point, hundreds per layout
-    element: about 0.4 MB of JSON per page of 50 detections, instead of a few kB)."""
-    from detectron2.data.detection_utils import read_image
-
+    ``dpi`` into ``output_dir/pages``) with ``teacher``, resuming an earlier run into
+    ``output_dir``; write ``output_dir/pseudo_labels.json``. ``teacher``: a :class:`dla_kd.Predictor`
+    whose ``min_score`` is ``min_score``, or an external teacher behind a class map
+    (:class:`~dla_kd.predict.external.labeller.ExternalLabeller`: its class map's thresholds are the
+    minimum scores). ``teacher_record``: :func:`teacher_record` (or the external teacher's
+    ``record()``). Mask contours are simplified to ``polygon_tolerance`` pixels (0: every contour
+    point, hundreds per layout element: about 0.4 MB of JSON per page of 50 detections, instead of
+    a few kB)."""
+    labeller = teacher if hasattr(teacher, "label") else PredictorLabeller(teacher, polygon_tolerance)
     os.makedirs(output_dir, exist_ok=True)
-    categories = [{"id": c.id, "name": c.name} for c in predictor.spec.categories]
-    info = {"description": PSEUDO_LABELS_KIND, "teacher": teacher, "min_score": min_score, "dpi": dpi,
-            "polygon_tolerance": polygon_tolerance}
-    journal = Journal(os.path.join(output_dir, JOURNAL_FILE), {"info": info, "categories": categories})
+    info = {"description": PSEUDO_LABELS_KIND, "teacher": teacher_record,
+            "min_score": getattr(labeller, "min_score", min_score), "dpi": dpi,
+            "polygon_tolerance": polygon_tolerance, **labeller.info()}
+    journal = Journal(os.path.join(output_dir, JOURNAL_FILE), {"info": info, "categories": labeller.categories})
     pages, skipped = collect_pages(paths, dpi, os.path.join(output_dir, PAGES_DIR), progress=progress, desc="render")
+    labeller.prepare(pages, paths)
     done = journal.done()
     todo = [p for p in pages if os.path.realpath(p.file_name) not in done]
     summary = PseudoLabelSummary(os.path.join(output_dir, LABELS_FILE), resumed=len(pages) - len(todo), skipped=skipped)
@@ -208,15 +253,15 @@ def pseudo_label(predictor, paths: Sequence[str], output_dir: str, teacher: Dict
         logger.info(f"{output_dir}: {summary.resumed} pages already labelled, {len(todo)} to go")
     for page in tqdm(todo, desc="pseudo-label", unit="page", disable=not progress, dynamic_ncols=True):
         try:
-            image = read_image(page.file_name, format="RGB")
-            record = predictor.record(predictor(image), page.file_name, output_format="polygons")
+            detections, dropped = labeller.label(page)
         except Exception as e:  # one bad page must not stop the run; it is retried next time
             logger.debug("pseudo-labelling failed", exc_info=True)
             summary.failures.append(Skipped(page.source, page.page, f"{type(e).__name__}: {e}"))
             continue
-        detections = [dict(d, segmentation=mask_polygons(d, polygon_tolerance)) for d in record["detections"]]
-        journal.add({"file_name": page.file_name, "width": page.width, "height": page.height,
-                     "source": page.source, "page": page.page, "detections": detections})
+        record = {"file_name": page.file_name, "width": page.width, "height": page.height,
+                  "source": page.source, "page": page.page, "detections": detections}
+        journal.add({**record, "dropped": dict(dropped)} if dropped else record)
         summary.labelled += 1
+    summary.dropped = dropped_in(journal)
     atomic_write_json(summary.json_file, coco_from_journal(journal, output_dir), unique=True, separators=(",", ":"))
     return summary

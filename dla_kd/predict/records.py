@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from detectron2.structures import Instances
 
-from ..export.spec import ModelSpec
+from ..inference.spec import ModelSpec
 from .segmentation import crop_polygons, crop_rle
 
 OUTPUT_FORMATS = ("rle", "polygons", "boxes")
@@ -60,7 +60,7 @@ def page_record(
     dpi: Optional[float] = None, backend: str = "", output_format: str = DEFAULT_OUTPUT_FORMAT,
 ) -> Dict:
     """The JSON record (schema above) of the detections ``instances`` on a page (page pixels,
-    contiguous classes, ``pred_masks`` (:class:`dla_kd.export.masks.PageMasks`) if any); one
+    contiguous classes, ``pred_masks`` (:class:`dla_kd.inference.masks.PageMasks`) if any); one
     mask at a time is pasted, and only into its box region."""
     h, w = (int(v) for v in instances.image_size)
     boxes = instances.pred_boxes.tensor.cpu().numpy().astype(float)

@@ -1,4 +1,4 @@
-"""One detection's mask, given as its crop on the page (:meth:`dla_kd.export.masks.PageMasks.crop`),
+"""One detection's mask, given as its crop on the page (:meth:`dla_kd.inference.masks.PageMasks.crop`),
 as COCO segmentation of the whole page: compressed RLE or polygons. Work and memory scale with the
 crop, not with the page: the same output as encoding the page-sized mask, without making it."""
 from typing import List, Tuple

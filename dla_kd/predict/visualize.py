@@ -12,7 +12,7 @@ import numpy as np
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
-from ..export.spec import ModelSpec
+from ..inference.spec import ModelSpec
 
 MASK_ALPHA = 0.5  # as Visualizer.overlay_instances fills masks
 DEFAULT_VIS_MAX_SIZE = 4096  # longest side of a picture, pixels (0: the page size)

@@ -1,4 +1,7 @@
-"""Timing and memory measurement shared by the ``tools/benchmark_*.py`` scripts."""
+"""Timing, memory and the machine measured on, shared by the benchmarks (``tools/benchmark_*.py``
+and the projects' studies)."""
+import os
+import platform
 import resource
 import statistics
 import sys
@@ -72,3 +75,28 @@ def peak_memory_mb(device: str) -> Dict[str, float]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_environment(threads: int, jobs: int) -> Dict:
+    """The CPU, torch version, thread split and load average of a measurement."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "jobs": jobs,
+        "threads_per_job": max(1, threads // max(1, jobs)),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }

@@ -75,8 +75,21 @@ def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, shape: int,
 def draw_chart(rng: np.random.Generator, image: Image.Image, box: Box, face: Face, kind: str) -> None:
     """A ``kind`` ("line", "scatter" or "bar") chart with axes, ticks, labels and maybe a legend
     and grid, filling ``box`` = (x0, y0, x1, y1) of ``image``."""
-    draw = ImageDraw.Draw(image)
     tick_face = face.scaled(0.8)
+    axes = _chart_axes(rng, image, box, tick_face, kind)
+    if axes is None:
+        return
+    plot, n_x, palette = axes
+    n_series = _chart_series(rng, ImageDraw.Draw(image), plot, n_x, kind, palette)
+    if n_series > 1 and rng.random() < 0.7:
+        _chart_legend(rng, image, plot, tick_face, palette, n_series)
+
+
+def _chart_axes(rng: np.random.Generator, image: Image.Image, box: Box, tick_face: Face, kind: str):
+    """Axes, ticks, tick labels, axis titles and maybe a frame and grid of a chart in ``box``;
+    returns (plot area (left, top, right, bottom), number of x ticks, series colours), or None
+    when the box leaves no room to plot."""
+    draw = ImageDraw.Draw(image)
     tick_font = tick_face.font()
     x0, y0, x1, y1 = box
     y_step = float(rng.choice([0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 25, 50, 100, 250, 500, 1000]))
@@ -87,7 +100,7 @@ def draw_chart(rng: np.random.Generator, image: Image.Image, box: Box, face: Fac
     bottom = y1 - tick_face.size * (3.0 if rng.random() < 0.7 else 1.8)
     top, right = y0 + tick_face.size * 0.8, x1 - tick_face.size * 0.8
     if right - left < 20 or bottom - top < 20:
-        return
+        return None
     palette, frame = _palette(rng), rng.random() < 0.6
     if rng.random() < 0.3:  # grid
         for v in range(1, len(y_values) - 1):
@@ -116,7 +129,13 @@ def draw_chart(rng: np.random.Generator, image: Image.Image, box: Box, face: Fac
         draw_text(image, ((left + right) / 2, y1 - 2), text.heading(rng, 1, 3), tick_font, INK, "md")
     if has_ylabel:
         _vertical_text(image, (x0 + 1, (top + bottom) / 2 - 25), text.heading(rng, 1, 2)[:14], tick_face)
+    return (left, top, right, bottom), n_x, palette
 
+
+def _chart_series(rng: np.random.Generator, draw: ImageDraw.ImageDraw, plot, n_x: int, kind: str, palette) -> int:
+    """Draw 1-3 data series (grouped bars at the ``n_x`` ticks, lines or scatter points) in the
+    ``plot`` area (left, top, right, bottom); returns how many."""
+    left, top, right, bottom = plot
     n_series = int(rng.integers(1, 4 if kind != "scatter" else 3))
     span_x, span_y = right - left, bottom - top
     if kind == "bar":
@@ -131,37 +150,41 @@ def draw_chart(rng: np.random.Generator, image: Image.Image, box: Box, face: Fac
                     fill=palette[s],
                     outline=INK if rng.random() < 0.3 else None,
                 )
-    else:
-        for s in range(n_series):
-            color = palette[s % len(palette)]
-            if kind == "line":
-                n = int(rng.integers(8, 60))
-                ys = _smooth_series(rng, n)
-                ys = (ys - ys.min()) / (np.ptp(ys) + 1e-9) * float(rng.uniform(0.4, 0.9)) + float(
-                    rng.uniform(0.02, 0.1)
-                )
-                points = [(left + span_x * i / (n - 1), bottom - span_y * v) for i, v in enumerate(ys)]
-                draw.line(points, fill=color, width=int(rng.choice([1, 1, 2])))
-                if n < 25 and rng.random() < 0.6:
-                    for px, py in points:
-                        _marker(draw, px, py, 2, s % 3, color)
-            else:
-                n = int(rng.integers(20, 120))
-                xs = rng.uniform(0.03, 0.97, n)
-                ys = np.clip(xs * rng.uniform(-0.8, 0.8) + 0.5 + rng.normal(0, 0.15, n), 0.03, 0.97)
-                for px, py in zip(xs, ys):
-                    _marker(draw, left + span_x * px, bottom - span_y * py, 1.5, s % 3, color)
-    if n_series > 1 and rng.random() < 0.7:  # legend
-        labels = [text.heading(rng, 1, 2)[:12] for _ in range(n_series)]
-        line_h = tick_face.size * 1.3
-        lw = max(text_length(tick_font, s) for s in labels) + tick_face.size * 2.5
-        lx, ly = (right - lw - 4, top + 4) if rng.random() < 0.6 else (left + 4, top + 4)
-        if rng.random() < 0.5:
-            draw.rectangle([lx, ly, lx + lw, ly + line_h * n_series + 4], outline=(120, 120, 120), fill=(255, 255, 255))
-        for s, label in enumerate(labels):
-            cy = ly + 2 + line_h * (s + 0.5)
-            draw.line([(lx + 3, cy), (lx + tick_face.size * 1.6, cy)], fill=palette[s], width=2)
-            draw_text(image, (lx + tick_face.size * 2, cy), label, tick_font, INK, "lm")
+        return n_series
+    for s in range(n_series):
+        color = palette[s % len(palette)]
+        if kind == "line":
+            n = int(rng.integers(8, 60))
+            ys = _smooth_series(rng, n)
+            ys = (ys - ys.min()) / (np.ptp(ys) + 1e-9) * float(rng.uniform(0.4, 0.9)) + float(rng.uniform(0.02, 0.1))
+            points = [(left + span_x * i / (n - 1), bottom - span_y * v) for i, v in enumerate(ys)]
+            draw.line(points, fill=color, width=int(rng.choice([1, 1, 2])))
+            if n < 25 and rng.random() < 0.6:
+                for px, py in points:
+                    _marker(draw, px, py, 2, s % 3, color)
+        else:
+            n = int(rng.integers(20, 120))
+            xs = rng.uniform(0.03, 0.97, n)
+            ys = np.clip(xs * rng.uniform(-0.8, 0.8) + 0.5 + rng.normal(0, 0.15, n), 0.03, 0.97)
+            for px, py in zip(xs, ys):
+                _marker(draw, left + span_x * px, bottom - span_y * py, 1.5, s % 3, color)
+    return n_series
+
+
+def _chart_legend(rng: np.random.Generator, image: Image.Image, plot, tick_face: Face, palette, n_series: int) -> None:
+    """A legend of ``n_series`` entries in a top corner of the ``plot`` area, maybe boxed."""
+    draw, tick_font = ImageDraw.Draw(image), tick_face.font()
+    left, top, right, _ = plot
+    labels = [text.heading(rng, 1, 2)[:12] for _ in range(n_series)]
+    line_h = tick_face.size * 1.3
+    lw = max(text_length(tick_font, s) for s in labels) + tick_face.size * 2.5
+    lx, ly = (right - lw - 4, top + 4) if rng.random() < 0.6 else (left + 4, top + 4)
+    if rng.random() < 0.5:
+        draw.rectangle([lx, ly, lx + lw, ly + line_h * n_series + 4], outline=(120, 120, 120), fill=(255, 255, 255))
+    for s, label in enumerate(labels):
+        cy = ly + 2 + line_h * (s + 0.5)
+        draw.line([(lx + 3, cy), (lx + tick_face.size * 1.6, cy)], fill=palette[s], width=2)
+        draw_text(image, (lx + tick_face.size * 2, cy), label, tick_font, INK, "lm")
 
 
 def draw_pie(rng: np.random.Generator, image: Image.Image, box: Box, face: Face) -> None:

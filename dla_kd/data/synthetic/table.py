@@ -8,6 +8,7 @@
 Sizes are pixels. The TABLE region is the tight ink extent of the whole grid.
 """
 
+from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
@@ -29,9 +30,39 @@ def _fits(font, label: str, width: float) -> str:
     return " ".join(words)
 
 
+@dataclass
+class _Table:
+    """What a table holds, in pixels: cell padding, row and header heights, the row labels with
+    their indents, the numeric columns (header first) and the column widths (label column first)."""
+
+    pad: float
+    row_h: float
+    header_h: float
+    labels: List[str]
+    indents: List[float]
+    columns: List[List[str]]
+    widths: List[float]
+
+
 def table_block(rng: np.random.Generator, face: Face, width: float, max_height: float, style: str) -> Optional[Block]:
     """A table no wider than ``width`` and no taller than ``max_height`` (px) in ``face``;
     None when fewer than two body rows fit."""
+    table = _table_content(rng, face, width, max_height)
+    if table is None:
+        return None
+    n_rows = len(table.labels)
+    image, draw = new_tile(sum(table.widths) + 2, table.header_h + n_rows * table.row_h + 4)
+    xs = np.concatenate([[1], 1 + np.cumsum(table.widths)])
+    top = 2
+    header_ink = _shade(rng, draw, table, xs, top) if style == "shaded" else INK
+    _draw_cells(rng, image, draw, face, table, xs, top, header_ink, group_rule=style != "shaded")
+    _draw_rules(rng, draw, face, style, table, xs, top)
+    return make_block(image, [Region(Role.TABLE, rect=(0, 0, image.width, image.height))])
+
+
+def _table_content(rng: np.random.Generator, face: Face, width: float, max_height: float) -> Optional[_Table]:
+    """Sizes, labels and numeric columns of a table that fits ``width`` x ``max_height``; None when
+    fewer than two body rows or no numeric column fit."""
     font, bold = face.font(), face.font("bold")
     pad = face.size * float(rng.uniform(0.4, 0.9))
     row_h = face.size * float(rng.uniform(1.35, 1.9))
@@ -65,29 +96,34 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
         return None
     if rng.random() < 0.5:  # stretch to the full width
         widths = [w + (room - sum(widths)) / len(widths) for w in widths]
+    return _Table(pad, row_h, header_h, labels, indents, columns, widths)
 
-    total_w = sum(widths)
-    height = header_h + n_rows * row_h + 4
-    image, draw = new_tile(total_w + 2, height)
-    xs = np.concatenate([[1], 1 + np.cumsum(widths)])
-    shaded = style == "shaded"
-    header_fill = _HEADER_FILLS[int(rng.integers(len(_HEADER_FILLS)))] if shaded else None
-    header_ink = (255, 255, 255) if header_fill is not None and sum(header_fill) < 400 else INK
-    top = 2
-    if shaded:
-        draw.rectangle([xs[0], top, xs[-1], top + header_h], fill=header_fill)
-        if rng.random() < 0.6:
-            stripe = tuple(int(v) for v in rng.integers(228, 246, size=3))
-            for k in range(1, n_rows, 2):
-                y = top + header_h + k * row_h
-                draw.rectangle([xs[0], y, xs[-1], y + row_h], fill=stripe)
+
+def _shade(rng: np.random.Generator, draw, table: _Table, xs: np.ndarray, top: float):
+    """The ``shaded`` style's filled header band and maybe zebra stripes; returns the header's ink
+    (white on a dark band)."""
+    header_fill = _HEADER_FILLS[int(rng.integers(len(_HEADER_FILLS)))]
+    draw.rectangle([xs[0], top, xs[-1], top + table.header_h], fill=header_fill)
+    if rng.random() < 0.6:
+        stripe = tuple(int(v) for v in rng.integers(228, 246, size=3))
+        for k in range(1, len(table.labels), 2):
+            y = top + table.header_h + k * table.row_h
+            draw.rectangle([xs[0], y, xs[-1], y + table.row_h], fill=stripe)
+    return (255, 255, 255) if sum(header_fill) < 400 else INK
+
+
+def _draw_cells(rng: np.random.Generator, image, draw, face: Face, table: _Table, xs: np.ndarray, top: float,
+                header_ink, group_rule: bool) -> None:
+    """Headers, numbers (right-aligned or centred), a spanning group header when the header is two
+    rows high (ruled below unless ``group_rule`` is False) and the row labels."""
+    pad, row_h, header_h = table.pad, table.row_h, table.header_h
 
     def baseline(y_top: float, h: float) -> float:
         return y_top + h / 2 + 0.35 * face.size
 
     header_weight = "bold" if rng.random() < 0.7 else "regular"
     right_align = rng.random() < 0.7
-    for c, column in enumerate(columns, start=1):
+    for c, column in enumerate(table.columns, start=1):
         cells_top = top + header_h
         header_font = font_for(face, header_weight, column[0])
         header_w = text_length(header_font, column[0])
@@ -110,10 +146,10 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
         draw_text(
             image, ((xs[1] + xs[-1] - text_length(gfont, group)) / 2, baseline(top, row_h)), group, gfont, header_ink
         )
-        if not shaded:
+        if group_rule:
             draw.line([(xs[1] + pad, top + row_h), (xs[-1] - pad, top + row_h)], fill=INK, width=1)
-    for r, (label, indent) in enumerate(zip(labels, indents)):
-        weight = "bold" if (indents[r] == 0 and rng.random() < 0.1) else "regular"
+    for r, (label, indent) in enumerate(zip(table.labels, table.indents)):
+        weight = "bold" if (indent == 0 and rng.random() < 0.1) else "regular"
         draw_text(
             image,
             (xs[0] + pad + indent, baseline(top + header_h + r * row_h, row_h)),
@@ -122,6 +158,12 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
             INK,
         )
 
+
+def _draw_rules(rng: np.random.Generator, draw, face: Face, style: str, table: _Table, xs: np.ndarray,
+                top: float) -> None:
+    """The rules of ``style``: a full grid, booktabs' three horizontal rules, or for ``unruled``
+    sometimes one rule under the header."""
+    header_h, row_h, n_rows = table.header_h, table.row_h, len(table.labels)
     bottom = top + header_h + n_rows * row_h
     rule = (60, 60, 60) if rng.random() < 0.3 else INK
     if style == "grid":
@@ -138,4 +180,3 @@ def table_block(rng: np.random.Generator, face: Face, width: float, max_height: 
         draw.line([(xs[0], bottom), (xs[-1], bottom)], fill=INK, width=thick)
     elif style == "unruled" and rng.random() < 0.5:
         draw.line([(xs[0], top + header_h), (xs[-1], top + header_h)], fill=rule, width=1)
-    return make_block(image, [Region(Role.TABLE, rect=(0, 0, image.width, image.height))])

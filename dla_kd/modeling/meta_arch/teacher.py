@@ -9,8 +9,8 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ...checkpoint import load_weights_strict
+from ...config import load_config
 from ...utils.files import file_sha256
-from ...engine.setup import load_config
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,52 @@
+"""The protocol's table from published-run folders made in the test."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import analyze  # noqa: E402
+
+DATASET = "synthetic_doclaynet_test"
+
+
+def _eval(folder, bbox, segm):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"eval_{DATASET}.json").write_text(json.dumps(
+        {"dataset": DATASET, "results": {"bbox": {"AP": bbox}, "segm": {"AP": segm}}}))
+
+
+def _row(root, name, values):
+    for seed, ap in values.items():
+        _eval(root / name / f"seed{seed}", ap, ap + 1)
+    return f"{name}={root / name}"
+
+
+def test_table_pairs_by_seed_and_tests_the_family_against_the_3x_control(tmp_path):
+    sup1 = {42: 20.0, 1: 21.0, 2: 19.0}
+    sup3 = {42: 22.0, 1: 23.0, 2: 21.0}
+    rec = {42: 27.0, 1: 28.5, 2: 25.5}  # +5, +5.5, +4.5 over supervised 3x
+    feat = {42: 22.5, 1: 22.0, 2: 21.5}  # +0.5, -1, +0.5 over supervised 3x
+    rows = [_row(tmp_path, n, v) for n, v in (("sup1", sup1), ("sup3", sup3), ("rec", rec), ("feat", feat))]
+    _eval(tmp_path / "teacher", 30.0, 31.0)
+    out = tmp_path / "report"
+    analyze.main([*sum((["--row", r] for r in rows), []), "--teacher", str(tmp_path / "teacher"),
+                  "--reference-1x", "sup1", "--reference-3x", "sup3", "--family", "rec", "feat", "--out", str(out)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    by_name = {r["name"]: r for r in report["rows"]}
+    assert by_name["rec"]["bbox"]["mean"] == pytest.approx(27.0) and by_name["rec"]["segm"]["mean"] == pytest.approx(28.0)
+    assert by_name["rec"]["vs_supervised_3x"]["mean"] == pytest.approx(5.0)
+    assert by_name["rec"]["vs_supervised_1x"]["mean"] == pytest.approx(7.0)
+    assert by_name["rec"]["gap_closed_vs_1x"]["mean"] == pytest.approx(0.7)  # 7 of the 10-point gap
+    holm = report["holm_vs_supervised_3x"]
+    assert holm["rec"]["rejected"] and holm["rec"]["difference"]["low"] > 0
+    assert not holm["feat"]["rejected"] and holm["feat"]["difference"]["low"] < 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| rec | 3 | 27.0 ± 1.5 | 28.0 ± 1.5 | +7.0 [" in md and "70% [" in md
+
+
+def test_a_missing_test_evaluation_is_an_error_naming_the_folder(tmp_path):
+    (tmp_path / "sup1" / "seed42").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=f"no {DATASET} evaluation under .*sup1"):
+        analyze.seed_results(str(tmp_path / "sup1"))

