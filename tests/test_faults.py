@@ -252,6 +252,25 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
         OutputDirLock(str(tmp_path)).acquire()
 
 
+def test_a_requeued_slurm_job_takes_over_its_own_earlier_lock_from_another_node(tmp_path, monkeypatch, caplog):
+    lock = tmp_path / "train.lock"
+    earlier = {**_holder(12345, host="node-a"), "slurm_job_id": "777", "slurm_restart_count": 0}
+    lock.write_text(json.dumps(earlier))
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the same incarnation (another task of it): refused
+    with pytest.raises(OutputDirLockedError, match="on node-a"):
+        OutputDirLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "778")  # another job: refused
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(OutputDirLockedError, match="on node-a"):
+        OutputDirLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "777")  # the job, requeued: its earlier allocation has ended
+    with _logged(caplog, "dla_kd.engine.output_lock"), OutputDirLock(str(tmp_path)):
+        record = json.loads(lock.read_text())
+        assert (record["slurm_job_id"], record["slurm_restart_count"]) == ("777", 1)
+    assert "stale lock" in caplog.text and "node-a" in caplog.text
+
+
 def test_train_net_refuses_a_locked_output_dir(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:

@@ -18,7 +18,10 @@ a step (they stop soon after: ``launch.stop_with_launcher``). A lock is stale on
 
 A stale lock is taken over with a warning. Any other existing lock stops the run with
 :class:`OutputDirLockedError` naming the holder; a holder on another host cannot be checked from
-here and is never taken over.
+here and is never taken over, with one exception: a SLURM job requeued onto another node
+(``tools/submit_slurm.py``) finds the lock of its own earlier run, recorded with the same
+``SLURM_JOB_ID`` and a smaller ``SLURM_RESTART_COUNT``; SLURM starts a requeued job only after the
+earlier allocation has ended, so that lock is stale.
 """
 import errno
 import fcntl
@@ -105,6 +108,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def slurm_incarnation() -> Dict:
+    """``{"slurm_job_id", "slurm_restart_count"}`` of this process's SLURM job, ``{}`` outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    return {"slurm_job_id": job, "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
+def _earlier_run_of_this_slurm_job(holder: Dict) -> bool:
+    """The holder is this SLURM job before a requeue (same job id, smaller restart count)."""
+    mine = slurm_incarnation()
+    return (bool(mine) and holder.get("slurm_job_id") == mine["slurm_job_id"]
+            and isinstance(holder.get("slurm_restart_count"), int)
+            and holder["slurm_restart_count"] < mine["slurm_restart_count"])
+
+
 def _describe(holder: Dict) -> str:
     if not holder:
         return "an unknown holder (unreadable lock file)"
@@ -128,6 +147,7 @@ class OutputDirLock:
             "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "pid_start": process_start_time(os.getpid()),
             "command": " ".join(sys.argv),
+            **slurm_incarnation(),
         }
         self.held = False
         self._fd = None  # kept open while held: its shared flock says "a process of the run lives"
@@ -163,6 +183,8 @@ class OutputDirLock:
                 return time.time() - os.path.getmtime(self.path) > _CREATION_GRACE_S
             except FileNotFoundError:
                 return True
+        if _earlier_run_of_this_slurm_job(holder):
+            return True  # SLURM ended that allocation before requeueing the job
         if holder.get("host") != self.info["host"]:
             return False  # another machine's PID cannot be checked from here
         if _held_by_a_process(self.path):
