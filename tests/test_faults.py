@@ -7,7 +7,12 @@ is refused naming the first, a stale lock is taken over; ``--eval-only`` loads s
 ``DISTILL.*`` on a plain model is refused; a truncated checkpoint is named (teacher, eval, predict,
 export exits 2); free ports for side-by-side runs; an empty ``last_checkpoint`` counts as absent;
 the teacher sanity check says how many images it really used; concurrent atomic writes of one
-file leave one whole file.
+file leave one whole file. A killed launcher: its workers stop, the lock stays taken while any of
+them lives, a ``--num-gpus 2`` run killed mid-training resumes alone; a reused PID; temporaries of
+killed saves removed; a damaged ``last_checkpoint`` falls back to the newest complete checkpoint;
+``--eval-only`` in a run folder writes beside the run's evaluation; maskless instances and
+crowded pages are named before training. (``--resume`` with a changed config:
+``test_resume_config.py``.)
 """
 import contextlib
 import json
@@ -247,6 +252,25 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
         OutputDirLock(str(tmp_path)).acquire()
 
 
+def test_a_requeued_slurm_job_takes_over_its_own_earlier_lock_from_another_node(tmp_path, monkeypatch, caplog):
+    lock = tmp_path / "train.lock"
+    earlier = {**_holder(12345, host="node-a"), "slurm_job_id": "777", "slurm_restart_count": 0}
+    lock.write_text(json.dumps(earlier))
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the same incarnation (another task of it): refused
+    with pytest.raises(OutputDirLockedError, match="on node-a"):
+        OutputDirLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "778")  # another job: refused
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(OutputDirLockedError, match="on node-a"):
+        OutputDirLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "777")  # the job, requeued: its earlier allocation has ended
+    with _logged(caplog, "dla_kd.engine.output_lock"), OutputDirLock(str(tmp_path)):
+        record = json.loads(lock.read_text())
+        assert (record["slurm_job_id"], record["slurm_restart_count"]) == ("777", 1)
+    assert "stale lock" in caplog.text and "node-a" in caplog.text
+
+
 def test_train_net_refuses_a_locked_output_dir(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -421,3 +445,292 @@ def test_teacher_sanity_check_scores_only_the_images_it_used(tiny, use_synthetic
                                      str(tmp_path))
     assert used == 1
     assert results["bbox"]["AP"] == pytest.approx(100.0)
+
+
+# ---- 8. a killed launcher: its workers stop, the lock stays taken while any of them lives -------
+
+LAUNCHER_WITH_WORKER = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from dla_kd.engine.output_lock import LOCK_PATH_ENV, OutputDirLock
+    lock = OutputDirLock(sys.argv[1]).acquire()
+    worker = ("import sys, time; from dla_kd.engine.output_lock import join_run_lock; "
+              "from dla_kd.engine.launch import stop_with_launcher; "
+              "stop_with_launcher(int(sys.argv[1])) if sys.argv[2] == 'stop' else None; "
+              "join_run_lock(); print('joined', flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", worker, str(os.getpid()), sys.argv[2]],
+                             env=dict(os.environ, **{LOCK_PATH_ENV: lock.path}))
+    print(child.pid, flush=True)
+    time.sleep(120)
+""")
+
+
+def _start_launcher(folder, mode):
+    """A launcher holding ``folder``'s lock with one worker; returns (launcher, worker PID)."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_WITH_WORKER, str(folder), mode], env=_env(),
+                                stdout=subprocess.PIPE, text=True)
+    worker = int(launcher.stdout.readline())
+    assert launcher.stdout.readline().strip() == "joined"
+    return launcher, worker
+
+
+def _gone(pid, timeout=20.0):
+    """Whether process ``pid`` has exited within ``timeout`` seconds: gone, or a zombie whose
+    threads have all exited (a zombie leader's other threads may still hold its files)."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:  # checked at least once
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z" and len(os.listdir(f"/proc/{pid}/task")) <= 1:
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def test_lock_stays_taken_while_a_worker_of_a_killed_launcher_lives(tmp_path, caplog):
+    launcher, worker = _start_launcher(tmp_path, "keep")  # a worker that does not stop with its launcher
+    try:
+        launcher.kill()
+        launcher.wait()
+        assert not _gone(worker, timeout=1.0)
+        # The lock names the dead launcher, but its worker holds it: not stale.
+        with pytest.raises(OutputDirLockedError, match=rf"in use by another run: PID {launcher.pid} .*has exited, but processes of its run"):
+            OutputDirLock(str(tmp_path)).acquire()
+    finally:
+        os.kill(worker, signal.SIGKILL)
+    assert _gone(worker)
+    with _logged(caplog, "dla_kd.engine.output_lock"), OutputDirLock(str(tmp_path)):
+        pass
+    assert f"Taking over the stale lock {tmp_path / 'train.lock'} of PID {launcher.pid}" in caplog.text
+
+
+def test_worker_stops_when_its_launcher_dies(tmp_path):
+    launcher, worker = _start_launcher(tmp_path, "stop")
+    launcher.kill()
+    launcher.wait()
+    assert _gone(worker, timeout=10.0), "the worker outlived its launcher"
+    OutputDirLock(str(tmp_path)).acquire().release()  # nobody of that run is left: stale, taken over
+
+
+def test_lock_whose_pid_was_reused_is_stale(tmp_path, caplog):
+    """The holder's PID now runs another process (started at another time): taken over."""
+    from dla_kd.engine.output_lock import process_start_time
+
+    lock = tmp_path / "train.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        started = process_start_time(sleeper.pid)
+        assert started is not None
+        lock.write_text(json.dumps(dict(_holder(sleeper.pid), pid_start=started)))
+        with pytest.raises(OutputDirLockedError, match=f"PID {sleeper.pid}"):  # the holder itself: alive
+            OutputDirLock(str(tmp_path)).acquire()
+        lock.write_text(json.dumps(dict(_holder(sleeper.pid), pid_start=started - 100)))
+        with _logged(caplog, "dla_kd.engine.output_lock"), OutputDirLock(str(tmp_path)):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert f"stale lock {lock} of PID {sleeper.pid}" in caplog.text
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_worker_refuses_a_lock_taken_by_another_run(tmp_path):
+    from dla_kd.engine.output_lock import RunLockLostError, join_run_lock
+
+    lock = tmp_path / "train.lock"
+    with pytest.raises(RunLockLostError, match="is gone"):
+        join_run_lock(str(lock), launcher_pid=12345)
+    lock.write_text(json.dumps(_holder(os.getpid())))
+    with pytest.raises(RunLockLostError, match=rf"names PID {os.getpid()}.*not this run's launcher \(PID 12345\)"):
+        join_run_lock(str(lock), launcher_pid=12345)
+
+
+def _metrics_rows(out):
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.json")) if line.strip()]
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_launcher_killed_mid_training_then_resume(synthetic_root, tmp_path):
+    """``--num-gpus 2`` (gloo) launcher SIGKILLed mid-training, then ``--resume`` at once: the
+    workers stop with it; the resume is refused while any of them lives, else resumes from the
+    last checkpoint alone; metrics.json holds the killed stretch, then the resumed one, never
+    two writers interleaved; every checkpoint is whole and the run finishes."""
+    import time
+
+    out = str(tmp_path / "run")
+    max_iter = 14
+    flags = ["--config-file", TINY, "--num-gpus", "2"]
+    args = [*MICRO, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.005",
+            "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", str(max_iter),
+            "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out]
+    env = _env(DETECTRON2_DATASETS=synthetic_root)
+    launcher = subprocess.Popen([sys.executable, TRAIN_NET, *flags, *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.time() + 400
+        while not os.path.isfile(os.path.join(out, "model_0000003.pth")):
+            assert launcher.poll() is None and time.time() < deadline, "the run ended or stalled before iteration 3"
+            time.sleep(0.5)
+        workers = [p for p in _children(launcher.pid) if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+        assert len(workers) == 2
+        launcher.kill()
+        launcher.wait()
+        killed_at = time.time()
+        resume = subprocess.Popen([sys.executable, TRAIN_NET, *flags, "--resume", *args], env=env, cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert all(_gone(p, timeout=killed_at + 20 - time.time()) for p in workers), "orphaned workers"
+        stdout, stderr = resume.communicate(timeout=600)
+        first = subprocess.CompletedProcess(resume.args, resume.returncode, stdout, stderr)
+    finally:
+        for p in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+    if first.returncode != 0:  # refused while the orphans lived: clearly, then resumed once they are gone
+        assert "is in use by another run" in first.stderr, first.stderr[-3000:]
+        first = subprocess.run([sys.executable, TRAIN_NET, *flags, "--resume", *args], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    log = open(os.path.join(out, "log.txt")).read()
+    resumed_from = re.findall(r"from (\S+model_(\d+)\.pth)", log)
+    start = int(resumed_from[-1][1]) + 1 if resumed_from else 0
+    assert start >= 4, log[-3000:]
+    # Detectron2 writes a metrics row every 20 iterations and at the end: here only the resumed
+    # run's last; two trainings at once each wrote one (two iteration-13 rows).
+    iterations = [r["iteration"] for r in _metrics_rows(out) if "total_loss" in r]
+    assert iterations == [max_iter - 1], iterations
+    # Each checkpoint saved once: the killed run's up to the resumed one, the resumed run's after it.
+    saved = re.findall(r"Saving checkpoint to \S+/(model_\w+\.pth)", log)
+    assert len(saved) == len(set(saved)) and "model_final.pth" in saved, saved
+    assert torch.load(os.path.join(out, "model_final.pth"))["iteration"] == max_iter - 1
+    for name in os.listdir(out):
+        if name.endswith(".pth"):
+            assert checkpoint_problem(os.path.join(out, name)) is None, name
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp") or n == "train.lock"]
+    assert os.path.isfile(os.path.join(out, "config.yaml")) and os.path.isfile(os.path.join(out, "config_resume_1.yaml"))
+
+
+# ---- 9. temporaries of killed saves, damaged last_checkpoint ------------------------------------
+
+def test_temporaries_of_killed_saves_are_removed_at_the_next_start(use_synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    leftovers = ["model_0000001.pth.tmp", "last_checkpoint.tmp", "config.yaml.tmp", "model_final.pth.123.456.tmp"]
+    kept = ["eval_synthetic_doclaynet_val.json.tmp", "notes.tmp"]  # an evaluation may be writing; not ours
+    for name in leftovers + kept:
+        (out / name).write_bytes(b"PK\x03\x04")
+    cfg = load_config(TINY, MICRO + ["SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)])
+    Trainer(cfg).resume_or_load(resume=True)
+    assert sorted(n for n in os.listdir(out) if n.endswith(".tmp")) == sorted(kept)
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_newest_complete_checkpoint(tiny, tmp_path, caplog):
+    _, weights, truncated = tiny
+    model = nn.Linear(4, 4)
+    for iteration in (1, 3):
+        DLACheckpointer(model, save_dir=str(tmp_path)).save(f"model_{iteration:07d}", iteration=iteration)
+    shutil.copy(truncated, tmp_path / "model_0000005.pth")  # newest, but cut short
+    for damage in ("", "model_0000009.pth"):  # empty, or naming a file that is not there
+        (tmp_path / "last_checkpoint").write_text(damage)
+        checkpointer = DLACheckpointer(nn.Linear(4, 4), save_dir=str(tmp_path))
+        with _logged(caplog, "dla_kd.checkpoint.files"):
+            assert checkpointer.has_checkpoint()
+            assert checkpointer.resume_or_load("", resume=True)["iteration"] == 3
+        assert f"using the newest complete checkpoint {tmp_path / 'model_0000003.pth'}" in caplog.text
+        assert "Skipping" in caplog.text and "model_0000005.pth" in caplog.text
+
+
+# ---- 10. --eval-only into a finished run's folder -----------------------------------------------
+
+def test_eval_only_in_a_run_folder_never_replaces_the_runs_evaluation(synthetic_root, tmp_path):
+    out = str(tmp_path / "run")
+    short = [*MICRO, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.005", "SOLVER.WARMUP_ITERS", "1",
+             "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", out]
+    env = _env(DETECTRON2_DATASETS=synthetic_root)
+
+    def train_net(*extra, eval_only=False):
+        flags = ["--eval-only"] if eval_only else []
+        proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", TINY, *flags, *short, *extra], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    train_net()
+    final_eval = open(os.path.join(out, "eval_synthetic_doclaynet_val.json")).read()
+    config = open(os.path.join(out, "config.yaml")).read()
+    older = os.path.join(out, "model_0000000.pth")
+    train_net("MODEL.WEIGHTS", older, "TEST.DETECTIONS_PER_IMAGE", "7", eval_only=True)
+    assert open(os.path.join(out, "eval_synthetic_doclaynet_val.json")).read() == final_eval
+    assert open(os.path.join(out, "config.yaml")).read() == config
+    named = json.load(open(os.path.join(out, "eval_synthetic_doclaynet_val__model_0000000.json")))
+    assert named["weights"] == older and len(named["weights_sha256"]) == 64 and named["iteration"] is None
+    assert "DETECTIONS_PER_IMAGE: 7" in open(os.path.join(out, "config_eval__model_0000000.yaml")).read()
+    assert os.path.isdir(os.path.join(out, "inference", "synthetic_doclaynet_val__model_0000000"))
+    # Another file of the same name (another run's first checkpoint): its own file, not this one's.
+    other = tmp_path / "other" / "model_0000000.pth"
+    other.parent.mkdir()
+    data = torch.load(older)
+    data["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in data["model"].items()}
+    torch.save(data, other)
+    train_net("MODEL.WEIGHTS", str(other), eval_only=True)
+    again = [n for n in os.listdir(out) if n.startswith("eval_synthetic_doclaynet_val__model_0000000-")]
+    assert len(again) == 1 and json.load(open(os.path.join(out, again[0])))["weights"] == str(other)
+    assert json.load(open(os.path.join(out, "eval_synthetic_doclaynet_val__model_0000000.json"))) == named
+
+
+# ---- 11. annotations the loader accepts but training cannot use --------------------------------
+
+def test_instance_without_mask_gets_its_box_and_maskless_data_is_refused_for_mask_models(tmp_path, caplog):
+    from dla_kd.data import PUBLAYNET_CATEGORIES
+    from dla_kd.data.coco_layout import CorruptAnnotationError, load_layout_coco_json
+    from dla_kd.data.page_checks import check_training_pages
+    from layout_files import publaynet_like
+
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [5, 5, 30, 10], "iscrowd": 0,
+         "segmentation": [[5, 5, 35, 5, 35, 15, 5, 15]]},
+        {"id": 11, "image_id": 2, "category_id": 5, "bbox": [10, 20, 40, 40], "iscrowd": 0, "segmentation": []},
+    ]
+    path = publaynet_like(str(tmp_path / "mixed"), annotations=anns)
+    with _logged(caplog, "dla_kd.data.coco_layout"):
+        records = load_layout_coco_json(path, os.path.join(os.path.dirname(path), "val"), PUBLAYNET_CATEGORIES)
+    assert records[1]["annotations"][0]["segmentation"] == [[10, 20, 50, 20, 50, 60, 10, 60]]
+    assert f"{path}: 1 annotations have no segmentation" in caplog.text and "annotation 11 (image 2)" in caplog.text
+    mask_cfg = load_config(TINY, MICRO)
+    check_training_pages(mask_cfg, records)
+
+    for ann in anns:
+        ann["segmentation"] = []
+    boxes_only = publaynet_like(str(tmp_path / "boxes"), annotations=anns)
+    records = load_layout_coco_json(boxes_only, os.path.join(os.path.dirname(boxes_only), "val"),
+                                    PUBLAYNET_CATEGORIES)
+    assert all("segmentation" not in a for r in records for a in r["annotations"])
+    with pytest.raises(CorruptAnnotationError, match=r"2 instances have no segmentation.*MASK_ON.*a\.png \(image id 1\)"):
+        check_training_pages(mask_cfg, records)
+    check_training_pages(load_config(TINY, MICRO + ["MODEL.MASK_ON", "False"]), records)
+
+
+def test_page_with_too_many_instances_is_refused_before_training(use_synthetic_root, tmp_path):
+    from dla_kd.data.coco_layout import CorruptAnnotationError
+    from dla_kd.data.page_checks import check_training_pages
+
+    cfg = load_config(TINY, MICRO + ["DATASETS.MAX_INSTANCES_PER_PAGE", "3"])
+    crowded = {"file_name": "/data/page7.png", "image_id": 7,
+               "annotations": [{"bbox": [i, i, 1, 1], "segmentation": [[i, i, i + 1, i, i + 1, i + 1]]}
+                               for i in range(4)]}
+    with pytest.raises(CorruptAnnotationError,
+                       match=r"1 pages have more than DATASETS.MAX_INSTANCES_PER_PAGE=3.*/data/page7.png \(image id 7\): 4"):
+        check_training_pages(cfg, [crowded])
+    check_training_pages(load_config(TINY, MICRO + ["DATASETS.MAX_INSTANCES_PER_PAGE", "0"]), [crowded])  # no limit
+    # The trainer checks before the first step (the synthetic pages have more than 3 regions each).
+    with pytest.raises(CorruptAnnotationError, match="DATASETS.MAX_INSTANCES_PER_PAGE=3"):
+        Trainer(load_config(TINY, MICRO + ["DATASETS.MAX_INSTANCES_PER_PAGE", "3", "OUTPUT_DIR", str(tmp_path)]))

@@ -1,5 +1,6 @@
 """A config as flat ``{"MODEL.WEIGHTS": value, ...}`` pairs (comparing configs key by key)."""
-from typing import Iterator, Tuple
+import os
+from typing import Dict, Iterator, Tuple
 
 
 def flatten_config(node, prefix: str = "") -> Iterator[Tuple[str, object]]:
@@ -10,3 +11,17 @@ def flatten_config(node, prefix: str = "") -> Iterator[Tuple[str, object]]:
             yield from flatten_config(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def comparable_values(node) -> Dict:
+    """``{"MODEL.WEIGHTS": value, ...}`` of every leaf, made comparable between a ``CfgNode`` and
+    its dumped ``config.yaml``: tuples as lists, existing file paths as real paths."""
+    return {key: _comparable(value) for key, value in flatten_config(node)}
+
+
+def _comparable(value):
+    if isinstance(value, (tuple, list)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, str) and value and os.path.isfile(value):
+        return os.path.realpath(value)
+    return value

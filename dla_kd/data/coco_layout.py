@@ -11,7 +11,12 @@ loader checks every record once and fails with the file and the record named:
   (``image_check.py``; all of them listed in one :class:`CorruptAnnotationError`).
 
 Records that are legal but unusable are *not* silently lost: zero-width/height boxes are dropped
-with a warning that gives their count and first ids. A polygon that lies far outside its page
+with a warning that gives their count and first ids. An annotation without a mask
+(``segmentation`` absent or ``[]``) in a file whose other annotations have masks gets its box as a
+rectangle polygon, with a warning giving the count and the first annotation and image ids (layout
+regions are mostly rectangles; Detectron2's mapper would otherwise fail on the page mid-training
+with a bare ``KeyError: 'segmentation'``). A file without any masks stays box-only (a mask model
+refuses it before training: ``page_checks.py``). A polygon that lies far outside its page
 (more than ``POLYGON_OUTSIDE_FRACTION`` of its bounding box beyond the page and the box
 tolerance) is kept, with a warning naming file, image id and annotation id.
 
@@ -129,6 +134,12 @@ def load_layout_coco_json(
             f"{json_file}: dropped {len(dropped['empty'])} annotations with zero width or height "
             f"(ids {dropped['empty'][:10]}{' ...' if len(dropped['empty']) > 10 else ''})"
         )
+    if dropped["boxed"]:
+        listed = ", ".join(dropped["boxed"][:10])
+        logger.warning(
+            f"{json_file}: {len(dropped['boxed'])} annotations have no segmentation while the others have: "
+            f"their boxes are used as rectangle masks ({listed}{' ...' if len(dropped['boxed']) > 10 else ''})"
+        )
     if dropped["outside"]:
         listed = "; ".join(dropped["outside"][:20])
         logger.warning(
@@ -192,8 +203,9 @@ def _attach_annotations(
     id_to_contiguous: Dict[int, int],
     precedence_policy: str,
 ) -> Dict:
-    # "outside": polygons far outside their page, kept but reported
-    dropped = {"empty": [], "precedence": 0, "outside": []}
+    # "outside": polygons far outside their page, kept but reported; "boxed": no mask, box used
+    dropped = {"empty": [], "precedence": 0, "outside": [], "boxed": []}
+    maskless = []  # (object, where) of annotations without a mask
     for ann in annotations:
         ann_id = ann.get("id")
         where = f"annotation {ann_id} (image {ann.get('image_id')})"
@@ -224,8 +236,16 @@ def _attach_annotations(
                 _fail(json_file, f"{where} has a polygon with non-numeric coordinates")
             if outside > POLYGON_OUTSIDE_FRACTION:
                 dropped["outside"].append(f"{where} in {record['file_name']}: {outside:.0%} outside")
+        else:
+            maskless.append((obj, where))
         obj.update({k: ann[k] for k in EXTRA_ANNOTATION_KEYS if k in ann})
         record["annotations"].append(obj)
+    masked = sum(len(r["annotations"]) for r in records.values()) - len(maskless)
+    if maskless and masked:
+        for obj, where in maskless:
+            x, y, w, h = obj["bbox"]
+            obj["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            dropped["boxed"].append(where)
     return dropped
 
 

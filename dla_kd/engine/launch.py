@@ -5,12 +5,26 @@ Detectron2's ``default_argument_parser`` defaults ``--dist-url`` to a fixed port
 (``tcp://127.0.0.1:49152`` for root), so two runs started side by side (``projects/kd_benchmark/tools/kd_report.py
 --jobs N --num-gpus 2``) collide on it and the second fails or hangs. On one machine a free port
 is picked instead, as Detectron2's ``launch`` does for ``--dist-url auto``. And each worker closes
-its process group before it exits (:func:`process_group_closed`).
+its process group before it exits (:func:`process_group_closed`), and stops when its launcher
+dies (:func:`stop_with_launcher`).
 """
 import contextlib
+import ctypes
+import logging
+import os
+import signal
 import socket
+import sys
+import threading
+import time
+from typing import Optional
 
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+LAUNCHER_PID_ENV = "DLA_KD_LAUNCHER_PID"  # set by tools/train_net.py before it spawns workers
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def free_port() -> int:
@@ -45,3 +59,51 @@ def process_group_closed():
         if dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def launcher_pid() -> Optional[int]:
+    """PID of the ``tools/train_net.py`` process that spawned this one, ``None`` if this process
+    is the launcher itself (one process per machine) or was not started by it."""
+    pid = os.environ.get(LAUNCHER_PID_ENV)
+    if not pid or int(pid) == os.getpid():
+        return None
+    return int(pid)
+
+
+def stop_with_launcher(parent_pid: int, poll_s: float = 1.0, sig: int = signal.SIGTERM) -> None:
+    """Make this worker stop when its launcher ``parent_pid`` dies.
+
+    Detectron2's ``launch`` spawns one worker per GPU; when the launcher is killed (SIGKILL, an
+    OOM kill) the workers are orphaned and go on training and saving into the folder whose lock
+    now looks stale, beside the next run that takes it over. Here the kernel sends ``sig`` to this
+    process when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``), and a daemon thread polling
+    the parent PID every ``poll_s`` seconds does the same where ``prctl`` is not available (and
+    covers a launcher that died before this call). Saves are atomic, so a worker stopped mid-save
+    leaves the previous checkpoint (its temporary file is removed at the next start).
+    """
+    if os.getppid() != parent_pid:  # the launcher died before we got here
+        _stop(parent_pid, sig)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+                logger.warning(f"prctl(PR_SET_PDEATHSIG) failed (errno {ctypes.get_errno()}): polling the launcher")
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent_pid:  # died between the check and prctl
+            _stop(parent_pid, sig)
+
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                _stop(parent_pid, sig)
+
+    threading.Thread(target=watch, name="launcher-watchdog", daemon=True).start()
+
+
+def _stop(parent_pid: int, sig: int) -> None:
+    print(f"Launcher (PID {parent_pid}) is gone: worker {os.getpid()} stops", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), sig)
+    time.sleep(10)  # a handler may have caught the signal
+    os._exit(1)

@@ -60,3 +60,38 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
         cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
         return _full_model_clipping(clip, builder(cfg, model))
     return builder(cfg, model)
+
+
+def check_lr_steps(cfg) -> None:
+    """Refuse ``SOLVER.STEPS`` that Detectron2's scheduler would reject deep inside fvcore
+    ("Milestone must be smaller than total number of updates"): a step equal to
+    ``SOLVER.MAX_ITER``, a step below 1, or steps not increasing. Steps past ``MAX_ITER`` stay
+    allowed, as in Detectron2 (ignored with a warning): shortening a run with ``SOLVER.MAX_ITER``
+    alone is common (tests, smoke runs)."""
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
+        return
+    steps, max_iter = list(cfg.SOLVER.STEPS), cfg.SOLVER.MAX_ITER
+    kept = [s for s in steps if s <= max_iter]
+    if any(s < 1 for s in steps) or kept != sorted(set(kept)) or max_iter in kept:
+        raise ValueError(
+            f"SOLVER.STEPS {tuple(steps)} do not fit SOLVER.MAX_ITER {max_iter}: every step must be at least 1, "
+            f"the steps increasing, and none equal to SOLVER.MAX_ITER (steps past it are ignored)"
+        )
+
+
+def reapply_solver_config(optimizer: torch.optim.Optimizer, scheduler, fresh_groups) -> None:
+    """After ``--resume`` loaded the checkpoint's optimizer and scheduler state: give every
+    parameter group the hyper-parameters the current config built (``fresh_groups``: the groups'
+    settings before the load, without ``params``), the scheduler those base LRs, and each group
+    the LR of the schedule at the resumed iteration. Without this a changed ``SOLVER.BASE_LR``,
+    ``WEIGHT_DECAY`` or ``MOMENTUM`` is silently replaced by the checkpoint's (torch restores the
+    groups' settings with the state). Momentum/Adam buffers are kept."""
+    groups = optimizer.param_groups
+    if len(groups) != len(fresh_groups):
+        raise ValueError(f"the optimizer has {len(groups)} parameter groups, the config builds {len(fresh_groups)}")
+    for group, fresh in zip(groups, fresh_groups):
+        group.update(fresh)
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [g["initial_lr"] for g in groups]
+        for group, lr in zip(groups, scheduler.get_lr()):
+            group["lr"] = lr

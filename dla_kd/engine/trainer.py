@@ -4,23 +4,25 @@ import logging
 import os
 import weakref
 
-from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import DLACheckpointer
+from ..checkpoint import DLACheckpointer, remove_training_temporaries
 from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
+from ..data.page_checks import check_training_pages
 from ..distill.balance import attach_grad_scaler
 from ..distill.feature_cache import CachedFeaturesMapper
 from ..evaluation import format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
 from .distill_check import DISTILL_META_ARCHITECTURE, check_distill_section
+from .eval_outputs import eval_suffix, weights_fingerprint
 from .final_checkpoint import restore_final_checkpoint
 from .frozen_norms import check_frozen_norms_initialised
-from .optimizer import build_optimizer
+from .optimizer import build_optimizer, check_lr_steps, reapply_solver_config
 from .teacher_check import TeacherSanityCheck
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,12 @@ class Trainer(DefaultTrainer):
       (during training) to Detectron2's ``metrics.json``;
     * checkpoints: :class:`DLACheckpointer` (plain weights into a distillation student, format
       converters, atomic writes); ``--resume`` restores model, optimizer, scheduler and iteration,
-      and re-creates a missing or unreadable ``model_final.pth`` of a finished run
-      (``final_checkpoint.py``);
+      then gives the optimizer the current config's solver settings (a changed ``BASE_LR`` applies;
+      ``run_record.py`` says which changes a resume accepts), and re-creates a missing or
+      unreadable ``model_final.pth`` of a finished run (``final_checkpoint.py``);
+    * ``--eval-only`` results never replace another checkpoint's (``eval_outputs.py``);
+    * training pages are checked against ``DATASETS.MAX_INSTANCES_PER_PAGE`` and, for mask
+      models, for instances without a mask (``data/page_checks.py``);
     * ``DISTILL.*`` set on a plain model is refused (``distill_check.py``);
     * weights order: a plain ``MODEL.WEIGHTS`` first, then a distillation student's teacher
       copies again (``modeling/meta_arch/teacher_init.py``); then the per-module FrozenBN guard
@@ -79,8 +85,21 @@ class Trainer(DefaultTrainer):
         """Detectron2's ``resume_or_load``. Unless resuming (the checkpoint's trained tensors are
         kept as they are): after a plain MODEL.WEIGHTS, a distillation student's teacher copies are
         applied again, then FrozenBN layers that no source initialised are refused."""
-        super().resume_or_load(resume=resume)
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            remove_training_temporaries(self.cfg.OUTPUT_DIR)  # this run holds the folder's lock
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            super().resume_or_load(resume=resume)
+        except ValueError as e:
+            if "parameter group" not in str(e):
+                raise
+            raise ValueError(
+                f"The optimizer state of {self.checkpointer.get_checkpoint_file()} does not fit this model: the "
+                f"config changed its trainable parameters ({e}). Train into another OUTPUT_DIR with MODEL.WEIGHTS "
+                "set to that checkpoint instead of --resume."
+            ) from None
         if resume and self.checkpointer.has_checkpoint():
+            reapply_solver_config(self.optimizer, self.scheduler, fresh_groups)
             restore_final_checkpoint(self)
             return
         model = _unwrap(self._trainer.model)
@@ -94,8 +113,16 @@ class Trainer(DefaultTrainer):
         """Detectron2's train loader (``mapper``: default ``DatasetMapper(cfg, True)``); mixed
         labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``."""
         if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
+            check_training_pages(cfg, _train_dicts(cfg))
             return build_mixed_train_loader(cfg, mapper)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        dicts = _train_dicts(cfg)
+        check_training_pages(cfg, dicts)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        check_lr_steps(cfg)
+        return super().build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -109,8 +136,20 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None, **info):
-        """Evaluate on ``cfg.DATASETS.TEST``; write one JSON per dataset and log a table."""
+    def test(cls, cfg, model, evaluators=None, weights_file=None, **info):
+        """Evaluate on ``cfg.DATASETS.TEST``; write one JSON per dataset and log a table.
+        ``weights_file`` (``--eval-only``): the file evaluated; results and inference outputs are
+        named so that they never replace another checkpoint's (``eval_outputs.py``)."""
+        suffixes, weights = {}, cfg.MODEL.WEIGHTS
+        if weights_file is not None:
+            weights, sha = weights_file, weights_fingerprint(weights_file)
+            info = dict(info, weights_sha256=sha)
+            suffixes = {d: eval_suffix(cfg.OUTPUT_DIR, d, weights_file, sha) for d in cfg.DATASETS.TEST}
+            if evaluators is None:
+                evaluators = [
+                    cls.build_evaluator(cfg, d, os.path.join(cfg.OUTPUT_DIR, "inference", d + suffixes[d]))
+                    for d in cfg.DATASETS.TEST
+                ]
         results = super().test(cfg, model, evaluators)
         if comm.is_main_process():
             # Index of the last completed iteration, as in the checkpoint (the storage says
@@ -121,11 +160,20 @@ class Trainer(DefaultTrainer):
             # DefaultTrainer.test unwraps the dict when there is a single dataset.
             per_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
             for dataset_name, res in per_dataset.items():
-                path = save_eval_results(
-                    res, cfg.OUTPUT_DIR, dataset_name, weights=cfg.MODEL.WEIGHTS, iteration=storage_iter, **info
-                )
+                path = save_eval_results(res, cfg.OUTPUT_DIR, dataset_name, suffix=suffixes.get(dataset_name, ""),
+                                         weights=weights, iteration=storage_iter, **info)
                 logger.info(f"Evaluation of {dataset_name} written to {path}\n{format_results_table(res)}")
         return results
+
+
+def _train_dicts(cfg):
+    """The training pages, as ``build_detection_train_loader(cfg)`` loads them."""
+    return get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    )
 
 
 def _train_mapper(cfg, model):

@@ -17,12 +17,12 @@ def _json_safe(value):
     return value
 
 
-def save_eval_results(results: Mapping, output_dir: str, dataset_name: str, **info) -> str:
+def save_eval_results(results: Mapping, output_dir: str, dataset_name: str, *, suffix: str = "", **info) -> str:
     """Write one dataset's results (``{"bbox": {"AP": ..., "AP-<class>": ...}, "segm": ...}``)
-    to ``<output_dir>/eval_<dataset_name>.json`` together with ``info`` (iteration, weights...).
-    Returns the file path."""
+    to ``<output_dir>/eval_<dataset_name><suffix>.json`` together with ``info`` (iteration,
+    weights...). Returns the file path."""
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, f"eval_{dataset_name}.json")
+    path = os.path.join(output_dir, f"eval_{dataset_name}{suffix}.json")
     payload = {"dataset": dataset_name, **info, "results": _json_safe(dict(results))}
     atomic_write_json(path, payload, indent=2)
     return path

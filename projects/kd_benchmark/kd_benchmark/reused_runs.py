@@ -22,7 +22,8 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from dla_kd.checkpoint import checkpoint_problem
-from dla_kd.config import flatten_config, get_dla_kd_cfg
+from dla_kd.config import get_dla_kd_cfg
+from dla_kd.config.flatten import comparable_values
 from dla_kd.utils.files import atomic_copy, atomic_write_json, atomic_write_text
 from .report import load_eval
 from .run_info import TEACHER_FILE
@@ -34,17 +35,7 @@ COPIED_FILES = ("config.yaml", TEACHER_FILE)
 EVAL_TASKS = ("bbox/", "segm/")  # metrics.json keys of the periodic evaluations
 
 
-def _flat(node) -> Dict:
-    """{"MODEL.WEIGHTS": value, ...} with tuples as lists and file paths as real paths."""
-    return {key: _plain(value) for key, value in flatten_config(node)}
-
-
-def _plain(value):
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str) and value and os.path.isfile(value):
-        return os.path.realpath(value)
-    return value
+_flat = comparable_values  # {"MODEL.WEIGHTS": value, ...}, tuples as lists, file paths as real paths
 
 
 _ABSENT = "<absent>"  # a key neither a config nor the code's defaults have

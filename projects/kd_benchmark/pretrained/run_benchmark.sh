@@ -15,6 +15,14 @@ kd() {  # kd_report with the committed teacher; 2 runs side by side, 1 thread ea
   "$PY" projects/kd_benchmark/tools/kd_report.py --teacher "$C/teacher_R_18_FPN128.yaml" \
     --teacher-weights "$P/weights/teacher_R_18_FPN128.fp16.pth" --jobs 2 --threads 2 "$@"
 }
+teacher_recorded() {  # every run must check the committed teacher's sha256 (protocol.md)
+  local expected record=$P/weights/teacher_R_18_FPN128.fp16.pth.json
+  [ -f "$record" ] || { echo "error: $record is missing: train the teacher first (train_teacher.sh)" >&2; exit 1; }
+  expected=$("$PY" -c "import json; print(json.load(open('$P/weights/teacher_R_18_FPN128.fp16.pth.json'))['sha256'])")
+  grep -q "SHA256: \"$expected\"" "$C/recipes/Base-Distill-R_18-to-MNv3S.yaml" || {
+    echo "error: $C/recipes/Base-Distill-R_18-to-MNv3S.yaml must name the teacher's sha256 $expected" \
+         "(DISTILL.TEACHER.SHA256, from $P/weights/teacher_R_18_FPN128.fp16.pth.json)" >&2; exit 1; }
+}
 recipe() { "$PY" -c "import json,sys; print(json.load(open('$R/selection.json'))[sys.argv[1]])" "$1"; }
 
 selection() {  # validation pages, seed 42, 1x: the five candidates, then the combination of the best two
@@ -52,6 +60,7 @@ analyze() {
     --family "recommended 1x ($rec)" "recommended 3x ($rec)" "F* 1x ($feat)" "R* 1x ($resp)" --out "$R/report"
 }
 
+teacher_recorded
 case "${1:-all}" in
   selection) selection ;;
   table) table ;;
