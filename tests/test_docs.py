@@ -66,7 +66,7 @@ WRITES = {
                 "output/doclaynet/mask_rcnn_R_101_FPN_3x/eval_doclaynet_val.json"],
     "student": ["output/doclaynet/mask_rcnn_R_50_FPN_3x/model_final.pth"],
     "distill": ["output/doclaynet/distill/recommended_R_101_to_R_50/model_final.pth"],
-    "evaluate": ["output/doclaynet/distill/recommended_R_101_to_R_50/eval_doclaynet_test.json"],
+    "evaluate": ["output/doclaynet/distill/recommended_R_101_to_R_50/eval_doclaynet_test__model_final.json"],
     "extract": ["export/student/model_student.pth", "export/student/student_config.yaml"],
     "export": ["export/onnx/model.onnx", "export/onnx/export_info.json"],
     "predict": ["predictions/summary.json"],
