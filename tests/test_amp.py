@@ -20,6 +20,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dla_kd  # noqa: F401
 from dla_kd.config import get_dla_kd_cfg
@@ -501,7 +503,7 @@ def _names_the_cpu(frame) -> bool:
     return any(word in line for word in ('"cpu"', "'cpu'", ".cpu("))
 
 
-class _SyncCounter:
+class _SyncCounter(TorchFunctionMode):
     """Counts, per calling line of dla_kd/, the tensor methods that read a tensor back to the host
     (``item``, ``tolist``, ``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``numpy``, ``cpu``),
     copies to the CPU with ``.to`` (``t.to("cpu")``, ``t.to(device="cpu")``, also through a
@@ -510,60 +512,68 @@ class _SyncCounter:
 
     On this CPU-only test every tensor is on the CPU, so ``x.to(features.device)`` also targets
     it: a ``.to`` counts when its target is the CPU and the dla_kd/ line that calls it names the
-    CPU (a device taken from a tensor is the features' device on a GPU)."""
+    CPU (a device taken from a tensor is the features' device on a GPU).
+
+    Implemented as a ``TorchFunctionMode``: tensor methods reach it without changing
+    ``torch.Tensor`` (setting and deleting ``torch.Tensor.__getitem__`` leaves CPython's sequence
+    slot filled, after which ``torch.tensor([t])`` fails for a 0-d ``t`` and ONNX export breaks)."""
 
     def __init__(self):
+        super().__init__()
         self.calls = collections.Counter()
-        self._originals = {}
 
-    def _record(self, what, depth=2):
-        frame = sys._getframe(depth)
-        if frame.f_code.co_filename.startswith(PACKAGE):
+    def _record(self, what, frame):
+        if frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
             self.calls[(what, os.path.relpath(frame.f_code.co_filename, REPO), frame.f_lineno)] += 1
 
-    def _record_copy_to_cpu(self, args, kwargs):
+    def _record_copy_to_cpu(self, args, kwargs, frame):
         target = kwargs.get("device", args[0] if args else None)
         if isinstance(target, torch.Tensor):
             target = target.device
         if not isinstance(target, (str, torch.device)) or torch.device(target).type != "cpu":
             return
-        frame = sys._getframe(2)
         while frame is not None and frame.f_code.co_filename.startswith(STRUCTURES):  # Boxes.to, Instances.to
             frame = frame.f_back
         if frame is not None and frame.f_code.co_filename.startswith(PACKAGE) and _names_the_cpu(frame):
             self.calls[("to(cpu)", os.path.relpath(frame.f_code.co_filename, REPO), frame.f_lineno)] += 1
 
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        caller = sys._getframe(1)  # the line that called the tensor method
+        if name in SYNCING:
+            self._record(name, caller)
+        elif name == "to":
+            self._record_copy_to_cpu(args[1:], kwargs, caller)
+        return func(*args, **kwargs)
+
     def __enter__(self):
-        for name in SYNCING + ("__getitem__", "to"):
-            self._originals[name] = getattr(torch.Tensor, name)
-        for name in SYNCING:
-            setattr(torch.Tensor, name, self._wrap(name, self._originals[name]))
-        getitem, to = self._originals["__getitem__"], self._originals["to"]
-
-        def indexed(tensor, index):
-            items = index if isinstance(index, tuple) else (index,)
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items):
-                self._record("x[bool mask]")
-            return getitem(tensor, index)
-
-        def moved(tensor, *args, **kwargs):
-            self._record_copy_to_cpu(args, kwargs)
-            return to(tensor, *args, **kwargs)
-
-        torch.Tensor.__getitem__ = indexed
-        torch.Tensor.to = moved
-        return self
-
-    def _wrap(self, name, original):
-        def counted(tensor, *args, **kwargs):
-            self._record(name)
-            return original(tensor, *args, **kwargs)
-
-        return counted
+        # x[mask] does not reach a TorchFunctionMode: the boolean index is seen at dispatch (aten.index).
+        self._bool_index = _BoolIndexCounter(self)
+        self._bool_index.__enter__()
+        return super().__enter__()
 
     def __exit__(self, *exc):
-        for name, original in self._originals.items():
-            setattr(torch.Tensor, name, original)
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._bool_index.__exit__(*exc)
+
+
+class _BoolIndexCounter(TorchDispatchMode):
+    """Records boolean-mask indexing (``aten.index`` with a bool index: a data-dependent output
+    size) for a :class:`_SyncCounter`, at the Python line that indexed."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.index, torch.ops.aten.index_put, torch.ops.aten.index_put_):
+            indices = args[1] if len(args) > 1 else ()
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+                self.counter._record("x[bool mask]", sys._getframe(1))
+        return func(*args, **(kwargs or {}))
 
 
 def test_the_counter_sees_what_it_counts():
@@ -576,6 +586,34 @@ def test_the_counter_sees_what_it_counts():
     with counter:
         valid_module.valid_extents(torch.ones(1, 2, 2, dtype=torch.bool))
     assert {k[0] for k in counter.calls} == {"tolist"}
+
+
+def test_the_counter_sees_every_read_back_on_a_dla_kd_line_and_leaves_torch_as_it_was():
+    source = (
+        "def probe(x):\n"
+        "    a = bool(x.sum() > 0)\n"
+        "    b = float(x[0])\n"
+        "    c = int(x[0])\n"
+        "    d = x[x > 0]\n"
+        "    e = x.tolist()\n"
+        "    f = x.nonzero()\n"
+        "    g = x[:1].item()\n"
+    )
+    path = os.path.join(PACKAGE, "_sync_counter_reads.py")  # never written: the code runs as if from dla_kd/
+    linecache.cache[path] = (len(source), None, source.splitlines(keepends=True), path)
+    namespace = {}
+    exec(compile(source, path, "exec"), namespace)
+    counter = _SyncCounter()
+    try:
+        with counter:
+            namespace["probe"](torch.ones(3))
+    finally:
+        del linecache.cache[path]
+    assert sorted((what, line) for what, _, line in counter.calls) == [
+        ("__bool__", 2), ("__float__", 3), ("__int__", 4), ("item", 8), ("nonzero", 7), ("tolist", 6),
+        ("x[bool mask]", 5)]
+    # Nothing of torch.Tensor was changed (a 0-d tensor is still no sequence: ONNX export relies on it).
+    assert torch.tensor([torch.tensor(1)]).tolist() == [1]
 
 
 def test_the_counter_sees_copies_to_the_cpu():
