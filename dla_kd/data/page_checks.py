@@ -24,6 +24,11 @@ def _page(record: Dict) -> str:
     return f"page {record.get('file_name')} (image id {record.get('image_id')})"
 
 
+def _listed(items: List, describe) -> str:
+    """The first ``_MAX_LISTED`` items described, ``"; "``-joined, `` ...`` when there are more."""
+    return "; ".join(describe(*i) for i in items[:_MAX_LISTED]) + (" ..." if len(items) > _MAX_LISTED else "")
+
+
 def check_training_pages(cfg, records: List[Dict]) -> None:
     """Raise :class:`CorruptAnnotationError` for pages over the instance limit, and for instances
     without ``segmentation`` when the model predicts masks. ``records``: the training dataset dicts
@@ -33,10 +38,10 @@ def check_training_pages(cfg, records: List[Dict]) -> None:
     if limit > 0:
         crowded = [(len(r.get("annotations", ())), r) for r in records if len(r.get("annotations", ())) > limit]
         if crowded:
-            listed = "; ".join(f"{_page(r)}: {n} instances" for n, r in crowded[:_MAX_LISTED])
+            listed = _listed(crowded, lambda n, r: f"{_page(r)}: {n} instances")
             raise CorruptAnnotationError(
                 f"training data {names}: {len(crowded)} pages have more than DATASETS.MAX_INSTANCES_PER_PAGE="
-                f"{limit} instances: {listed}{' ...' if len(crowded) > _MAX_LISTED else ''}. Fix their annotations "
+                f"{limit} instances: {listed}. Fix their annotations "
                 "or raise the limit (memory of the RPN and ROI heads grows with the instances of a page)."
             )
     if cfg.MODEL.MASK_ON:
@@ -45,9 +50,9 @@ def check_training_pages(cfg, records: List[Dict]) -> None:
             if not a.get("iscrowd", 0) and not a.get("segmentation")
         ]
         if maskless:
-            listed = "; ".join(f"{_page(r)}, box {a.get('bbox')}" for r, a in maskless[:_MAX_LISTED])
+            listed = _listed(maskless, lambda r, a: f"{_page(r)}, box {a.get('bbox')}")
             raise CorruptAnnotationError(
                 f"training data {names}: {len(maskless)} instances have no segmentation but the model predicts "
-                f"masks (MODEL.MASK_ON): {listed}{' ...' if len(maskless) > _MAX_LISTED else ''}. Add their "
+                f"masks (MODEL.MASK_ON): {listed}. Add their "
                 "polygons, or train a box-only model (MODEL.MASK_ON False)."
             )
