@@ -602,16 +602,22 @@ def test_launcher_killed_mid_training_then_resume(synthetic_root, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
 
     log = open(os.path.join(out, "log.txt")).read()
-    resumed_from = re.findall(r"from (\S+model_(\d+)\.pth)", log)
-    start = int(resumed_from[-1][1]) + 1 if resumed_from else 0
+    resumed_from = list(re.finditer(r"from (\S+model_(\d+)\.pth)", log))
+    start = int(resumed_from[-1].group(2)) + 1 if resumed_from else 0
     assert start >= 4, log[-3000:]
     # Detectron2 writes a metrics row every 20 iterations and at the end: here only the resumed
     # run's last; two trainings at once each wrote one (two iteration-13 rows).
     iterations = [r["iteration"] for r in _metrics_rows(out) if "total_loss" in r]
     assert iterations == [max_iter - 1], iterations
-    # Each checkpoint saved once: the killed run's up to the resumed one, the resumed run's after it.
-    saved = re.findall(r"Saving checkpoint to \S+/(model_\w+\.pth)", log)
-    assert len(saved) == len(set(saved)) and "model_final.pth" in saved, saved
+    # Each checkpoint saved once by each run: the killed run's before the resumed run loaded its
+    # checkpoint, the resumed run's after, all past that checkpoint. (A save the kill interrupted
+    # is logged and then redone by the resumed run: its name appears once in each stretch.) Two
+    # trainings at once would both save the same names after the resume's load.
+    saves = r"Saving checkpoint to \S+/(model_\w+\.pth)"
+    killed, resumed = re.findall(saves, log[:resumed_from[-1].start()]), re.findall(saves, log[resumed_from[-1].start():])
+    assert len(killed) == len(set(killed)) and len(resumed) == len(set(resumed)), (killed, resumed)
+    assert "model_final.pth" in resumed and "model_final.pth" not in killed, (killed, resumed)
+    assert all(int(n[len("model_"):-len(".pth")]) >= start for n in resumed if n != "model_final.pth"), resumed
     assert torch.load(os.path.join(out, "model_final.pth"))["iteration"] == max_iter - 1
     for name in os.listdir(out):
         if name.endswith(".pth"):
