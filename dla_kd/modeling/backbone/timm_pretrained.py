@@ -68,7 +68,8 @@ def load_timm_checkpoint(body: nn.Module, path: str, model_name: str) -> LoadRep
             f"{sorted(state)[:5]}, model keys e.g. {sorted(model_state)[:5]}): wrong file or MODEL.TIMM.NAME?"
         )
     body.load_state_dict(to_load, strict=False)
-    missing = sorted(set(model_state) - set(to_load))
+    # BatchNorm's num_batches_tracked is a step counter, not a weight (fp16 exports leave it out).
+    missing = sorted(k for k in set(model_state) - set(to_load) if not k.endswith("num_batches_tracked"))
     report = LoadReport(sorted(to_load), missing, sorted(unexpected), mismatched)
     logger.info(f"Loaded {len(report.loaded)}/{len(model_state)} tensors of timm {model_name} from {path}")
     if missing:
