@@ -588,6 +588,22 @@ def test_the_counter_sees_what_it_counts():
     assert {k[0] for k in counter.calls} == {"tolist"}
 
 
+def _count_as_dla_kd(name, source, *args):
+    """Run ``probe(*args)`` of ``source`` as if it were the dla_kd/ file ``name`` (never written:
+    linecache serves its lines) under a :class:`_SyncCounter`; return the counter and the path."""
+    path = os.path.join(PACKAGE, name)
+    linecache.cache[path] = (len(source), None, source.splitlines(keepends=True), path)
+    namespace = {"torch": torch}
+    exec(compile(source, path, "exec"), namespace)
+    counter = _SyncCounter()
+    try:
+        with counter:
+            namespace["probe"](*args)
+    finally:
+        del linecache.cache[path]
+    return counter, path
+
+
 def test_the_counter_sees_every_read_back_on_a_dla_kd_line_and_leaves_torch_as_it_was():
     source = (
         "def probe(x):\n"
@@ -599,16 +615,7 @@ def test_the_counter_sees_every_read_back_on_a_dla_kd_line_and_leaves_torch_as_i
         "    f = x.nonzero()\n"
         "    g = x[:1].item()\n"
     )
-    path = os.path.join(PACKAGE, "_sync_counter_reads.py")  # never written: the code runs as if from dla_kd/
-    linecache.cache[path] = (len(source), None, source.splitlines(keepends=True), path)
-    namespace = {}
-    exec(compile(source, path, "exec"), namespace)
-    counter = _SyncCounter()
-    try:
-        with counter:
-            namespace["probe"](torch.ones(3))
-    finally:
-        del linecache.cache[path]
+    counter, _ = _count_as_dla_kd("_sync_counter_reads.py", source, torch.ones(3))
     assert sorted((what, line) for what, _, line in counter.calls) == [
         ("__bool__", 2), ("__float__", 3), ("__int__", 4), ("item", 8), ("nonzero", 7), ("tolist", 6),
         ("x[bool mask]", 5)]
@@ -628,17 +635,8 @@ def test_the_counter_sees_copies_to_the_cpu():
         "    e = x.to(x.device)\n"
         "    f = x.to(torch.float16)\n"
     )
-    path = os.path.join(PACKAGE, "_sync_counter_probe.py")  # never written: the code runs as if from dla_kd/
-    linecache.cache[path] = (len(source), None, source.splitlines(keepends=True), path)
-    namespace = {"torch": torch}
-    exec(compile(source, path, "exec"), namespace)
     instances = Instances((8, 8), pred_boxes=Boxes(torch.ones(2, 4)), scores=torch.ones(2))
-    counter = _SyncCounter()
-    try:
-        with counter:
-            namespace["probe"](torch.ones(3), instances)
-    finally:
-        del linecache.cache[path]
+    counter, path = _count_as_dla_kd("_sync_counter_probe.py", source, torch.ones(3), instances)
     assert sorted((what, line) for what, _, line in counter.calls) == [
         ("cpu", 2), ("to(cpu)", 3), ("to(cpu)", 4), ("to(cpu)", 5)]
     assert counter.calls[("to(cpu)", os.path.relpath(path, REPO), 5)] == 2  # both fields of the instances
