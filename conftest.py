@@ -11,8 +11,9 @@ from detectron2.modeling import build_model
 from dla_kd.data.synthetic import generate_dataset
 from dla_kd.engine import load_config
 from dla_kd.export import export_model
-from docs_fixtures import imagenet_standin
-from tiny_models import TINY, write_config
+from doc_commands import doc_blocks
+from docs_fixtures import TRAIN_1, clone_workspace, imagenet_standin, run_block
+from tiny_models import REPO, TINY, write_config
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,23 @@ def imagenet_dir(tmp_path_factory):
     for depth in (50, 101):
         imagenet_standin(os.path.join(folder, f"R-{depth}.pkl"), depth)
     return folder
+
+
+@pytest.fixture(scope="module")
+def doc_workspace(tmp_path_factory, synthetic_root, imagenet_dir):
+    """A folder laid out as a user's clone where the docs' commands run (one per test module; see
+    ``docs_fixtures.clone_workspace``)."""
+    return clone_workspace(str(tmp_path_factory.mktemp("clone")), synthetic_root, imagenet_dir)
+
+
+@pytest.fixture(scope="module")
+def doclaynet_teacher(doc_workspace):
+    """``doc_workspace`` with the R-101 DocLayNet teacher of docs/getting_started.md, trained (one
+    iteration) by that page's own block; the distillation commands of the docs start from it."""
+    block = doc_blocks(os.path.join(REPO, "docs", "getting_started.md"), named_only=True)["teacher"]
+    run_block(block, TRAIN_1, doc_workspace, writes=["output/doclaynet/mask_rcnn_R_101_FPN_3x/model_final.pth",
+                                                     "output/doclaynet/mask_rcnn_R_101_FPN_3x/eval_doclaynet_val.json"])
+    return doc_workspace
 
 
 @pytest.fixture

@@ -113,9 +113,10 @@ def split_commands(source: str, path: str = "<text>", first_line: int = 1,
     return commands
 
 
-def read_blocks(path: str) -> List[Block]:
+def read_blocks(path: str, every: bool = False) -> List[Block]:
     """Every fenced shell block of the Markdown file ``path`` and every block of another
-    language that a marker names, in order."""
+    language that a marker names, in order; with ``every``, all fenced blocks (``lang`` "" for a
+    fence without a language)."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     blocks: List[Block] = []
@@ -144,7 +145,7 @@ def read_blocks(path: str) -> List[Block]:
         source = "\n".join(body)
         if lang in SHELL_LANGS:
             blocks.append(Block(name, path, i + 1, source, split_commands(source, path, i + 2, name), lang))
-        elif name is not None:
+        elif name is not None or every:
             blocks.append(Block(name, path, i + 1, source + "\n", [], lang))
         name = None
         i = j + 1

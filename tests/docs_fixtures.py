@@ -1,22 +1,30 @@
 """Helpers of the tests that run the documentation's commands (tests/test_docs*.py): the overrides
-that make a documented run small, stand-ins for Detectron2's ImageNet files, and a datasets folder
-shaped like DocLayNet's.
+that make a documented run small, stand-ins for Detectron2's ImageNet files, a datasets folder
+shaped like DocLayNet's, a workspace laid out as a user's clone, and the runner of a block.
 
 The overrides only make a run small (CPU, one iteration of one image, 128-px images, few RoIs; the
 learning rate scaled to the batch of 1) or skip what a one-iteration teacher cannot pass (its AP
-check): a documented command keeps its config, weights and datasets.
+check): a documented command keeps its config, weights and datasets. The one change made to a
+command's text is its number of processes (``on_this_cpu``: ``--num-gpus 8`` runs as 2 gloo
+processes on the 2 cores).
 """
 import json
 import os
 import pickle
+import re
 import shutil
+from dataclasses import replace
+from typing import Callable, Optional, Sequence
 
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from PIL import Image
 
 from dla_kd.config import get_dla_kd_cfg
 from dla_kd.data.synthetic import generate_dataset
+from doc_commands import Block, Command, make_workspace, run_command
+from tiny_models import REPO
 
 # --- overrides: small, CPU ------------------------------------------------------------------------
 TEST_SIZE = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
@@ -29,6 +37,26 @@ TRAIN_1 = TEST_SIZE + [
 ]
 # The teacher of a one-iteration run is at chance: its AP check would (rightly) stop distillation.
 DISTILL_1 = TRAIN_1 + ["DISTILL.TEACHER.SANITY_CHECK.ENABLED", "False"]
+
+# --- processes: --num-gpus N runs as CPU_PROCESSES gloo processes --------------------------------
+CPU_PROCESSES = 2
+NUM_GPUS = re.compile(r"(?<!\S)--num-gpus[ =](?P<n>\d+)(?!\S)")
+
+
+def on_this_cpu(command: Command) -> Command:
+    """``command`` with ``--num-gpus N`` (N > ``CPU_PROCESSES``) as ``--num-gpus CPU_PROCESSES``: as
+    many gloo processes as this machine has cores. Nothing else of the command changes."""
+    found = list(NUM_GPUS.finditer(command.text))
+    assert len(found) <= 1, f"{command.where()}: --num-gpus given {len(found)} times"
+    if not found or int(found[0].group("n")) <= CPU_PROCESSES:
+        return command
+    return replace(command, text=NUM_GPUS.sub(f"--num-gpus {CPU_PROCESSES}", command.text))
+
+
+def per_process_batch(overrides: Sequence[str]) -> list:
+    """``overrides`` with one image per process (``SOLVER.IMS_PER_BATCH`` = ``CPU_PROCESSES``)."""
+    return list(overrides) + ["SOLVER.IMS_PER_BATCH", str(CPU_PROCESSES)]
+
 
 # --- files ---------------------------------------------------------------------------------------
 MSRA_BRANCH = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}
@@ -89,3 +117,57 @@ def doclaynet_layout(root: str, pages: dict, size=(256, 256)) -> None:
         with open(os.path.join(coco, f"{split}.json"), "w") as f:
             json.dump(data, f)
     shutil.rmtree(scratch)
+
+
+# --- a user's clone -------------------------------------------------------------------------------
+ENV = {"DETECTRON2_DATASETS": "datasets", "OMP_NUM_THREADS": "1", "DLA_KD_PAGE_CACHE": ""}
+PDFS = ["report.pdf", "datasets/mydocs/annual_report.pdf", "datasets/mydocs/scans/letter.pdf"]
+
+
+def make_pdf(path: str, pages_dir: str, n: int) -> str:
+    """A PDF of ``n`` synthetic pages (1 px = 1 pt)."""
+    files = sorted(os.listdir(pages_dir))[:n]
+    images = [Image.open(os.path.join(pages_dir, f)).convert("RGB") for f in files]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    images[0].save(path, "PDF", resolution=72.0, save_all=True, append_images=images[1:])
+    return path
+
+
+def clone_workspace(path: str, synthetic_root: str, imagenet_dir: str) -> str:
+    """``path`` laid out as a user's clone where the docs' commands run: ``configs``/``tools``/
+    ``scripts`` of this repository, a ``datasets/`` folder shaped like the real one
+    (``DocLayNet/COCO/{train,val,test}.json`` + ``DocLayNet/PNG/`` with 3/2/2 synthetic pages, the
+    quick start's synthetic split from ``synthetic_root``), ``imagenet/`` (``imagenet_dir``: the
+    stand-ins of ``imagenet_standin``) and the PDFs of ``PDFS``."""
+    ws = make_workspace(path, REPO, links=("configs", "tools", "scripts"))
+    datasets = os.path.join(ws, "datasets")
+    doclaynet_layout(datasets, {"train": 3, "val": 2, "test": 2})
+    os.makedirs(os.path.join(datasets, "synthetic"))
+    os.symlink(os.path.join(synthetic_root, "synthetic", "doclaynet"), os.path.join(datasets, "synthetic", "doclaynet"))
+    png = os.path.join(datasets, "DocLayNet", "PNG")
+    for pdf, n in zip(PDFS, (2, 2, 1)):
+        make_pdf(os.path.join(ws, pdf), png, n)
+    os.symlink(imagenet_dir, os.path.join(ws, "imagenet"))
+    return ws
+
+
+def run_block(block: Block, overrides, cwd: str, writes: Sequence[str] = (), env: Optional[dict] = None,
+              timeout: float = 900, rewrite: Optional[Callable[[Command], Command]] = None):
+    """Run every command of ``block`` in ``cwd`` (environment ``ENV`` updated by ``env``) with
+    ``overrides``: one list for every command, or one list per command; ``rewrite`` (e.g.
+    ``on_this_cpu``) may change each command first. A block of another language is written to
+    ``cwd/<its name>`` as shown. Then checks that ``writes`` (relative to ``cwd``) exist. Returns
+    the completed processes."""
+    if not block.is_shell:
+        with open(os.path.join(cwd, block.name), "w") as f:
+            f.write(block.source)
+        return []
+    per_command = overrides if overrides and isinstance(overrides[0], (list, tuple)) else [overrides] * len(block.commands)
+    assert len(per_command) == len(block.commands), (
+        f"{block.path} block {block.name!r}: overrides for {len(per_command)} of its {len(block.commands)} commands")
+    procs = [run_command(rewrite(command) if rewrite else command, extra, cwd=cwd, env={**ENV, **(env or {})},
+                         timeout=timeout)
+             for command, extra in zip(block.commands, per_command)]
+    missing = [f for f in writes if not os.path.exists(os.path.join(cwd, f))]
+    assert not missing, f"{block.path} block {block.name!r} ran but did not write {missing}"
+    return procs

@@ -52,6 +52,10 @@ def test_marker_names_the_next_block(tmp_path):
     path.write_text("<!-- doc-test: x.py -->\n```python\npass  # kept\n```\n```python\nnot named\n```\n")
     [block] = read_blocks(str(path))
     assert (block.name, block.lang, block.is_shell, block.source, block.commands) == ("x.py", "python", False, "pass  # kept\n", [])
+    path.write_text("```python\nx = 1\n```\n```\nls\n```\n")  # every=True: also unnamed and untyped fences
+    assert [(b.name, b.lang, b.source) for b in read_blocks(str(path), every=True)] == [
+        (None, "python", "x = 1\n"), (None, "", "ls\n")]
+    assert read_blocks(str(path)) == []
     path.write_text("<!-- doc-test: x -->\ntext between\n```bash\nls\n```\n")
     assert read_blocks(str(path))[0].name is None
     path.write_text("<!-- doc-test: x -->\n```bash\nls\n```\n<!-- doc-test: x -->\n```bash\npwd\n```\n")
