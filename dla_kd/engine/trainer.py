@@ -130,12 +130,13 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg, mapper=None):
         """Detectron2's train loader (``mapper``: default ``DatasetMapper(cfg, True)``); mixed
-        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``."""
-        if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
-            check_training_pages(cfg, _train_dicts(cfg))
-            return build_mixed_train_loader(cfg, mapper)
+        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``. The
+        training pages are loaded once, checked, then given to the loader."""
+        mixed = cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg)
         dicts = _train_dicts(cfg)
         check_training_pages(cfg, dicts)
+        if mixed:
+            return build_mixed_train_loader(cfg, mapper, dataset=dicts)
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
