@@ -78,9 +78,9 @@ def newest_complete_checkpoint(folder: str) -> Optional[str]:
 
 def remove_training_temporaries(folder: str) -> List[str]:
     """Remove what saves killed mid-write left in ``folder`` (``model_*.pth.tmp``,
-    ``last_checkpoint.tmp``, ``config*.yaml.tmp``, ``metrics*.json.tmp``); returns the removed paths. Call it only while
-    holding the folder's training lock (no other training writes there then; evaluations write
-    other names)."""
+    ``last_checkpoint.tmp``, ``config*.yaml.tmp``, ``metrics*.json.tmp``); returns the removed
+    paths. Call it only while holding the folder's training lock (no other training writes there
+    then; evaluations write other names)."""
     removed = []
     for path in glob.glob(os.path.join(glob.escape(folder), "*.tmp")):
         if _TRAINING_TEMPORARY.match(os.path.basename(path)):

@@ -3,14 +3,14 @@
 Detectron2's ``JSONWriter`` appends one JSON row per logged iteration to ``<OUTPUT_DIR>/metrics.json``.
 A run killed after its last checkpoint had logged rows past it; the resumed run trains those
 iterations again and would log them a second time, with other values. So before training starts
-(``Trainer.resume_or_load``) the main process moves out of ``metrics.json`` every row past the
-iteration training continues from (all rows when it starts from iteration 0), and every line
-that is not a whole row (one cut by a kill mid-write, to which the next row would be appended),
-into ``metrics_discarded_<k>.json`` beside it (k = 1, 2, ...; JSON lines like ``metrics.json``;
-never overwritten), and logs how many rows of which iterations. Both files are written
-atomically, the discarded rows first: a kill in between leaves them in both files, never in
-neither. The writer of ``metrics.json`` opens it at its first write (:class:`OpenAtFirstWrite`),
-after the file was replaced.
+(``Trainer.resume_or_load``) the main process moves out of ``metrics.json`` every row of an
+iteration training runs again (past the loaded checkpoint's; all rows when it starts from
+iteration 0), and every line that is not a whole row (one cut by a kill mid-write, to which the
+next row would be appended), into ``metrics_discarded_<k>.json`` beside it (k = 1, 2, ...; JSON
+lines like ``metrics.json``; never overwritten), and logs how many rows of which iterations. Both
+files are written atomically, the discarded rows first: a kill in between leaves them in both
+files, never in neither. The writer of ``metrics.json`` opens it at its first write
+(:class:`OpenAtFirstWrite`), after the file was replaced.
 """
 import json
 import logging
