@@ -11,7 +11,8 @@ file leave one whole file. A killed launcher: its workers stop, the lock stays t
 them lives, a ``--num-gpus 2`` run killed mid-training resumes alone; a reused PID; temporaries of
 killed saves removed; a damaged ``last_checkpoint`` falls back to the newest complete checkpoint;
 ``--eval-only`` in a run folder writes beside the run's evaluation; maskless instances and
-crowded pages are named before training. (``--resume`` with a changed config:
+crowded pages are named before training; a resume moves the killed run's metrics rows past its
+checkpoint out of ``metrics.json``. (``--resume`` with a changed config:
 ``test_resume_config.py``.)
 """
 import contextlib
@@ -631,7 +632,8 @@ def test_launcher_killed_mid_training_then_resume(synthetic_root, tmp_path):
 def test_temporaries_of_killed_saves_are_removed_at_the_next_start(use_synthetic_root, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    leftovers = ["model_0000001.pth.tmp", "last_checkpoint.tmp", "config.yaml.tmp", "model_final.pth.123.456.tmp"]
+    leftovers = ["model_0000001.pth.tmp", "last_checkpoint.tmp", "config.yaml.tmp", "model_final.pth.123.456.tmp",
+                 "metrics.json.tmp", "metrics_discarded_1.json.tmp"]
     kept = ["eval_synthetic_doclaynet_val.json.tmp", "notes.tmp"]  # an evaluation may be writing; not ours
     for name in leftovers + kept:
         (out / name).write_bytes(b"PK\x03\x04")
@@ -740,3 +742,44 @@ def test_page_with_too_many_instances_is_refused_before_training(use_synthetic_r
     # The trainer checks before the first step (the synthetic pages have more than 3 regions each).
     with pytest.raises(CorruptAnnotationError, match="DATASETS.MAX_INSTANCES_PER_PAGE=3"):
         Trainer(load_config(TINY, MICRO + ["DATASETS.MAX_INSTANCES_PER_PAGE", "3", "OUTPUT_DIR", str(tmp_path)]))
+
+
+# ---- 12. metrics.json after a resume ------------------------------------------------------------
+
+def test_resume_moves_the_killed_runs_rows_past_its_checkpoint_out_of_metrics_json(use_synthetic_root, tmp_path,
+                                                                                  caplog, monkeypatch):
+    """A run killed after its checkpoint at iteration 1 had logged iterations 2 and 3 and a line cut
+    mid-write. The resume trains them again: metrics.json then holds each iteration once (the
+    resumed run's), the killed run's lines are kept in a new metrics_discarded_<k>.json, named in
+    the log; only the main process moves them."""
+    from detectron2.utils import comm
+
+    out = tmp_path / "run"
+    opts = MICRO + ["SOLVER.IMS_PER_BATCH", "1", "SOLVER.BASE_LR", "0.005", "SOLVER.STEPS", "()",
+                    "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(out)]
+    trainer = Trainer(load_config(TINY, opts + ["SOLVER.MAX_ITER", "2"]))
+    trainer.resume_or_load(resume=False)
+    trainer.train()  # the checkpoint of iteration 1, a metrics row of iteration 1
+    metrics = out / "metrics.json"
+    first = metrics.read_text()
+    killed = "".join(json.dumps({"iteration": i, "total_loss": -1.0}) + "\n" for i in (2, 3)) + '{"iteration": 4, "tot'
+    metrics.write_text(first + killed)
+    (out / "metrics_discarded_1.json").write_text("an earlier resume's\n")
+
+    trainer = Trainer(load_config(TINY, opts + ["SOLVER.MAX_ITER", "4"]))
+    with monkeypatch.context() as m:
+        m.setattr(comm, "is_main_process", lambda: False)
+        trainer.resume_or_load(resume=True)
+    assert metrics.read_text() == first + killed  # another rank leaves the file alone
+    with _logged(caplog, "dla_kd"):
+        trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    trainer.train()
+
+    rows = _metrics_rows(out)
+    assert [r["iteration"] for r in rows] == [1, 3] and rows[1]["total_loss"] > 0, rows
+    assert metrics.read_text().startswith(first)
+    assert (out / "metrics_discarded_2.json").read_text() == killed + "\n"
+    assert (out / "metrics_discarded_1.json").read_text() == "an earlier resume's\n"
+    assert (f"{metrics}: moved 2 rows of iterations after 1 (2, 3) and 1 lines that are not whole rows to "
+            f"{out / 'metrics_discarded_2.json'}") in caplog.text

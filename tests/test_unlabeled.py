@@ -132,6 +132,29 @@ def test_mixed_batches_keep_the_ratio_and_aspect_grouping(use_synthetic_root, tm
         uses_unlabeled(load_config(TINY, MICRO + ["DATASETS.UNLABELED", "('test_unlabeled_mix',)"]))
 
 
+
+def test_mixed_training_loads_each_dataset_once(use_synthetic_root, tmp_path, registered, monkeypatch):
+    """The trainer checks the labelled pages and builds the mixed loader from one load of each
+    dataset (their loader functions count their calls)."""
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for k in range(2):
+        _page(seed=k).save(folder / f"p{k}.png")
+    register_unlabeled_pages("test_unlabeled_once", [str(folder)], cache_dir=str(tmp_path / "cache"))
+    registered.append("test_unlabeled_once")
+    calls = {}
+    for name in ("synthetic_doclaynet_train", "test_unlabeled_once"):
+        def counted(name=name, load=DatasetCatalog.data[name]):
+            calls[name] = calls.get(name, 0) + 1
+            return load()
+        monkeypatch.setitem(DatasetCatalog.data, name, counted)
+    cfg = load_config(TINY, MICRO + ["MODEL.META_ARCHITECTURE", "DistillGeneralizedRCNN", "SOLVER.IMS_PER_BATCH",
+                                     "2", "DATASETS.UNLABELED", "('test_unlabeled_once',)",
+                                     "DISTILL.UNLABELED.RATIO", "0.5"])
+    assert isinstance(Trainer.build_train_loader(cfg), MixedBatchLoader)
+    assert calls == {"synthetic_doclaynet_train": 1, "test_unlabeled_once": 1}
+
+
 def _teacher(tmp_path):
     """A random-init teacher (detections score about 1/12) that keeps its 5 best per page."""
     config = write_config(str(tmp_path / "teacher.yaml"), TINY, ["MODEL.FPN.OUT_CHANNELS", "64", "TEST.DETECTIONS_PER_IMAGE", "5"])

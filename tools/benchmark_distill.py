@@ -3,7 +3,7 @@
 of a distillation step alone, and of the distillation step, with peak memory; each phase in a
 fresh process, on ``MODEL.DEVICE``.
 
-    python tools/benchmark_distill.py --config-file configs/synthetic/distill/fitnet_R_50_to_R_18.yaml \\
+    python tools/benchmark_distill.py --config-file configs/synthetic/bench/distill/recommended_R_50_GN_to_MNv3_GN.yaml \\
         --output output/benchmarks/distill [--image-size 512] [--batch-size 2] [KEY VALUE ...]
 
 What each phase runs is what training runs:

@@ -14,7 +14,8 @@ host, since). Workers stop when their launcher dies (``dla_kd/engine/launch.py``
 
 ``--resume`` compares the config with the run's recorded one: changes of what is trained (model,
 DISTILL, data, input) are refused unless ``--allow-config-change``; solver changes apply; every
-invocation's config is kept (``dla_kd/engine/run_record.py``).
+invocation's config is kept (``dla_kd/engine/run_record.py``); metrics.json rows past the
+resumed checkpoint move to ``metrics_discarded_<k>.json`` (``dla_kd/engine/run_metrics.py``).
 
 ``--eval-only`` loads the weights strictly: missing or wrongly-shaped tensors are an error unless
 ``--allow-partial-weights`` (then the model is partly random, with a warning). Its results never

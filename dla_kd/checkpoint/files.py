@@ -50,8 +50,10 @@ def checkpoint_problem(path: str) -> Optional[str]:
 
 _MODEL_FILE = re.compile(r"^model_(\d+|final)\.pth$")
 # Temporaries of atomic_write (``<name>.tmp``, ``<name>.<pid>.<thread>.tmp``) of the files only a
-# training writes: checkpoints, last_checkpoint, config records (evaluations may run beside it).
-_TRAINING_TEMPORARY = re.compile(r"^(model_\w+\.pth|last_checkpoint|config(_resume_\d+)?\.yaml)(\.\d+\.\d+)?\.tmp$")
+# training writes: checkpoints, last_checkpoint, config records, metrics (evaluations may run beside it).
+_TRAINING_TEMPORARY = re.compile(
+    r"^(model_\w+\.pth|last_checkpoint|config(_resume_\d+)?\.yaml|metrics(_discarded_\d+)?\.json)(\.\d+\.\d+)?\.tmp$"
+)
 
 
 def model_files_newest_first(folder: str) -> List[str]:
@@ -76,9 +78,9 @@ def newest_complete_checkpoint(folder: str) -> Optional[str]:
 
 def remove_training_temporaries(folder: str) -> List[str]:
     """Remove what saves killed mid-write left in ``folder`` (``model_*.pth.tmp``,
-    ``last_checkpoint.tmp``, ``config*.yaml.tmp``); returns the removed paths. Call it only while
-    holding the folder's training lock (no other training writes there then; evaluations write
-    other names)."""
+    ``last_checkpoint.tmp``, ``config*.yaml.tmp``, ``metrics*.json.tmp``); returns the removed
+    paths. Call it only while holding the folder's training lock (no other training writes there
+    then; evaluations write other names)."""
     removed = []
     for path in glob.glob(os.path.join(glob.escape(folder), "*.tmp")):
         if _TRAINING_TEMPORARY.match(os.path.basename(path)):

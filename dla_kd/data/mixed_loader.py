@@ -9,7 +9,7 @@ every batch holds exactly the configured numbers, and every other loader convent
 ``DATALOADER.*``, augmentation) is Detectron2's. Unlabeled inputs have no ``"instances"``.
 """
 import logging
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.samplers import TrainingSampler
@@ -85,9 +85,11 @@ def build_unlabeled_train_loader(cfg, images_per_worker: int, mapper=None):
     )
 
 
-def build_mixed_train_loader(cfg, mapper=None) -> MixedBatchLoader:
+def build_mixed_train_loader(cfg, mapper=None, dataset: Optional[List[dict]] = None) -> MixedBatchLoader:
     """Batches of ``SOLVER.IMS_PER_BATCH`` (over all workers) with the ``DISTILL.UNLABELED.RATIO``
-    share from ``DATASETS.UNLABELED`` (see the module docstring)."""
+    share from ``DATASETS.UNLABELED`` (see the module docstring). ``dataset``: the dicts of
+    ``DATASETS.TRAIN`` when the caller loaded them already (not loaded again); None: loaded here
+    as Detectron2's train loader loads them."""
     uses_unlabeled(cfg)
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
@@ -96,5 +98,6 @@ def build_mixed_train_loader(cfg, mapper=None) -> MixedBatchLoader:
     logger.info(f"Training batches per worker: {n_labelled} labelled + {n_unlabeled} unlabeled images")
     labelled = None
     if n_labelled:
-        labelled = build_detection_train_loader(cfg, mapper=mapper, total_batch_size=n_labelled * world)
+        labelled = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset,
+                                                total_batch_size=n_labelled * world)
     return MixedBatchLoader(labelled, build_unlabeled_train_loader(cfg, n_unlabeled, mapper))

@@ -8,6 +8,7 @@ from detectron2.data import DatasetMapper, build_detection_train_loader, get_det
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DLACheckpointer, remove_training_temporaries
@@ -23,6 +24,7 @@ from .eval_outputs import eval_suffix, weights_fingerprint
 from .final_checkpoint import restore_final_checkpoint
 from .frozen_norms import check_frozen_norms_initialised
 from .optimizer import build_optimizer, check_lr_steps, reapply_solver_config
+from .run_metrics import METRICS_FILE, OpenAtFirstWrite, move_out_rows_after
 from .teacher_check import TeacherSanityCheck
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class Trainer(DefaultTrainer):
       then gives the optimizer the current config's solver settings (a changed ``BASE_LR`` applies;
       ``run_record.py`` says which changes a resume accepts), and re-creates a missing or
       unreadable ``model_final.pth`` of a finished run (``final_checkpoint.py``);
+    * ``metrics.json`` keeps only rows of the iterations before the one training starts from:
+      a killed run's rows past its last checkpoint move to ``metrics_discarded_<k>.json``
+      (``run_metrics.py``);
     * ``--eval-only`` results never replace another checkpoint's (``eval_outputs.py``);
     * training pages are checked against ``DATASETS.MAX_INSTANCES_PER_PAGE`` and, for mask
       models, for instances without a mask (``data/page_checks.py``);
@@ -81,10 +86,22 @@ class Trainer(DefaultTrainer):
             hooks.insert(0, TeacherSanityCheck(self.cfg, model))
         return hooks
 
+    def build_writers(self):
+        """Detectron2's writers; the one of ``metrics.json`` opens it at its first write, after
+        :meth:`resume_or_load` moved out the rows training will log again (``run_metrics.py``)."""
+        path = os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE)
+        writers = super().build_writers()
+        for i, writer in enumerate(writers):
+            if isinstance(writer, JSONWriter):
+                writer.close()
+                writers[i] = OpenAtFirstWrite(lambda: JSONWriter(path))
+        return writers
+
     def resume_or_load(self, resume=True):
         """Detectron2's ``resume_or_load``. Unless resuming (the checkpoint's trained tensors are
         kept as they are): after a plain MODEL.WEIGHTS, a distillation student's teacher copies are
-        applied again, then FrozenBN layers that no source initialised are refused."""
+        applied again, then FrozenBN layers that no source initialised are refused. Rows of
+        ``metrics.json`` past the iteration training starts from are moved out (main process)."""
         if comm.is_main_process() and self.cfg.OUTPUT_DIR:
             remove_training_temporaries(self.cfg.OUTPUT_DIR)  # this run holds the folder's lock
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
@@ -98,6 +115,8 @@ class Trainer(DefaultTrainer):
                 f"config changed its trainable parameters ({e}). Train into another OUTPUT_DIR with MODEL.WEIGHTS "
                 "set to that checkpoint instead of --resume."
             ) from None
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            move_out_rows_after(self.cfg.OUTPUT_DIR, self.start_iter - 1)
         if resume and self.checkpointer.has_checkpoint():
             reapply_solver_config(self.optimizer, self.scheduler, fresh_groups)
             restore_final_checkpoint(self)
@@ -111,12 +130,13 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg, mapper=None):
         """Detectron2's train loader (``mapper``: default ``DatasetMapper(cfg, True)``); mixed
-        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``."""
-        if cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg):
-            check_training_pages(cfg, _train_dicts(cfg))
-            return build_mixed_train_loader(cfg, mapper)
+        labelled/unlabeled batches for a distillation run with ``DATASETS.UNLABELED``. The
+        training pages are loaded once, checked, then given to the loader."""
+        mixed = cfg.MODEL.META_ARCHITECTURE == DISTILL_META_ARCHITECTURE and uses_unlabeled(cfg)
         dicts = _train_dicts(cfg)
         check_training_pages(cfg, dicts)
+        if mixed:
+            return build_mixed_train_loader(cfg, mapper, dataset=dicts)
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
