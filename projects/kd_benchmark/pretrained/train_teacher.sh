@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 P=projects/kd_benchmark/pretrained
 OUT=output/kd_benchmark_pretrained/teacher
 if [ ! -f "$OUT/model_final.pth" ]; then
-  OMP_NUM_THREADS=2 "$PY" tools/train_net.py --config-file "$P/configs/teacher_R_18_FPN128.yaml" --resume \
+  OMP_NUM_THREADS=${THREADS:-2} "$PY" tools/train_net.py --config-file "$P/configs/teacher_R_18_FPN128.yaml" --resume \
     TEST.EVAL_PERIOD 0 DATASETS.TEST '("synthetic_doclaynet_val","synthetic_doclaynet_test")'
 fi
 "$PY" "$P/export_weights.py" "$OUT/model_final.pth" "$P/weights/teacher_R_18_FPN128.fp16.pth" --format full

@@ -46,3 +46,20 @@ def test_backbone_weights_fill_the_whole_backbone_of_their_config(name, monkeypa
     else:  # Detectron2 ResNet: MODEL.WEIGHTS holds backbone.bottom_up.*
         bottom_up = {f"backbone.bottom_up.{k}" for k in model.backbone.bottom_up.state_dict()}
         assert set(state["model"]) == {k for k in bottom_up if not k.endswith("num_batches_tracked")}
+
+
+TEACHER = os.path.join(HERE, "weights", "teacher_R_18_FPN128.fp16.pth")
+
+
+@pytest.mark.skipif(not os.path.isfile(TEACHER), reason="the benchmark's teacher is not committed yet")
+def test_the_committed_teacher_fills_its_whole_model_and_every_run_names_its_sha256(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load_config(os.path.join(HERE, "configs", "teacher_R_18_FPN128.yaml"), ["MODEL.DEVICE", "cpu"])
+    state = torch.load(TEACHER, map_location="cpu")["model"]
+    model_keys = {k for k in build_model(cfg).state_dict() if not k.endswith("num_batches_tracked")}
+    assert set(state) == model_keys
+    assert all(value.dtype == torch.float16 for value in state.values() if value.is_floating_point())
+    record = json.load(open(TEACHER + ".json"))
+    base = load_config(os.path.join(HERE, "configs", "recipes", "Base-Distill-R_18-to-MNv3S.yaml"), [])
+    assert base.DISTILL.TEACHER.SHA256 == record["sha256"]
+    assert base.DISTILL.TEACHER.WEIGHTS == os.path.relpath(TEACHER, REPO)
