@@ -262,6 +262,39 @@ def test_frozen_batchnorm_keeps_activations_and_outputs():
     assert any(isinstance(m, FrozenBatchNormAct2d) for m in frozen.modules())  # mobilenet: BN+act kept
 
 
+def test_frozen_batchnorm_act_folds_into_convs_on_export_and_keeps_gradients(tmp_path):
+    import onnx
+
+    body = convert_batchnorm(create_timm_features("mobilenetv3_small_100").eval(), "FrozenBN")
+    frozen = [m for m in body.modules() if isinstance(m, FrozenBatchNormAct2d)]
+    for m in frozen:  # non-trivial statistics and affine terms
+        m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 64, 64)
+    # where the input needs a gradient (a trainable stage), timm's arithmetic: same outputs, gradients flow
+    grad_x = x.clone().requires_grad_()
+    with torch.no_grad():
+        expected = body(x)
+    outputs = body(grad_x)
+    for a, b in zip(outputs, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    sum(o.sum() for o in outputs).backward()
+    assert grad_x.grad is not None and grad_x.grad.abs().sum() > 0
+    assert all(m.weight.grad is None for m in frozen)  # buffers: frozen
+    # exported: no BatchNormalization and no Mul reading a Conv's output (the norms are in the convs)
+    path = str(tmp_path / "body.onnx")
+    with torch.no_grad():  # as dla_kd.export traces
+        torch.onnx.export(body, (x,), path, opset_version=17, do_constant_folding=True,
+                          training=torch.onnx.TrainingMode.EVAL)
+    graph = onnx.load(path).graph
+    conv_outputs = {o for n in graph.node if n.op_type == "Conv" for o in n.output}
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    assert not [n.name for n in graph.node if n.op_type == "BatchNormalization"]
+    # a conv output scaled or shifted by a constant is an unfolded norm (residual Adds read two tensors)
+    assert not [n.name for n in graph.node
+                if n.op_type in ("Mul", "Add") and set(n.input) & conv_outputs and set(n.input) & constants]
+    assert len(frozen) > 20 and sum(n.op_type == "Conv" for n in graph.node) >= len(frozen)
+
+
 def test_groupnorm_and_syncbn_conversion():
     gn = convert_batchnorm(create_timm_features("mobilenetv3_large_100"), "GN")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in gn.modules())
