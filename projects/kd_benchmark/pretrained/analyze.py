@@ -82,10 +82,19 @@ def analyze(rows: List[Tuple[str, str]], teacher_dir: str, ref1: str, ref3: str,
         if name != ref1 and len(set(ap["bbox"][name]) & set(ap["bbox"][ref1])) >= 2:
             row["gap_closed_vs_1x"] = gap_closed(ap["bbox"][name], ap["bbox"][ref1], teacher["bbox"])
         report["rows"].append(row)
-    tested = holm({n: ap["bbox"][n] for n in family}, ap["bbox"][ref3])
+    # rows naming one set of runs (the recommended recipe is F* or R* itself) are one hypothesis
+    dirs, first_of, same_as = dict(rows), {}, {}
+    for n in family:
+        key = os.path.normpath(dirs[n])
+        if key in first_of:
+            same_as[n] = first_of[key]
+        else:
+            first_of[key] = n
+    tested = holm({n: ap["bbox"][n] for n in family if n not in same_as}, ap["bbox"][ref3])
     report["holm_vs_supervised_3x"] = {
         n: {"difference": asdict(v["difference"]), "holm_alpha": v["holm_alpha"], "rejected": v["rejected"]}
         for n, v in tested.items()}
+    report["same_runs_as"] = same_as
     return report
 
 
@@ -112,6 +121,10 @@ def markdown(report: dict) -> str:
     for name, h in sorted(report["holm_vs_supervised_3x"].items(), key=lambda kv: kv[1]["holm_alpha"]):
         d = h["difference"]
         lines.append(f"| {name} | {_ci(d)} | {d['level']:.4f} | {'yes' if h['rejected'] else 'no'} |")
+    same = report.get("same_runs_as", {})
+    if same:
+        lines += ["", f"Tested once ({len(report['holm_vs_supervised_3x'])} hypotheses): "
+                  + "; ".join(f"{n} are the runs of {m}" for n, m in same.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -50,3 +50,21 @@ def test_a_missing_test_evaluation_is_an_error_naming_the_folder(tmp_path):
     (tmp_path / "sup1" / "seed42").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=f"no {DATASET} evaluation under .*sup1"):
         analyze.seed_results(str(tmp_path / "sup1"))
+
+
+def test_a_recommended_recipe_that_is_f_star_itself_is_tested_once(tmp_path):
+    sup = {42: 20.0, 1: 21.0, 2: 19.0}
+    feat = {42: 25.0, 1: 26.5, 2: 23.5}
+    resp = {42: 20.5, 1: 20.0, 2: 19.5}
+    rows = [_row(tmp_path, n, v) for n, v in (("sup1", sup), ("sup3", sup), ("feat", feat), ("resp", resp))]
+    rows.append(f"rec={tmp_path / 'feat'}")  # the recommended recipe's runs are F*'s
+    _eval(tmp_path / "teacher", 30.0, 31.0)
+    analyze.main([*sum((["--row", r] for r in rows), []), "--teacher", str(tmp_path / "teacher"),
+                  "--reference-1x", "sup1", "--reference-3x", "sup3", "--family", "rec", "feat", "resp",
+                  "--out", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report.json").read_text())
+    holm = report["holm_vs_supervised_3x"]
+    assert set(holm) == {"rec", "resp"} and report["same_runs_as"] == {"feat": "rec"}
+    # two hypotheses: the smaller p-value is tested at 0.05 / 2, the other at 0.05
+    assert sorted(h["holm_alpha"] for h in holm.values()) == [pytest.approx(0.025), pytest.approx(0.05)]
+    assert "feat are the runs of rec" in (tmp_path / "report.md").read_text()
