@@ -13,8 +13,9 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from dataclasses import replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from detectron2.layers import ShapeSpec
@@ -171,3 +172,37 @@ def run_block(block: Block, overrides, cwd: str, writes: Sequence[str] = (), env
     missing = [f for f in writes if not os.path.exists(os.path.join(cwd, f))]
     assert not missing, f"{block.path} block {block.name!r} ran but did not write {missing}"
     return procs
+
+
+# --- commands that cannot run here: what they would run ---------------------------------------------
+RECORDER = """#!{python}
+# Stand-in for the clone's interpreter: records the call (arguments and DLA_KD_* variables), runs nothing.
+import json, os, sys
+with open(os.environ["DOC_CALLS"], "a") as f:
+    f.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items() if k.startswith("DLA_KD_")}}}}) + "\\n")
+"""
+
+
+def recording_workspace(path: str, links: Sequence[str] = ("configs", "tools", "scripts", "projects")) -> str:
+    """``make_workspace`` whose ``.venv/bin/python`` only records each call (``recorded_calls``):
+    a documented command (or a script it runs) goes through the shell as written, globs and
+    variables expanded, and nothing trains."""
+    os.makedirs(os.path.join(path, ".venv", "bin"))
+    stub = os.path.join(path, ".venv", "bin", "python")
+    with open(stub, "w") as f:
+        f.write(RECORDER.format(python=sys.executable))
+    os.chmod(stub, 0o755)
+    return make_workspace(path, REPO, links)
+
+
+def recorded_calls(command: Command, ws: str, env: Optional[dict] = None) -> List[dict]:
+    """Run ``command`` exactly as written in the ``recording_workspace`` ``ws``: the calls of
+    ``.venv/bin/python`` it made, in order, each ``{"argv": [script, args...], "env": {DLA_KD_*}}``."""
+    log = os.path.join(ws, ".doc_calls.jsonl")
+    if os.path.exists(log):
+        os.remove(log)
+    run_command(command, cwd=ws, env={"DETECTRON2_DATASETS": "datasets", **(env or {}), "DOC_CALLS": log})
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [json.loads(line) for line in f]

@@ -36,7 +36,7 @@ def page_size(text: str):
     return height, width
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=DEFAULT_CONFIG)
     parser.add_argument("--output", required=True, help="output folder")
@@ -48,7 +48,11 @@ def main(argv=None) -> int:
                         help="longest side of the picture; 0: page size (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. MODEL.WEIGHTS")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
                                          "TEST.DETECTIONS_PER_IMAGE", str(args.detections)] + list(args.opts))
