@@ -95,3 +95,17 @@ def test_datasets_are_registered_with_publaynet_classes():
     for name in (TEST_SET, TRAIN_SET):
         assert MetadataCatalog.get(name).thing_classes == ["text", "title", "list", "table", "figure"]
     assert MetadataCatalog.get(TRAIN_SET).score_thresh == 0.5
+
+
+def test_report_pairs_kd_and_supervised_runs_by_seed():
+    import report
+
+    def run(seed, ap):
+        return {"seed": seed, "bbox": {"point": {"AP": ap}}}
+
+    runs = {"student": [run(42, 15.0), run(1, 16.0), run(2, 14.0)],
+            "kd_recommended": [run(42, 17.0), run(1, 17.0), run(7, 30.0), run(2, 17.0)]}
+    seeds, mean, (low, high) = report.paired_difference(runs, "student", "kd_recommended")
+    assert seeds == [1, 2, 42] and mean == pytest.approx(2.0)  # +2, +1, +3; seed 7 has no pair
+    assert low == pytest.approx(2.0 - 4.303 / 3 ** 0.5, abs=1e-3) and high == pytest.approx(2.0 + 4.303 / 3 ** 0.5, abs=1e-3)
+    assert "+2.0 bbox AP [" in report.paired_lines(runs, "student", ["kd_recommended", "student_synthetic"])

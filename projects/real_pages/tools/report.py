@@ -37,6 +37,8 @@ def load(results: str):
         if name.endswith("_speed"):
             speed[name] = result.get("pages_per_s")
             continue
+        seed = re.search(r"_seed(\d+)$", name)
+        result["seed"] = int(seed.group(1)) if seed else None
         runs[re.sub(r"_seed\d+$", "", name)].append(result)
     return runs, speed
 
@@ -50,6 +52,31 @@ def stat(values):
 
 def fmt(mean, sd=None):
     return "-" if mean is None else f"{mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+
+
+def paired_difference(runs, reference: str, name: str):
+    """bbox AP of ``name`` minus ``reference`` on the seeds both have: (seeds, mean, 95% t-interval)."""
+    from scipy import stats
+
+    ref = {r["seed"]: r["bbox"]["point"]["AP"] for r in runs.get(reference, [])}
+    diffs = {r["seed"]: r["bbox"]["point"]["AP"] - ref[r["seed"]] for r in runs.get(name, []) if r["seed"] in ref}
+    values = np.array(list(diffs.values()))
+    if len(values) < 2:
+        return sorted(diffs), (float(values.mean()) if len(values) else None), None
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return sorted(diffs), float(values.mean()), (float(values.mean() - half), float(values.mean() + half))
+
+
+def paired_lines(runs, reference: str, names) -> str:
+    lines = []
+    for name in names:
+        seeds, mean, interval = paired_difference(runs, reference, name)
+        if mean is None:
+            continue
+        ci = f" [{interval[0]:+.1f}, {interval[1]:+.1f}] (95% t-interval over seeds)" if interval else ""
+        lines.append(f"- {LABELS.get(name, name)} minus {LABELS[reference]}, same seed ({', '.join(map(str, seeds))}): "
+                     f"{mean:+.1f} bbox AP{ci}")
+    return ("\nPaired differences:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def main(results: str = RESULTS) -> int:
@@ -79,7 +106,8 @@ def main(results: str = RESULTS) -> int:
         lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
                                         fmt(*mean), ratio, ratio_cdla, f"{pages:.2f}" if pages else "-"]) + " |")
     text = ("# Real pages: results\n\nbbox AP on the 20 real PubLayNet example pages (mean ± sd over seeds; "
-            "each run's bootstrap interval over pages is in its own file).\n\n" + "\n".join(lines) + "\n")
+            "each run's bootstrap interval over pages is in its own file).\n\n" + "\n".join(lines) + "\n"
+            + paired_lines(runs, "student", ("kd_recommended", "student_synthetic")))
     with open(os.path.join(results, "report.md"), "w") as f:
         f.write(text)
     import matplotlib
