@@ -23,7 +23,6 @@ from torch import nn
 from detectron2.layers import FrozenBatchNorm2d
 
 
-
 class FoldableFrozenBatchNormAct2d(FrozenBatchNormAct2d):
     """timm's ``FrozenBatchNormAct2d`` computed as Detectron2's ``FrozenBatchNorm2d`` is: where no
     gradient reaches the input (inference, export, frozen stages) by ``F.batch_norm``, which the

