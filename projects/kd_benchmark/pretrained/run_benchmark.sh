@@ -25,10 +25,11 @@ teacher_recorded() {  # every run must check the committed teacher's sha256 (pro
 }
 recipe() { "$PY" -c "import json,sys; print(json.load(open('$R/selection.json'))[sys.argv[1]])" "$1"; }
 
-selection() {  # validation pages, seed 42, 1x: the five candidates, then the combination of the best two
+selection() {  # validation pages, seed 42, 1x: the five candidates (their runs published: the report with the
+  # combination is published by the second call), then the combination of the best two
   local candidates=("$C"/recipes/{mgd_balanced,defeat,pkd,crosskd,logit_kd}.yaml)
   kd --student "$C/student_MNv3_small_pretrained.yaml" --distill "${candidates[@]}" --seeds 42 \
-    --output "$OUT/selection" --publish "$R/selection" TEST.EVAL_PERIOD 500 DATASETS.TEST "$VAL"
+    --output "$OUT/selection" --publish-runs "$R/selection" TEST.EVAL_PERIOD 500 DATASETS.TEST "$VAL"
   "$PY" "$P/select_recipe.py" terms --runs "$R/selection/runs"
   kd --student "$C/student_MNv3_small_pretrained.yaml" --distill "${candidates[@]}" "$C/recipes/combination.yaml" \
     --seeds 42 --output "$OUT/selection" --publish "$R/selection" TEST.EVAL_PERIOD 500 DATASETS.TEST "$VAL"
