@@ -176,32 +176,60 @@ def run_block(block: Block, overrides, cwd: str, writes: Sequence[str] = (), env
 
 # --- commands that cannot run here: what they would run ---------------------------------------------
 RECORDER = """#!{python}
-# Stand-in for the clone's interpreter: records the call (arguments and DLA_KD_* variables), runs nothing.
+# Stand-in for {program}: records the call (arguments and DLA_KD_* variables) and runs nothing.
 import json, os, sys
+PROGRAM = {program_name!r}
+if PROGRAM is None and sys.argv[1:2] == ["-c"]:  # a script's own one-liner (reads a JSON file): runs
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
 with open(os.environ["DOC_CALLS"], "a") as f:
-    f.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items() if k.startswith("DLA_KD_")}}}}) + "\\n")
+    argv = ([PROGRAM] if PROGRAM else []) + sys.argv[1:]
+    f.write(json.dumps({{"argv": argv, "env": {{k: v for k, v in os.environ.items() if k.startswith("DLA_KD_")}}}}) + "\\n")
 """
+# Programs of the machine a documented script may call that must not run in a test, and what their
+# stand-ins do: record the call (checked like a tool's), run the rest of the line, or answer nothing
+# (the package manager: "not installed", so a script's install path is always the one recorded).
+STAND_IN_PROGRAMS = {"git": "record", "apt-get": "record", "sudo": 'exec "$@"',
+                     "dpkg-query": "exit 1", "dpkg": "exit 0"}
+STAND_IN_BIN = ".doc_bin"
 
 
-def recording_workspace(path: str, links: Sequence[str] = ("configs", "tools", "scripts", "projects")) -> str:
+def _executable(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+
+
+def recording_workspace(path: str, links: Sequence[str] = ("configs", "tools", "scripts"),
+                        copies: Sequence[str] = ("projects",)) -> str:
     """``make_workspace`` whose ``.venv/bin/python`` only records each call (``recorded_calls``):
     a documented command (or a script it runs) goes through the shell as written, globs and
-    variables expanded, and nothing trains."""
+    variables expanded, and nothing trains; ``python -c`` one-liners of a script run. The programs
+    of ``STAND_IN_PROGRAMS`` (git, the package manager) are stand-ins on the commands' PATH.
+    ``copies`` are folders of the repository mirrored as real folders of links to its files, so
+    that what a study writes into them (its published results) is left in the workspace."""
     os.makedirs(os.path.join(path, ".venv", "bin"))
-    stub = os.path.join(path, ".venv", "bin", "python")
-    with open(stub, "w") as f:
-        f.write(RECORDER.format(python=sys.executable))
-    os.chmod(stub, 0o755)
+    _executable(os.path.join(path, ".venv", "bin", "python"),
+                RECORDER.format(python=sys.executable, program="the clone's interpreter", program_name=None))
+    os.makedirs(os.path.join(path, STAND_IN_BIN))
+    for name, action in STAND_IN_PROGRAMS.items():
+        text = (RECORDER.format(python=sys.executable, program=name, program_name=name) if action == "record"
+                else f"#!/bin/sh\n# Stand-in for {name}.\n{action}\n")
+        _executable(os.path.join(path, STAND_IN_BIN, name), text)
+    for name in copies:
+        shutil.copytree(os.path.join(REPO, name), os.path.join(path, name), copy_function=os.symlink,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return make_workspace(path, REPO, links)
 
 
 def recorded_calls(command: Command, ws: str, env: Optional[dict] = None) -> List[dict]:
     """Run ``command`` exactly as written in the ``recording_workspace`` ``ws``: the calls of
-    ``.venv/bin/python`` it made, in order, each ``{"argv": [script, args...], "env": {DLA_KD_*}}``."""
+    ``.venv/bin/python`` (and of the recording ``STAND_IN_PROGRAMS``) it made, in order, each
+    ``{"argv": [script or program, args...], "env": {DLA_KD_*}}``."""
     log = os.path.join(ws, ".doc_calls.jsonl")
     if os.path.exists(log):
         os.remove(log)
-    run_command(command, cwd=ws, env={"DETECTRON2_DATASETS": "datasets", **(env or {}), "DOC_CALLS": log})
+    path = os.path.join(ws, STAND_IN_BIN) + os.pathsep + os.environ.get("PATH", "")
+    run_command(command, cwd=ws, env={"DETECTRON2_DATASETS": "datasets", **(env or {}), "DOC_CALLS": log, "PATH": path})
     if not os.path.exists(log):
         return []
     with open(log) as f:

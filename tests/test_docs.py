@@ -33,8 +33,6 @@ from test_docs_projects import OVERRIDES as STUDIES
 from test_docs_reference import OVERRIDES as REFERENCE
 from tiny_models import REPO
 
-# projects/kd_benchmark/pretrained/README.md and projects/real_pages/README.md are left out for now:
-# the coordinator is editing them (their blocks get markers and checks when that work is merged).
 PAGES = (["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "**", "*.md"),
                                                                            recursive=True))
          + list(STUDIES))

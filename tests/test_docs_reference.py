@@ -73,12 +73,13 @@ def check_pip_installs(block, ws):
 
 def check_train_net_args(argv, ws, where):
     """``tools/train_net.py`` arguments parsed by its own parser; the config, its ``KEY VALUE``
-    overrides (unknown keys fail to load) and the files they name exist in ``ws``."""
+    overrides (unknown keys fail to load) and the files they name exist in ``ws`` (no MODEL.WEIGHTS:
+    trained from scratch)."""
     args = load_tool("train_net").build_parser().parse_args(argv)
     path = os.path.join(ws, args.config_file)
     assert os.path.isfile(path), f"{where}: no config {args.config_file}"
     cfg = load_config(path, args.opts, freeze=False)
-    files = [cfg.MODEL.WEIGHTS] + ([cfg.DISTILL.TEACHER.CONFIG, cfg.DISTILL.TEACHER.WEIGHTS]
+    files = [cfg.MODEL.WEIGHTS] * bool(cfg.MODEL.WEIGHTS) + ([cfg.DISTILL.TEACHER.CONFIG, cfg.DISTILL.TEACHER.WEIGHTS]
                                    if cfg.MODEL.META_ARCHITECTURE == "DistillGeneralizedRCNN" else [])
     missing = [f for f in files if not os.path.isfile(os.path.join(ws, f))]
     assert not missing, f"{where}: the command's files do not exist: {missing}"
