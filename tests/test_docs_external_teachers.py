@@ -96,7 +96,7 @@ def test_external_results_to_big_teacher_to_distilled_student(blocks, workspace)
     assert os.path.isfile(os.path.join(student, "model_final.pth"))
     with open(os.path.join(student, "metrics.json")) as f:
         metrics = [json.loads(line) for line in f if line.strip()]
-    assert any("loss_kd_mgd" in m for m in metrics) and any(k.startswith("loss_kd_crosskd") for m in metrics for k in m)
+    assert any("loss_kd_defeat" in m for m in metrics) and any(k.startswith("loss_kd_crosskd") for m in metrics for k in m)
 
 
 def test_external_plugin_command(blocks, workspace):

@@ -13,7 +13,9 @@
 A row is ``NAME=DIR`` with ``DIR/seed<k>/eval_<dataset>.json`` per seed. Writes ``<out>.json`` and
 ``<out>.md``: per row bbox/segm AP mean ± std; paired differences (same seed) to both supervised
 references with 95% t-intervals; the family's differences to supervised 3x with Holm's step-down
-(interval at each step's level); gap closed with a bootstrap interval.
+(interval at each step's level); gap closed with a bootstrap interval. ``--reference ROW=REF``
+pairs a row with another supervised 1x row of its own regime (the from-scratch rows with the
+from-scratch supervised student) for its 1x difference and gap closed.
 """
 import argparse
 import glob
@@ -63,9 +65,11 @@ def parse_rows(items: List[str]) -> List[Tuple[str, str]]:
 
 
 def analyze(rows: List[Tuple[str, str]], teacher_dir: str, ref1: str, ref3: str, family: List[str],
-            dataset: str = DATASET) -> dict:
+            dataset: str = DATASET, references: Dict[str, str] = None) -> dict:
+    """``references``: row -> the supervised 1x row it is paired with (default ``ref1``)."""
     names = [n for n, _ in rows]
-    for needed in [ref1, ref3] + family:
+    references = references or {}
+    for needed in [ref1, ref3] + family + list(references) + list(references.values()):
         if needed not in names:
             raise ValueError(f"{needed!r} is not one of the rows {names}")
     ap = {task: {n: seed_results(d, dataset, task) for n, d in rows} for task in ("bbox", "segm")}
@@ -76,11 +80,14 @@ def analyze(rows: List[Tuple[str, str]], teacher_dir: str, ref1: str, ref3: str,
         for task in ("bbox", "segm"):
             mean, std = mean_std(list(ap[task][name].values()))
             row[task] = {"mean": mean, "std": std, "seeds": sorted(ap[task][name])}
-        for label, ref in (("vs_supervised_1x", ref1), ("vs_supervised_3x", ref3)):
+        own1 = references.get(name, ref1)
+        if own1 != ref1:
+            row["supervised_1x"] = own1
+        for label, ref in (("vs_supervised_1x", own1), ("vs_supervised_3x", ref3)):
             if name != ref and len(set(ap["bbox"][name]) & set(ap["bbox"][ref])) >= 2:
                 row[label] = asdict(paired_difference(ap["bbox"][name], ap["bbox"][ref]))
-        if name != ref1 and len(set(ap["bbox"][name]) & set(ap["bbox"][ref1])) >= 2:
-            row["gap_closed_vs_1x"] = gap_closed(ap["bbox"][name], ap["bbox"][ref1], teacher["bbox"])
+        if name not in (ref1, own1) and len(set(ap["bbox"][name]) & set(ap["bbox"][own1])) >= 2:
+            row["gap_closed_vs_1x"] = gap_closed(ap["bbox"][name], ap["bbox"][own1], teacher["bbox"])
         report["rows"].append(row)
     # rows naming one set of runs (the recommended recipe is F* or R* itself) are one hypothesis
     dirs, first_of, same_as = dict(rows), {}, {}
@@ -104,7 +111,9 @@ def _ci(d: dict) -> str:
 
 def markdown(report: dict) -> str:
     t = report["teacher"]
-    lines = [f"Test pages: `{report['dataset']}`. Teacher: {t['bbox']:.1f} bbox AP, {t['segm']:.1f} segm AP.", "",
+    own = {r["name"]: r["supervised_1x"] for r in report["rows"] if "supervised_1x" in r}
+    lines = [f"Test pages: `{report['dataset']}`. Teacher: {t['bbox']:.1f} bbox AP, {t['segm']:.1f} segm AP."
+             + "".join(f" {n}: Δ and gap closed vs 1x against {ref}." for n, ref in own.items()), "",
              "| row | seeds | bbox AP | segm AP | Δ vs supervised 1x (95% CI) | Δ vs supervised 3x (95% CI) | gap closed (vs 1x) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
@@ -135,10 +144,14 @@ def main(argv=None):
     parser.add_argument("--reference-1x", required=True)
     parser.add_argument("--reference-3x", required=True)
     parser.add_argument("--family", nargs="+", required=True, help="rows tested against supervised 3x (Holm)")
+    parser.add_argument("--reference", action="append", default=[], metavar="ROW=REF",
+                        help="pair ROW with the supervised 1x row REF of its own regime (default: --reference-1x)")
     parser.add_argument("--dataset", default=DATASET)
     parser.add_argument("--out", required=True, help="<out>.json and <out>.md")
     args = parser.parse_args(argv)
-    report = analyze(parse_rows(args.row), args.teacher, args.reference_1x, args.reference_3x, args.family, args.dataset)
+    references = dict(parse_rows(args.reference))  # ROW=REF, parsed like a row
+    report = analyze(parse_rows(args.row), args.teacher, args.reference_1x, args.reference_3x, args.family,
+                     args.dataset, references)
     atomic_write_json(args.out + ".json", report, indent=1)
     atomic_write_text(args.out + ".md", markdown(report))
     print(markdown(report))

@@ -68,3 +68,25 @@ def test_a_recommended_recipe_that_is_f_star_itself_is_tested_once(tmp_path):
     # two hypotheses: the smaller p-value is tested at 0.05 / 2, the other at 0.05
     assert sorted(h["holm_alpha"] for h in holm.values()) == [pytest.approx(0.025), pytest.approx(0.05)]
     assert "feat are the runs of rec" in (tmp_path / "report.md").read_text()
+
+
+def test_a_from_scratch_row_is_paired_with_the_from_scratch_supervised_student(tmp_path):
+    sup = {42: 30.0, 1: 31.0, 2: 29.0}
+    scratch_sup = {42: 10.0, 1: 12.0, 2: 11.0}
+    scratch_rec = {42: 14.0, 1: 15.0, 2: 16.0}  # +4, +3, +5 over its own supervised student
+    rows = [_row(tmp_path, n, v) for n, v in (("sup1", sup), ("sup3", sup), ("rec", sup),
+                                              ("scratch_sup", scratch_sup), ("scratch_rec", scratch_rec))]
+    _eval(tmp_path / "teacher", 40.0, 41.0)
+    analyze.main([*sum((["--row", r] for r in rows), []), "--teacher", str(tmp_path / "teacher"),
+                  "--reference-1x", "sup1", "--reference-3x", "sup3", "--family", "rec",
+                  "--reference", "scratch_rec=scratch_sup", "--out", str(tmp_path / "report")])
+    by_name = {r["name"]: r for r in json.loads((tmp_path / "report.json").read_text())["rows"]}
+    scratch = by_name["scratch_rec"]
+    assert scratch["supervised_1x"] == "scratch_sup" and scratch["vs_supervised_1x"]["mean"] == pytest.approx(4.0)
+    assert scratch["gap_closed_vs_1x"]["mean"] == pytest.approx(4.0 / 29.0)  # of the 40 - 11 gap
+    assert by_name["scratch_sup"]["vs_supervised_1x"]["mean"] == pytest.approx(-19.0)  # still vs sup1
+    assert "scratch_rec: Δ and gap closed vs 1x against scratch_sup." in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="'nope' is not one of the rows"):
+        analyze.main([*sum((["--row", r] for r in rows), []), "--teacher", str(tmp_path / "teacher"),
+                      "--reference-1x", "sup1", "--reference-3x", "sup3", "--family", "rec",
+                      "--reference", "scratch_rec=nope", "--out", str(tmp_path / "report")])
