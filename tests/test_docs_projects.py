@@ -257,9 +257,10 @@ def check_select_recipe(argv, ws, where):
 def check_analyze(argv, ws, where):
     tool = load_tool("analyze", PRETRAINED)
     args = main_args(tool, argv, ws, where)
-    rows = dict(tool.parse_rows(args.row))
-    unknown = [r for r in (args.reference_1x, args.reference_3x, *args.family) if r not in rows]
-    assert not unknown, f"{where}: --reference/--family name no --row: {unknown}"
+    rows, references = dict(tool.parse_rows(args.row)), dict(tool.parse_rows(args.reference))
+    named = (args.reference_1x, args.reference_3x, *args.family, *references, *references.values())
+    unknown = [r for r in named if r not in rows]
+    assert not unknown, f"{where}: --reference*/--family name no --row: {unknown}"
     exists(ws, os.path.join(args.teacher, f"eval_{args.dataset}.json"), where)
     for name, folder in rows.items():
         found = glob.glob(os.path.join(ws, folder, "seed*", f"eval_{args.dataset}.json"))
