@@ -39,12 +39,13 @@ cdla() {  # the CDLA teacher itself on the 20 real pages
       --class-map $CLASS_MAP --threads "$THREADS"
 }
 
-# train NAME CONFIG OUTPUT_DIR [KEY VALUE ...]: train (or resume) unless finished, then evaluate it.
+# train NAME CONFIG OUTPUT_DIR [KEY VALUE ...]: train (or resume) unless finished, then evaluate it unless
+# its results are newer than its weights (the committed results of a fresh clone are older than a retraining).
 train() {
   local name=$1 config=$2 out=$3
   shift 3
   [ -f "$out/model_final.pth" ] || run $PY $P/tools/train_net.py --config-file "$config" --resume OUTPUT_DIR "$out" "$@"
-  [ -f "$P/results/$name.json" ] || run $PY $P/tools/evaluate.py --name "$name" --config-file "$config" \
+  [ "$P/results/$name.json" -nt "$out/model_final.pth" ] || run $PY $P/tools/evaluate.py --name "$name" --config-file "$config" \
       --threads "$THREADS" MODEL.WEIGHTS "$out/model_final.pth"
 }
 
