@@ -58,7 +58,8 @@ analyze() {
     --row "recommended 1x ($rec)=$R/1x/runs/$rec" --row "recommended 3x ($rec)=$R/3x/runs/$rec" \
     --row "F* 1x ($feat)=$R/1x/runs/$feat" --row "R* 1x ($resp)=$R/1x/runs/$resp" \
     --row "scratch supervised 1x=$R/scratch/runs/student" --row "scratch recommended 1x ($rec)=$R/scratch/runs/$rec" \
-    --family "recommended 1x ($rec)" "recommended 3x ($rec)" "F* 1x ($feat)" "R* 1x ($resp)" --out "$R/report"
+    --family "recommended 1x ($rec)" "recommended 3x ($rec)" "F* 1x ($feat)" "R* 1x ($resp)" \
+    --reference "scratch recommended 1x ($rec)=scratch supervised 1x" --out "$R/report"
 }
 
 teacher_recorded
