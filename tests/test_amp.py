@@ -463,6 +463,9 @@ def _balance_worker(rank, store, out_dir):
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"weights": weights, "calibrated": not balancer.calibrating,
                        "buffers": balancer.weights.tolist()}, f)
+        # as dla_kd.engine.launch does: a rank tearing gloo down while its peer still talks to it
+        # aborts the peer (SIGABRT, seen on a loaded machine)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
