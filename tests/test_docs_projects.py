@@ -257,10 +257,12 @@ def check_select_recipe(argv, ws, where):
 def check_analyze(argv, ws, where):
     tool = load_tool("analyze", PRETRAINED)
     args = main_args(tool, argv, ws, where)
-    rows, references = dict(tool.parse_rows(args.row)), dict(tool.parse_rows(args.reference))
-    named = (args.reference_1x, args.reference_3x, *args.family, *references, *references.values())
-    unknown = [r for r in named if r not in rows]
-    assert not unknown, f"{where}: --reference*/--family name no --row: {unknown}"
+    rows = dict(tool.parse_rows(args.row))
+    try:
+        tool.check_names(list(rows), args.reference_1x, args.reference_3x, args.family,
+                         dict(tool.parse_rows(args.reference)))
+    except ValueError as e:
+        raise AssertionError(f"{where}: --reference*/--family name no --row: {e}") from None
     exists(ws, os.path.join(args.teacher, f"eval_{args.dataset}.json"), where)
     for name, folder in rows.items():
         found = glob.glob(os.path.join(ws, folder, "seed*", f"eval_{args.dataset}.json"))

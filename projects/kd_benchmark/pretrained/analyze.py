@@ -64,14 +64,19 @@ def parse_rows(items: List[str]) -> List[Tuple[str, str]]:
     return rows
 
 
+def check_names(names: List[str], ref1: str, ref3: str, family: List[str], references: Dict[str, str]):
+    """Every row the references and the family name is one of ``names``, else ValueError."""
+    for needed in [ref1, ref3] + family + list(references) + list(references.values()):
+        if needed not in names:
+            raise ValueError(f"{needed!r} is not one of the rows {names}")
+
+
 def analyze(rows: List[Tuple[str, str]], teacher_dir: str, ref1: str, ref3: str, family: List[str],
             dataset: str = DATASET, references: Dict[str, str] = None) -> dict:
     """``references``: row -> the supervised 1x row it is paired with (default ``ref1``)."""
     names = [n for n, _ in rows]
     references = references or {}
-    for needed in [ref1, ref3] + family + list(references) + list(references.values()):
-        if needed not in names:
-            raise ValueError(f"{needed!r} is not one of the rows {names}")
+    check_names(names, ref1, ref3, family, references)
     ap = {task: {n: seed_results(d, dataset, task) for n, d in rows} for task in ("bbox", "segm")}
     teacher = {task: teacher_ap(teacher_dir, dataset, task) for task in ("bbox", "segm")}
     report = {"dataset": dataset, "teacher": teacher, "rows": []}
