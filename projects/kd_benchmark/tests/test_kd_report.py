@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 
 from tiny_models import MICRO, TINY, load_tool, write_config
 
@@ -316,6 +317,23 @@ def test_a_fresh_machine_collects_published_runs(report_setup, monkeypatch):
     assert {r["run"]: r["seeds"] for r in report["rows"]} == {"teacher": 1, "student": 2, "fitnet": 2}
     assert report["teachers"][0]["runs"] == 2 and report["environment"]["invocations"] == 2
     assert set(report["curves"]) == {"teacher", "student", "fitnet"}
+
+
+def test_given_teacher_weights_are_published_with_their_evaluations(report_setup, tmp_path, monkeypatch):
+    """--teacher-weights with --publish: the teacher, only evaluated here, is published beside the
+    runs (``<publish>/runs/teacher``, every test dataset), where analyze.py reads it."""
+    kd_report, argv, out, calls = report_setup
+    weights = tmp_path / "given_teacher.pth"
+    torch.save({"model": {}}, weights)
+    datasets = ("synthetic_doclaynet_val", "synthetic_doclaynet_test")
+    monkeypatch.setenv("FAKE_TEST_DATASETS", ",".join(datasets))
+    monkeypatch.setattr(sys, "argv", argv[:1] + ["--teacher-weights", str(weights), "--teacher-opts", "DATASETS.TEST",
+                                                 repr(datasets)] + argv[1:])
+    kd_report.main()
+    teacher = out / "pub" / "runs" / "teacher"
+    assert [c["eval_only"] for c in _calls(calls) if c["config"] == "teacher.yaml"] == [True]
+    assert json.load(open(teacher / "eval_synthetic_doclaynet_val.json"))["results"]["bbox"]["AP"] == 61.0
+    assert json.load(open(teacher / "eval_synthetic_doclaynet_test.json"))["results"]["bbox"]["AP"] == 51.0
 
 
 def test_collecting_publishes_runs_trained_without_publishing(report_setup, monkeypatch):

@@ -316,8 +316,12 @@ class KDBenchmark:
         opts = ["SEED", str(args.seeds[0]), *args.teacher_opts]
         if args.teacher_weights:
             tests = load_config(args.teacher, list(args.teacher_opts)).DATASETS.TEST
-            return run(args.teacher, self.teacher_dir, opts + ["MODEL.WEIGHTS", args.teacher_weights], self.dataset,
-                       args.num_gpus, eval_only=True, threads=threads, also=tests)
+            result = run(args.teacher, self.teacher_dir, opts + ["MODEL.WEIGHTS", args.teacher_weights], self.dataset,
+                         args.num_gpus, eval_only=True, threads=threads, also=tests)
+            if published and result is not None:  # the evaluations a later step (analyze.py) reads beside the runs
+                publish_teacher(self.teacher_dir, published, self.teacher_weights, self.dataset,
+                                self.teacher_final_eval, evaluated_only=True)
+            return result
         # Trained here whatever was published: the distillation runs need its weights.
         result = run(args.teacher, self.teacher_dir, opts, self.dataset, args.num_gpus, threads=threads,
                      final_iteration=self.teacher_final)
