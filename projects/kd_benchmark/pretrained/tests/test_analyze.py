@@ -39,11 +39,14 @@ def test_table_pairs_by_seed_and_tests_the_family_against_the_3x_control(tmp_pat
     assert by_name["rec"]["vs_supervised_3x"]["mean"] == pytest.approx(5.0)
     assert by_name["rec"]["vs_supervised_1x"]["mean"] == pytest.approx(7.0)
     assert by_name["rec"]["gap_closed_vs_1x"]["mean"] == pytest.approx(0.7)  # 7 of the 10-point gap
+    assert by_name["rec"]["gap_closed_vs_3x"]["mean"] == pytest.approx(5.0 / 8.0)  # 5 of the 30 - 22 gap
+    assert by_name["feat"]["gap_closed_vs_3x"]["mean"] == pytest.approx(0.0, abs=1e-9)  # +0.5, -1, +0.5 of 8
+    assert "gap_closed_vs_3x" not in by_name["sup1"]  # outside the family
     holm = report["holm_vs_supervised_3x"]
     assert holm["rec"]["rejected"] and holm["rec"]["difference"]["low"] > 0
     assert not holm["feat"]["rejected"] and holm["feat"]["difference"]["low"] < 0
     md = (tmp_path / "report.md").read_text()
-    assert "| rec | 3 | 27.0 ± 1.5 | 28.0 ± 1.5 | +7.0 [" in md and "70% [" in md
+    assert "| rec | 3 | 27.0 ± 1.5 | 28.0 ± 1.5 | +7.0 [" in md and "| 70% [" in md and "| 62% [" in md
 
 
 def test_a_missing_test_evaluation_is_an_error_naming_the_folder(tmp_path):
