@@ -43,7 +43,7 @@ table() {  # test pages: every row of protocol.md, evaluated once after training
   kd "${common[@]}" --student "$C/student_MNv3_small_pretrained.yaml" --distill $(printf '%s\n' "$rec" "$feat" "$resp" | sort -u) \
     --seeds 42 1 2 3 4 --output "$OUT/1x" --publish "$R/1x" TEST.EVAL_PERIOD 0 DATASETS.TEST "$BOTH"
   kd "${common[@]}" --student "$C/student_MNv3_small_pretrained.yaml" --distill "$rec" --seeds 42 1 2 3 4 \
-    --distill-seeds 42 1 2 --output "$OUT/3x" --publish "$R/3x" TEST.EVAL_PERIOD 0 DATASETS.TEST "$BOTH" \
+    --distill-seeds 42 1 2 3 4 --output "$OUT/3x" --publish "$R/3x" TEST.EVAL_PERIOD 0 DATASETS.TEST "$BOTH" \
     SOLVER.MAX_ITER 6000 SOLVER.STEPS "(3000,3600)"
   kd "${common[@]}" --student configs/synthetic/bench/student_MNv3_GN.yaml --distill "$rec" --seeds 42 1 2 \
     --output "$OUT/scratch" --publish "$R/scratch" TEST.EVAL_PERIOD 0 DATASETS.TEST "$BOTH" \
