@@ -7,9 +7,10 @@ from typing import Tuple
 
 from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
 from detectron2.engine import HookBase
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
 
+from ..evaluation import LayoutCOCOEvaluator
 from ..utils.rng import forked_rng
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def evaluate_teacher(teacher, tcfg, dataset_name: str, num_images: int, output_d
     return inference_on_dataset(teacher, loader, evaluator), len(dicts)
 
 
-class SubsetCOCOEvaluator(COCOEvaluator):
+class SubsetCOCOEvaluator(LayoutCOCOEvaluator):
     """COCOEvaluator scored on ``img_ids`` only. Detectron2's evaluator matches the predictions
     against every image of the dataset, so predictions for the first N of M images would be scored
     as if the other M - N pages had been missed (AP about N / M of the true one)."""

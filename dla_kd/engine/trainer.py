@@ -6,7 +6,6 @@ import weakref
 
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.events import JSONWriter
 from detectron2.utils.logger import setup_logger
@@ -16,7 +15,7 @@ from ..data.mixed_loader import build_mixed_train_loader, uses_unlabeled
 from ..data.page_checks import check_training_pages
 from ..distill.balance import attach_grad_scaler
 from ..distill.feature_cache import CachedFeaturesMapper
-from ..evaluation import format_results_table, save_eval_results
+from ..evaluation import LayoutCOCOEvaluator, format_results_table, save_eval_results
 from ..utils.events import current_iter
 from . import auto_scale
 from .distill_check import DISTILL_META_ARCHITECTURE, check_distill_section
@@ -33,9 +32,9 @@ logger = logging.getLogger(__name__)
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for layout detection and distillation.
 
-    * evaluation: ``COCOEvaluator`` (bbox + segm AP, AP50, AP75, APs/m/l, per-category AP) on
-      every dataset of ``DATASETS.TEST``; results go to ``<OUTPUT_DIR>/eval_<dataset>.json`` and
-      (during training) to Detectron2's ``metrics.json``;
+    * evaluation: ``LayoutCOCOEvaluator`` (Detectron2's ``COCOEvaluator``: bbox + segm AP, AP50,
+      AP75, APs/m/l, per-category AP) on every dataset of ``DATASETS.TEST``; results go to
+      ``<OUTPUT_DIR>/eval_<dataset>.json`` and (during training) to Detectron2's ``metrics.json``;
     * checkpoints: :class:`DLACheckpointer` (plain weights into a distillation student, format
       converters, atomic writes); ``--resume`` restores model, optimizer, scheduler and iteration,
       then gives the optimizer the current config's solver settings (a changed ``BASE_LR`` applies;
@@ -151,7 +150,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(
+        return LayoutCOCOEvaluator(
             dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
         )
 

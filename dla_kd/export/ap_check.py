@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator
 
+from ..evaluation import LayoutCOCOEvaluator
 from ..inference.processing import postprocess, preprocess
 from ..inference.samples import read_image_rgb
 from ..inference.spec import ModelSpec
@@ -47,19 +47,6 @@ def _metrics(results: Dict, detections: int) -> Dict[str, float]:
     return {**{k: 0.0 if math.isnan(v) else v for k, v in values.items()}, "detections": detections}
 
 
-@contextlib.contextmanager
-def _own_coco_json(dataset: str):
-    """COCOEvaluator converts a dataset without ``json_file`` to COCO json in its output folder and
-    sets ``json_file`` in the global metadata; here that file is the export's: unset it again."""
-    meta = MetadataCatalog.get(dataset)
-    had_json = "json_file" in meta.as_dict()
-    try:
-        yield
-    finally:
-        if not had_json and "json_file" in meta.as_dict():
-            delattr(meta, "json_file")
-
-
 def check_dataset(dataset: str, spec: ModelSpec, n_images: int = 1) -> list:
     """``n_images`` records of ``dataset`` (see :func:`.calibration.dataset_records`); it must have
     annotations and the model's classes, in order."""
@@ -77,9 +64,8 @@ def bbox_ap(runners: Dict[str, Callable], spec: ModelSpec, dataset: str, n_image
     """({name: {"AP", "AP50", "AP75", "detections"}}, pages evaluated) of every runner (see
     :mod:`.runtime`) on ``n_images`` pages of ``dataset``; evaluator files go to ``output_dir/<name>``."""
     records = check_dataset(dataset, spec, n_images)
-    with _own_coco_json(dataset):
-        evaluators = {name: COCOEvaluator(dataset, tasks=("bbox",), distributed=False, max_dets_per_image=spec.detections_per_image,
-                                          output_dir=os.path.join(output_dir, name)) for name in runners}
+    evaluators = {name: LayoutCOCOEvaluator(dataset, tasks=("bbox",), distributed=False, max_dets_per_image=spec.detections_per_image,
+                                            output_dir=os.path.join(output_dir, name)) for name in runners}
     for evaluator in evaluators.values():
         evaluator.reset()
     counts = dict.fromkeys(runners, 0)
