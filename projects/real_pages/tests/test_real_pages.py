@@ -125,8 +125,11 @@ def test_report_takes_each_models_pages_per_s_from_its_own_speed_run(tmp_path):
     result("teacher", 20.0)
     result("student", 10.0, seed=42)
     result("student_synthetic", 30.0, seed=42)
-    (tmp_path / "student_speed.json").write_text(json.dumps({"pages_per_s": 32.25, "detections": 855}))
+    (tmp_path / "student_speed.json").write_text(json.dumps(
+        {"pages_per_s": 32.25, "detections": 855, "threads": 4, "pages_per_s_passes": [31.0, 32.25, 33.0]}))
     assert report.main(str(tmp_path)) == 0
+    # how the speed was measured comes from the speed run, not from the report's text
+    assert "4 threads, the median of 3 passes over the pages" in (tmp_path / "report.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")
             for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| ")}
     assert rows["student supervised (MNv3-Small)"][-2:] == ["32.25", "855"]

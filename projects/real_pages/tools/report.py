@@ -55,6 +55,25 @@ def fmt(mean, sd=None):
     return "-" if mean is None else f"{mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
 
 
+def test_pages(runs) -> str:
+    """The number of test pages the runs were evaluated on (their ``test_set``), "?" if unrecorded."""
+    counts = {r.get("test_set", {}).get("pages") for rs in runs.values() for r in rs} - {None}
+    return "/".join(str(c) for c in sorted(counts)) or "?"
+
+
+def speed_setting(speed) -> str:
+    """How the pages/s were measured, read from the speed runs themselves (threads, timed passes),
+    e.g. "2 threads, the median of 5 passes over the pages"; each model's setting where they differ."""
+    def setting(result):
+        passes = len(result.get("pages_per_s_passes", [result.get("pages_per_s")]))
+        return f"{result.get('threads', '?')} threads, the median of {passes} pass{'es' * (passes != 1)} over the pages"
+
+    settings = {name[:-len("_speed")]: setting(result) for name, result in sorted(speed.items())}
+    if len(set(settings.values())) <= 1:
+        return next(iter(settings.values()), "not timed")
+    return "; ".join(f"{LABELS.get(name, name)}: {text}" for name, text in settings.items())
+
+
 def paired_difference(runs, reference: str, name: str):
     """bbox AP of ``name`` minus ``reference`` on the seeds both have: (seeds, mean, 95% t-interval);
     the KD benchmark's protocol statistics (``projects/kd_benchmark/pretrained/protocol_stats.py``)."""
@@ -109,9 +128,10 @@ def main(results: str = RESULTS) -> int:
         lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
                                         fmt(*mean), ratio, ratio_cdla, f"{pages:.2f}" if pages else "-",
                                         str(timed.get("detections", "-"))]) + " |")
-    text = ("# Real pages: results\n\nbbox AP on the 20 real PubLayNet example pages (mean ± sd over seeds; "
+    pages = test_pages(runs)
+    text = (f"# Real pages: results\n\nbbox AP on the {pages} real PubLayNet example pages (mean ± sd over seeds; "
             "each run's bootstrap interval over pages is in its own file). pages/s: ONNX on CPU, "
-            "2 threads, the median of 5 passes over the 20 pages, the first seed's model (each pass in its "
+            f"{speed_setting(speed)}, the first seed's model (each pass in its "
             "`<model>_speed.json`); detections kept: score at least 0.05 (the CDLA teacher: its class map's "
             "thresholds).\n\n" + "\n".join(lines) + "\n"
             + paired_lines(runs, "student", ("kd_recommended", "student_synthetic")))
