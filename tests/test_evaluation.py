@@ -29,9 +29,9 @@ def dataset():
     MetadataCatalog.remove(name)
 
 
-def _bbox_ap(name, output_dir):
+def _bbox_ap(name, output_dir, **kwargs):
     """bbox AP of detections equal to ``BOXES`` (score 0.9) on ``name``, evaluated in ``output_dir``."""
-    evaluator = LayoutCOCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(output_dir))
+    evaluator = LayoutCOCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(output_dir), **kwargs)
     evaluator.reset()
     for i, box in enumerate(BOXES):
         instances = Instances((100, 100), pred_boxes=Boxes(torch.tensor([box])), scores=torch.tensor([0.9]),
@@ -66,3 +66,11 @@ def test_a_dataset_with_its_own_coco_file_is_read_from_it(dataset, tmp_path):
     assert _bbox_ap(dataset, tmp_path / "eval") == pytest.approx(100.0)
     assert MetadataCatalog.get(dataset).json_file == str(coco_file)
     assert not (tmp_path / "eval" / f"{dataset}_coco_format.json").exists()
+
+
+def test_an_evaluator_scores_against_anothers_conversion_when_given_it(dataset, tmp_path):
+    first = LayoutCOCOEvaluator(dataset, tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "a"))
+    assert first.coco_json == str(tmp_path / "a" / f"{dataset}_coco_format.json")
+    assert _bbox_ap(dataset, tmp_path / "b", coco_json=first.coco_json) == pytest.approx(100.0)
+    assert not (tmp_path / "b" / f"{dataset}_coco_format.json").exists()  # not converted again
+    assert "json_file" not in MetadataCatalog.get(dataset).as_dict()

@@ -64,8 +64,12 @@ def bbox_ap(runners: Dict[str, Callable], spec: ModelSpec, dataset: str, n_image
     """({name: {"AP", "AP50", "AP75", "detections"}}, pages evaluated) of every runner (see
     :mod:`.runtime`) on ``n_images`` pages of ``dataset``; evaluator files go to ``output_dir/<name>``."""
     records = check_dataset(dataset, spec, n_images)
-    evaluators = {name: LayoutCOCOEvaluator(dataset, tasks=("bbox",), distributed=False, max_dets_per_image=spec.detections_per_image,
-                                            output_dir=os.path.join(output_dir, name)) for name in runners}
+    evaluators, coco_json = {}, None
+    for name in runners:  # the first converts the dataset, the others score against its conversion
+        evaluators[name] = LayoutCOCOEvaluator(dataset, tasks=("bbox",), distributed=False, coco_json=coco_json,
+                                               max_dets_per_image=spec.detections_per_image,
+                                               output_dir=os.path.join(output_dir, name))
+        coco_json = evaluators[name].coco_json
     for evaluator in evaluators.values():
         evaluator.reset()
     counts = dict.fromkeys(runners, 0)

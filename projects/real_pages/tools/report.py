@@ -55,7 +55,7 @@ def fmt(mean, sd=None):
     return "-" if mean is None else f"{mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
 
 
-def test_pages(runs) -> str:
+def page_count(runs) -> str:
     """The number of test pages the runs were evaluated on (their ``test_set``), "?" if unrecorded."""
     counts = {r.get("test_set", {}).get("pages") for rs in runs.values() for r in rs} - {None}
     return "/".join(str(c) for c in sorted(counts)) or "?"
@@ -128,7 +128,7 @@ def main(results: str = RESULTS) -> int:
         lines.append("| " + " | ".join([LABELS.get(name, name), str(len(rs)), fmt(*ap), *(fmt(*p) for p in per_class),
                                         fmt(*mean), ratio, ratio_cdla, f"{pages:.2f}" if pages else "-",
                                         str(timed.get("detections", "-"))]) + " |")
-    pages = test_pages(runs)
+    pages = page_count(runs)
     text = (f"# Real pages: results\n\nbbox AP on the {pages} real PubLayNet example pages (mean ± sd over seeds; "
             "each run's bootstrap interval over pages is in its own file). pages/s: ONNX on CPU, "
             f"{speed_setting(speed)}, the first seed's model (each pass in its "
